@@ -1,0 +1,138 @@
+"""``fairshare`` (the default): guaranteed quotas over the org tree, idle quota lent to
+whoever waits, borrowed GPUs reclaimed by preemption, usage-aware ordering.
+
+Admission order, lowest key first:
+    (-priority class, beyond-guarantee?, fair-share path, team, LAS queue, submit, sequence)
+so work within a team's guarantee goes before borrowing work, and borrowers are served by
+the fair-share value of their org path (siblings of an idle lender first: their common
+group has the lower value).
+
+Inside one team, jobs are ordered as in Tiresias' discretised LAS, with no knowledge of
+durations: a job that has attained less than ``las_threshold_gpu_s`` GPU-seconds (queue 1)
+goes before one that has attained more (queue 2), and a waiting queue-1 job may preempt
+its own team's queue-2 jobs: a team trades its own long job for its new short one, never
+another team's guaranteed GPUs. Other teams' jobs are preempted only to give a team back
+its guarantee, and only if they run on borrowed GPUs.
+"""
+
+from __future__ import annotations
+
+from allotment.domain.workload import RunningJob, Workload
+from allotment.policies.base import OrderKey, Policy
+from allotment.scheduler.scratch import Scratch
+
+
+# Fair-share value of org node N (Slurm Fair Tree style, one level at a time):
+#
+#     v_N = (A_N + D_N / H) / (w_N * max(E_N, 1))
+#
+#   A_N  GPUs N's subtree holds now (all GPU types), including this cycle's admissions
+#   D_N  N's decayed usage in GPU-seconds with half-life H (``ClusterState.decayed_usage``);
+#        D_N / H is about 1.44x the GPUs N held on average over the last half-life
+#   w_N  N's weight (> 0), E_N its guaranteed GPUs over all types
+#
+# Range [0, inf). v_N = 0: N used nothing recently (not a bug: it is served first).
+# v_N near 2.44 (1 + 1/ln 2): N has held exactly its weighted guarantee for a long time;
+# larger: N used more than its share. E_N = 0 counts as 1, so a team without guarantee
+# still gets an order among borrowers. A team's key is the tuple (v of its top-level
+# ancestor, ..., v of the team): siblings compete only once their ancestors tie, as in
+# Fair Tree. Ties: team name, then the job's own submit time and sequence.
+# Lower is admitted first; higher is preempted first (among equal-cost victims).
+def fair_share_value(sc: Scratch, node: int) -> float:
+    memo = sc.memo
+    base = memo.get(node)
+    org = sc.state.org
+    if base is None:
+        base = sc.state.decayed_usage(node, sc.now) / sc.state.half_life_s
+        memo[node] = base
+    return (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
+
+
+def fair_share_path(sc: Scratch, team: str) -> tuple[float, ...]:
+    org = sc.state.org
+    return tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
+
+
+class FairSharePolicy(Policy):
+    """Hierarchical guarantees with lending, reclaim by preemption and fair-share order."""
+
+    name = "fairshare"
+    preempts = True
+
+    def level(self, attained_gpu_s: float) -> int:
+        return 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
+
+    def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
+        return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
+
+    def order_key(self, sc: Scratch, w: Workload) -> OrderKey:
+        level = self.level(sc.state.pending_attained[w.id])
+        beyond = 0 if sc.within_guarantee(w) else 1
+        return (
+            -w.priority,
+            beyond,
+            level * beyond,
+            fair_share_path(sc, w.team),
+            w.team,
+            self.level(sc.state.pending_attained[w.id]),
+            w.submit_time,
+            w.seq,
+        )
+
+    def quota_block(self, sc: Scratch, w: Workload) -> str | None:
+        if not w.preemptible and not sc.within_guarantee(w):
+            i = sc.team_index(w)
+            return (
+                f"non-preemptible job would exceed team {w.team}'s guarantee "
+                f"({sc.usage[w.gpu_type][i]}+{w.gpus}/{sc.state.org.guaranteed[w.gpu_type][i]}"
+                f" {w.gpu_type} GPUs) and so cannot borrow"
+            )
+        return sc.quota_block(w)
+
+    def may_reserve(self, sc: Scratch, w: Workload) -> bool:
+        if not self.config.backfill:
+            return False
+        return sc.within_guarantee(w) or sc.now - w.submit_time >= self.config.reserve_after_s
+
+    def reservation_scope(self, sc: Scratch, w: Workload) -> object:
+        """Each team's guarantee is its own: its first blocked job within its guarantee holds
+        GPUs whatever other teams wait for; borrowers share one reservation per GPU type."""
+        return (w.gpu_type, w.team) if sc.within_guarantee(w) else w.gpu_type
+
+    def reserve_wakeup(self, sc: Scratch, w: Workload) -> float | None:
+        return w.submit_time + self.config.reserve_after_s
+
+    def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
+        return sc.within_guarantee(w) or self.level(sc.state.pending_attained[w.id]) == 0
+
+    def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
+        """Another team's job on borrowed GPUs (its team is above its guarantee) when ``w``
+        is within its guarantee; or the team's own queue-2 job for its queue-1 ``w``."""
+        v = job.workload
+        if v.gpu_type != w.gpu_type or v.priority > w.priority:
+            return False
+        if v.team == w.team:
+            return (
+                self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
+            )
+        i = sc.state.org.index[v.team]
+        if sc.usage[v.gpu_type][i] <= sc.state.org.guaranteed[v.gpu_type][i]:
+            return False  # its team holds no borrowed GPUs
+        if sc.within_guarantee(w):
+            return True
+        # surplus GPUs follow LAS across teams: a queue-1 borrower displaces a queue-2 one
+        return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
+
+    def victim_teams(self, sc: Scratch, w: Workload) -> list[str] | None:
+        org = sc.state.org
+        t = w.gpu_type
+        usage, guaranteed = sc.usage[t], org.guaranteed[t]
+        over = [org.names[i] for i in range(1, len(org.names))
+                if org.is_team[i] and usage[i] > guaranteed[i] and org.names[i] != w.team]
+        return [w.team, *over]
+
+    def start_wakeup(self, job: RunningJob) -> float | None:
+        remaining = self.config.las_threshold_gpu_s - job.attained_gpu_s
+        if remaining <= 0:
+            return None
+        return job.segment_start + remaining / job.workload.gpus

@@ -1,0 +1,47 @@
+"""``las``: Tiresias-style discretised least-attained-service (Gu et al., NSDI 2019).
+
+Two queues, no knowledge of durations. A job's attained service S is the GPU-seconds it
+has run (gang size x time, over all its runs). Queue 1 holds S < threshold, queue 2 the
+rest; queue 1 always goes first, each queue is FIFO by submission time. A pending job of
+queue 1 may preempt running jobs of queue 2 (after their minimum runtime, with the same
+grace as every policy); jobs of one queue never preempt each other. Teams are ignored.
+As in Tiresias, no GPUs are held for a blocked gang: later jobs that fit simply run.
+"""
+
+from __future__ import annotations
+
+from allotment.domain.workload import RunningJob, Workload
+from allotment.policies.base import OrderKey, Policy
+from allotment.scheduler.scratch import Scratch
+
+
+class LasPolicy(Policy):
+    """Discretised 2-queue LAS over attained GPU-time, preemptive between queues."""
+
+    name = "las"
+    preempts = True
+
+    def level(self, attained_gpu_s: float) -> int:
+        return 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
+
+    def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
+        return (self.level(attained_gpu_s), w.submit_time, w.seq)
+
+    def order_key(self, sc: Scratch, w: Workload) -> OrderKey:
+        return (self.level(sc.state.pending_attained[w.id]), w.submit_time, w.seq)
+
+    def may_reserve(self, sc: Scratch, w: Workload) -> bool:
+        """Tiresias holds nothing: a gang that does not fit is skipped, later ones run."""
+        return False
+
+    def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
+        return self.level(sc.state.pending_attained[w.id]) == 0
+
+    def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
+        return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
+
+    def start_wakeup(self, job: RunningJob) -> float | None:
+        remaining = self.config.las_threshold_gpu_s - job.attained_gpu_s
+        if remaining <= 0:
+            return None
+        return job.segment_start + remaining / job.workload.gpus

@@ -1,0 +1,177 @@
+"""Which running jobs to preempt so that a waiting gang can start, losing the least work.
+
+Victim cost, lowest preempted first:
+    (priority class, lost GPU-seconds, run time so far, sequence)
+where lost GPU-seconds = (now - last checkpoint) x gang size: the work thrown away if the
+job is killed now. A job that has run less than ``min_runtime_s`` is never a victim; the
+cycle is woken when the first such job becomes eligible.
+"""
+
+from __future__ import annotations
+
+from allotment.domain.workload import RunningJob, Workload
+from allotment.policies.base import Policy
+from allotment.scheduler.decisions import Decisions, Preempt, Reservation
+from allotment.scheduler.scratch import Scratch
+
+
+def victim_cost(job: RunningJob, now: float) -> tuple[int, float, float, int]:
+    w = job.workload
+    lost = (now - job.last_checkpoint(now)) * w.gpus
+    return (w.priority, lost, now - job.segment_start, w.seq)
+
+
+def _candidates(
+    sc: Scratch, policy: Policy, w: Workload, d: Decisions
+) -> list[tuple[tuple[int, float, float, int], RunningJob]]:
+    now = sc.now
+    min_run = policy.config.min_runtime_s
+    out = []
+    teams = policy.victim_teams(sc, w)
+    running = sc.state.running
+    pool = (
+        running.values() if teams is None
+        else [j for t in teams for j in running_of(sc, t)]
+    )
+    for job in pool:
+        v = job.workload
+        if (
+            job.terminating_since is not None
+            or not v.preemptible
+            or v.gpu_type != w.gpu_type
+            or v.id in sc.doomed
+            or not policy.is_victim_candidate(sc, w, job)
+        ):
+            continue
+        if now - job.segment_start < min_run:
+            d.wake(job.segment_start + min_run)
+            continue
+        out.append((victim_cost(job, now), job))
+    out.sort(key=lambda c: c[0])
+    return out
+
+
+def running_of(sc: Scratch, team: str) -> list[RunningJob]:
+    return list(sc.state.running_by_team.get(team, {}).values())
+
+
+def _claim_incoming(sc: Scratch, w: Workload) -> list[int] | None:
+    """Nodes where GPUs already being released (plus free ones) can hold ``w``."""
+    t = w.gpu_type
+    ids = sc.state.cluster.nodes_by_type[t]
+    if w.gpus <= sc.max_node[t]:
+        best = None
+        for i in ids:
+            if i in sc.held:
+                continue
+            extra = sc.incoming.get(i, 0)
+            if extra and sc.free[i] + extra >= w.gpus and (best is None or extra < best[0]):
+                best = (extra, i)
+        return None if best is None else [best[1]]
+    nodes = sorted(
+        (i for i in ids if i not in sc.held and sc.free[i] + sc.incoming.get(i, 0) > 0),
+        key=lambda i: (-(sc.free[i] + sc.incoming.get(i, 0)), i),
+    )
+    total, chosen = 0, []
+    for i in nodes:
+        chosen.append(i)
+        total += sc.free[i] + sc.incoming.get(i, 0)
+        if total >= w.gpus:
+            return chosen if any(sc.incoming.get(n, 0) for n in chosen) else None
+    return None
+
+
+def _choose_victims(
+    sc: Scratch, w: Workload, cands: list[tuple[tuple[int, float, float, int], RunningJob]]
+) -> tuple[list[RunningJob], list[int]] | None:
+    """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
+    t = w.gpu_type
+    if w.gpus <= sc.max_node[t]:
+        per_node: dict[int, list[tuple[tuple[int, float, float, int], RunningJob]]] = {}
+        for cost, job in cands:
+            for node, _ in job.placement:
+                per_node.setdefault(node, []).append((cost, job))
+        best: tuple[tuple[int, float, int, int], list[RunningJob]] | None = None
+        for node, jobs in per_node.items():
+            if node in sc.held:
+                continue
+            avail = sc.free[node] + sc.incoming.get(node, 0)
+            picked: list[RunningJob] = []
+            lost, top_prio = 0.0, -(10**9)
+            for cost, job in jobs:
+                if avail >= w.gpus:
+                    break
+                picked.append(job)
+                avail += sum(g for n, g in job.placement if n == node)
+                lost += cost[1]
+                top_prio = max(top_prio, cost[0])
+            if avail >= w.gpus:
+                score = (top_prio, lost, len(picked), node)
+                if best is None or score < best[0]:
+                    best = (score, picked)
+        if best is None:
+            return None
+        return best[1], [best[0][3]]
+    total = sum(sc.free[i] + sc.incoming.get(i, 0)
+                for i in sc.state.cluster.nodes_by_type[t] if i not in sc.held)
+    picked = []
+    for _, job in cands:
+        if total >= w.gpus:
+            break
+        if any(n in sc.held for n, _ in job.placement):
+            continue
+        picked.append(job)
+        total += job.workload.gpus
+    if total < w.gpus:
+        return None
+    nodes = {n for job in picked for n, _ in job.placement}
+    nodes.update(i for i in sc.state.cluster.nodes_by_type[t]
+                 if i not in sc.held and sc.free[i] + sc.incoming.get(i, 0) > 0)
+    return picked, sorted(nodes)
+
+
+def plan_reclaim(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool:
+    """Make room for blocked ``w``: claim GPUs already being released, or preempt victims.
+
+    Simulates removing the victims (undone before returning), checks that ``w`` then
+    passes the policy's quota and fits, and holds the target nodes for it. Returns True
+    when ``w`` has GPUs on the way.
+    """
+    claimed = _claim_incoming(sc, w)
+    if claimed is not None:
+        for node in claimed:
+            sc.incoming.pop(node, None)
+        sc.hold(claimed)
+        d.reservations.append(Reservation(w.gpu_type, w.id, ("node", claimed[0]),
+                                          tuple(claimed), reclaim=True))
+        return True
+    cands = _candidates(sc, policy, w, d)
+    if not cands:
+        return False
+    choice = _choose_victims(sc, w, cands)
+    if choice is None:
+        return False
+    victims, nodes = choice
+    removed: list[RunningJob] = []
+    ok = True
+    for job in victims:
+        if not policy.is_victim_candidate(sc, w, job):
+            ok = False
+            break
+        sc.remove(job)
+        removed.append(job)
+    if ok:
+        ok = policy.quota_block(sc, w) is None and sc.place(w) is not None
+    for job in reversed(removed):
+        sc.admit(job.workload, job.placement)
+    if not ok:
+        return False
+    for job in victims:
+        sc.doomed.add(job.workload.id)
+        d.preempts.append(Preempt(job.workload.id, w.id,
+                                  f"reclaimed for {w.id} of team {w.team} ({policy.name})"))
+    hold = sorted(set(nodes) | {n for job in victims for n, _ in job.placement})
+    sc.hold(hold)
+    d.reservations.append(Reservation(w.gpu_type, w.id, ("node", hold[0]), tuple(hold),
+                                      reclaim=True))
+    return True

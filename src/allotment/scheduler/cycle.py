@@ -1,0 +1,92 @@
+"""One scheduling cycle: ``decide(state, policy, now) -> Decisions``. Pure: the state is
+read, never changed; the same function runs in the simulator, the service and the tests.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from allotment.domain.workload import Workload
+from allotment.policies.base import OrderKey, Policy
+from allotment.policies.victims import plan_reclaim
+from allotment.scheduler.decisions import Admit, Decisions, Reject
+from allotment.scheduler.reservation import reserve
+from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.state import Bucket, ClusterState
+
+HeapEntry = tuple[OrderKey, int, Bucket, int]
+
+
+def _physical_reason(sc: Scratch, w: Workload) -> str:
+    t = w.gpu_type
+    if w.gpus <= sc.max_node[t]:
+        return (f"waiting for {w.gpus} free {t} GPUs on one node "
+                f"(largest free block now: {sc.max_fit(t)})")
+    return f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"
+
+
+def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
+    """Admit, preempt, reserve and reject for one cycle at time ``now``."""
+    d = Decisions()
+    # 1. snapshot: a working copy that records this cycle's own decisions
+    sc = Scratch(state, now)
+    # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
+    #    head of the same queue are blocked whenever the head is (same team, same size)
+    heap: list[HeapEntry] = []
+    seq = 0
+    for bucket in state.buckets.values():
+        heap.append((policy.order_key(sc, bucket.jobs[0]), seq, bucket, 0))
+        seq += 1
+    # 3. order: lowest key first, re-keyed lazily as admissions change fair-share values
+    heapq.heapify(heap)
+    reserved: set[object] = set()
+    while heap:
+        key, _, bucket, pos = heapq.heappop(heap)
+        w = bucket.jobs[pos]
+        fresh = policy.order_key(sc, w)
+        if fresh != key and heap and fresh > heap[0][0]:
+            heapq.heappush(heap, (fresh, seq, bucket, pos))
+            seq += 1
+            continue
+        # 4. reject what can never run under this policy (the whole queue shares the size)
+        never = policy.never_fits(state, w)
+        if never is not None:
+            d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
+            continue
+        # 5. nominate: quota first, then a placement on unheld free GPUs
+        block = policy.quota_block(sc, w)
+        physical = False
+        if block is None:
+            placement = sc.place(w)
+            if placement is not None:
+                d.admits.append(Admit(w.id, placement, sc.borrowed_after(w)))
+                sc.admit(w, placement)
+                if pos + 1 < len(bucket.jobs):
+                    nxt = bucket.jobs[pos + 1]
+                    heapq.heappush(heap, (policy.order_key(sc, nxt), seq, bucket, pos + 1))
+                    seq += 1
+                continue
+            physical = True
+            block = _physical_reason(sc, w)
+        elif sc.place(w) is None:
+            physical = True  # no room either: holding GPUs for it is still the remedy
+        # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
+        if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
+            d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
+            continue
+        # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
+        #    scope (a GPU type; fairshare: also each team within its guarantee), so that
+        #    backfill (every later job) cannot delay it
+        scope = policy.reservation_scope(sc, w)
+        if physical and scope not in reserved:
+            if policy.may_reserve(sc, w):
+                reserved.add(scope)
+                d.reservations.append(reserve(sc, w))
+                block = f"{block}; GPUs reserved for it"
+            else:
+                wake = policy.reserve_wakeup(sc, w)
+                if wake is not None and wake > now:
+                    d.wake(wake)
+        # 8. requeue: the head keeps its place and its reason; its queue waits
+        d.waiting[w.id] = block
+    return d

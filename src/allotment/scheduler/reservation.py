@@ -1,0 +1,59 @@
+"""Holding free GPUs for a blocked gang so that backfill cannot starve it.
+
+No duration estimates are used, so a reservation is a place, not a time: the chosen
+domain's free GPUs are held (up to the gang size) and grow as jobs there end; later jobs
+backfill only elsewhere. The domain is sticky: a job keeps the domain of its last
+reservation while that domain can still hold it.
+  - gang <= one node: the node with the most free GPUs (ties: lowest index);
+  - larger: the smallest topology level (rack, pod, all nodes of the type) with a domain
+    big enough, and in it the domain with the most free GPUs (ties: lowest id).
+"""
+
+from __future__ import annotations
+
+from allotment.domain.workload import Workload
+from allotment.scheduler.decisions import Reservation
+from allotment.scheduler.placement import domain_of
+from allotment.scheduler.scratch import Scratch
+
+
+def reserve(sc: Scratch, w: Workload) -> Reservation:
+    cluster = sc.state.cluster
+    nodes = cluster.nodes
+    ids = [i for i in cluster.nodes_by_type[w.gpu_type] if i not in sc.held]
+    previous = sc.state.last_reservations.get(w.id)
+    if w.gpus <= sc.max_node[w.gpu_type]:
+        fitting = [i for i in ids if nodes[i].gpus >= w.gpus]
+        if previous is not None and previous[0] == "node" and previous[1] in fitting:
+            node = previous[1]
+        else:
+            node = min(fitting, key=lambda i: (-sc.free[i], i))
+        sc.hold([node])
+        return Reservation(w.gpu_type, w.id, ("node", node), (node,))
+    for level in ("rack", "pod", "type"):
+        capacity: dict[int, int] = {}
+        free: dict[int, int] = {}
+        for i in ids:
+            d = domain_of(nodes[i], level)
+            capacity[d] = capacity.get(d, 0) + nodes[i].gpus
+            free[d] = free.get(d, 0) + sc.free[i]
+        big = [d for d, c in capacity.items() if c >= w.gpus]
+        if not big:
+            continue
+        if previous is not None and previous[0] == level and previous[1] in big:
+            domain = previous[1]
+        else:
+            domain = min(big, key=lambda d: (-free[d], d))
+        members = sorted(
+            (i for i in ids if domain_of(nodes[i], level) == domain and sc.free[i]),
+            key=lambda i: (-sc.free[i], i),
+        )
+        held, total = [], 0
+        for i in members:
+            if total >= w.gpus:
+                break
+            held.append(i)
+            total += sc.free[i]
+        sc.hold(held)
+        return Reservation(w.gpu_type, w.id, (level, domain), tuple(sorted(held)))
+    return Reservation(w.gpu_type, w.id, ("type", 0), ())

@@ -1,0 +1,190 @@
+"""A cycle's working copy of the state: free GPUs, held nodes and quota occupancy.
+
+``Scratch`` answers "does this gang fit now?" (placement and hierarchical quota) and
+records admissions, claims and reservations made earlier in the same cycle, so that each
+later answer sees them. The ``ClusterState`` it was built from is never changed.
+
+Hierarchical quota (Kueue cohorts, generalised to a tree). For GPU type k and org node N:
+    G_N   guaranteed GPUs (root: cluster capacity)
+    L_N   lend limit (None: all unused guarantee may be lent)
+    B_N   borrow limit (None: unlimited)
+    O_N   occupancy: a team's GPUs in use; an internal node's sum of children's eff
+    eff_N = max(O_N, G_N - L_N)   (what N takes from its parent: its use, or the part of
+                                   its guarantee it may not lend, whichever is larger)
+A gang of g GPUs for team T is admissible iff, for every node N on T's path below the
+root, O'_N - G_N <= B_N (it borrows within its limit), and at the root O'_root <= G_root.
+Idle guarantee is lent to siblings first: borrowing that stays inside a parent's own
+guarantee never reaches the grandparent, so cousins see only what the parent itself lends.
+"""
+
+from __future__ import annotations
+
+from allotment.domain.cluster import GpuType
+from allotment.domain.workload import JobId, RunningJob, Workload
+from allotment.scheduler.placement import Placement, place_across_nodes, place_on_one_node
+from allotment.scheduler.state import ClusterState
+
+
+class Scratch:
+    """Working copy of a ``ClusterState`` for one cycle at time ``now``."""
+
+    def __init__(self, state: ClusterState, now: float) -> None:
+        self.state = state
+        self.now = now
+        cluster = state.cluster
+        org = state.org
+        self.free = list(state.free)
+        self.held: set[int] = set()
+        self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
+        self.memo: dict[int, float] = {}  # per-cycle cache for policies
+        # GPUs that terminating jobs will release, per node, not yet claimed by a waiter
+        self.incoming: dict[int, int] = {}
+        for job in state.running.values():
+            if job.terminating_since is not None:
+                for node, gpus in job.placement:
+                    self.incoming[node] = self.incoming.get(node, 0) + gpus
+        self.max_node: dict[GpuType, int] = {
+            t: cluster.max_node_gpus(t) for t in cluster.gpu_types
+        }
+        self.levels: dict[GpuType, list[set[int]]] = {}
+        for t, ids in cluster.nodes_by_type.items():
+            lv: list[set[int]] = [set() for _ in range(self.max_node[t] + 1)]
+            for i in ids:
+                lv[self.free[i]].add(i)
+            self.levels[t] = lv
+        self.usage = {t: list(u) for t, u in state.usage.items()}
+        self.alloc_total = list(state.alloc_total)
+        # occupancy and eff per type, bottom-up
+        self.occ: dict[GpuType, list[int]] = {}
+        self.eff: dict[GpuType, list[int]] = {}
+        self.lock: dict[GpuType, list[int]] = {}
+        order = sorted(range(len(org.names)), key=lambda i: -org.depth[i])
+        for t in cluster.gpu_types:
+            g = org.guaranteed[t]
+            lend = org.lend_limit[t]
+            lock_by = [
+                0 if lend[i] is None else max(0, g[i] - (lend[i] or 0))
+                for i in range(len(org.names))
+            ]
+            occ = [0] * len(org.names)
+            eff = [0] * len(org.names)
+            for i in order:
+                if org.is_team[i]:
+                    occ[i] = self.usage[t][i]
+                eff[i] = max(occ[i], lock_by[i]) if i else occ[i]
+                p = org.parent[i]
+                if p >= 0:
+                    occ[p] += eff[i]
+            self.occ[t], self.eff[t], self.lock[t] = occ, eff, lock_by
+
+    # -- free GPUs ---------------------------------------------------------------------
+    def _set_free(self, node: int, value: int) -> None:
+        t = self.state.cluster.nodes[node].gpu_type
+        if node not in self.held:
+            self.levels[t][self.free[node]].discard(node)
+            self.levels[t][value].add(node)
+        self.free[node] = value
+
+    def hold(self, nodes: list[int] | tuple[int, ...]) -> None:
+        """Keep ``nodes``' free GPUs away from later gangs in this cycle."""
+        cluster = self.state.cluster
+        for node in nodes:
+            if node not in self.held:
+                self.levels[cluster.nodes[node].gpu_type][self.free[node]].discard(node)
+                self.held.add(node)
+
+    def max_fit(self, gpu_type: GpuType) -> int:
+        """Largest single-node gang that fits on unheld nodes now."""
+        lv = self.levels[gpu_type]
+        for f in range(len(lv) - 1, 0, -1):
+            if lv[f]:
+                return f
+        return 0
+
+    def unheld_free(self, gpu_type: GpuType) -> int:
+        return sum(
+            self.free[i] for i in self.state.cluster.nodes_by_type[gpu_type] if i not in self.held
+        )
+
+    def place(self, w: Workload) -> Placement | None:
+        """Where ``w`` would go now on unheld free GPUs, or None."""
+        t = w.gpu_type
+        if w.gpus <= self.max_node[t]:
+            node = place_on_one_node(self.levels[t], w.gpus)
+            return None if node is None else ((node, w.gpus),)
+        cluster = self.state.cluster
+        return place_across_nodes(
+            cluster.nodes, cluster.nodes_by_type[t], self.free, self.held, w.gpus
+        )
+
+    # -- quota -------------------------------------------------------------------------
+    def team_index(self, w: Workload) -> int:
+        return self.state.org.index[w.team]
+
+    def quota_block(self, w: Workload, gpus: int | None = None) -> str | None:
+        """None if the tree quota admits ``w`` now, else the reason in words."""
+        org = self.state.org
+        t = w.gpu_type
+        g = w.gpus if gpus is None else gpus
+        occ, eff, lock = self.occ[t], self.eff[t], self.lock[t]
+        guaranteed, borrow = org.guaranteed[t], org.borrow_limit[t]
+        i = org.index[w.team]
+        delta = g
+        while i > 0:
+            new_occ = occ[i] + delta
+            limit = borrow[i]
+            if limit is not None and new_occ - guaranteed[i] > limit:
+                return (
+                    f"{org.names[i]} would borrow {new_occ - guaranteed[i]} {t} GPUs, "
+                    f"over its borrow limit {limit} (guarantee {guaranteed[i]})"
+                )
+            new_eff = max(new_occ, lock[i])
+            delta = new_eff - eff[i]
+            if delta <= 0:
+                return None
+            i = org.parent[i]
+        if occ[0] + delta > guaranteed[0]:
+            return (
+                f"no {t} GPUs left to lend: in use or held by guarantees that may not be lent "
+                f"({occ[0]}/{guaranteed[0]} occupied)"
+            )
+        return None
+
+    def _apply_quota(self, team: str, t: GpuType, g: int) -> None:
+        org = self.state.org
+        occ, eff, lock = self.occ[t], self.eff[t], self.lock[t]
+        usage = self.usage[t]
+        i = org.index[team]
+        delta = g
+        while i >= 0:
+            usage[i] += g
+            self.alloc_total[i] += g
+            if delta:
+                occ[i] += delta
+                if i > 0:
+                    new_eff = max(occ[i], lock[i])
+                    delta, eff[i] = new_eff - eff[i], new_eff
+                else:
+                    eff[i] = occ[i]
+            i = org.parent[i]
+
+    def admit(self, w: Workload, placement: Placement) -> None:
+        for node, gpus in placement:
+            self._set_free(node, self.free[node] - gpus)
+        self._apply_quota(w.team, w.gpu_type, w.gpus)
+
+    def remove(self, job: RunningJob) -> None:
+        """Count ``job`` as gone (what-if for preemption); undo with ``admit``."""
+        for node, gpus in job.placement:
+            self._set_free(node, self.free[node] + gpus)
+        self._apply_quota(job.workload.team, job.workload.gpu_type, -job.workload.gpus)
+
+    def borrowed_after(self, w: Workload) -> int:
+        t = w.gpu_type
+        i = self.state.org.index[w.team]
+        return max(0, self.usage[t][i] + w.gpus - self.state.org.guaranteed[t][i])
+
+    def within_guarantee(self, w: Workload) -> bool:
+        t = w.gpu_type
+        i = self.state.org.index[w.team]
+        return self.usage[t][i] + w.gpus <= self.state.org.guaranteed[t][i]

@@ -1,0 +1,196 @@
+"""The mutable cluster state that the edges (simulator, service) keep and ``decide`` reads.
+
+``decide`` treats a ``ClusterState`` as a read-only snapshot: it copies what it changes into
+a scratch (``scheduler.scratch``) and returns decisions; the caller applies them here with
+``start``, ``mark_terminating`` and ``stop``. Aggregates (free GPUs per node, usage per org
+node, decayed usage) are kept incrementally so a cycle never rescans every job.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from allotment.domain.cluster import Cluster, GpuType
+from allotment.domain.org import OrgTree
+from allotment.domain.workload import JobId, RunningJob, Workload
+from allotment.errors import InputError
+
+BucketKey = tuple[str, GpuType, int]  # (team, gpu type, gang size)
+PendingKey = Callable[[Workload, float], tuple[float | int, ...]]
+
+
+def default_pending_key(w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
+    """Within one bucket: higher priority class first, then submit time, then sequence."""
+    return (-w.priority, w.submit_time, w.seq)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Pending jobs of one team, GPU type and gang size, sorted by the policy's pending key."""
+
+    key: BucketKey
+    keys: list[tuple[float | int, ...]] = field(default_factory=list)
+    jobs: list[Workload] = field(default_factory=list)
+
+
+class ClusterState:
+    """Everything a scheduling cycle needs, kept up to date by the edge that owns the jobs."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        org: OrgTree,
+        pending_key: PendingKey = default_pending_key,
+        usage_half_life_s: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self.cluster = cluster
+        self.org = org
+        self.pending_key = pending_key
+        self.half_life_s = usage_half_life_s
+        self.free: list[int] = [n.gpus for n in cluster.nodes]
+        self.running: dict[JobId, RunningJob] = {}
+        self.running_by_team: dict[str, dict[JobId, RunningJob]] = {}
+        self.buckets: dict[BucketKey, Bucket] = {}
+        self.pending_index: dict[JobId, BucketKey] = {}
+        self.pending_attained: dict[JobId, float] = {}
+        self.usage: dict[GpuType, list[int]] = {
+            t: [0] * len(org.names) for t in cluster.gpu_types
+        }
+        self.alloc_total: list[int] = [0] * len(org.names)  # all GPU types, per org node
+        # decayed usage D (GPU-seconds, half-life H) per org node, valid at decay_time[i]
+        self.decayed: list[float] = [0.0] * len(org.names)
+        self.decay_time: list[float] = [0.0] * len(org.names)
+        # pending GPUs per team index and GPU type; counts of pending gangs per (type, size)
+        self.pending_gpus: dict[GpuType, list[int]] = {
+            t: [0] * len(org.names) for t in cluster.gpu_types
+        }
+        self.pending_sizes: dict[tuple[GpuType, int], int] = {}
+        # domain ((level, id)) of each job's reservation in the last cycle: kept sticky
+        self.last_reservations: dict[JobId, tuple[str, int]] = {}
+
+    # -- queries -------------------------------------------------------------------------
+    def pending_jobs(self) -> Iterator[Workload]:
+        for key in sorted(self.buckets):
+            yield from self.buckets[key].jobs
+
+    @property
+    def num_pending(self) -> int:
+        return len(self.pending_index)
+
+    def decayed_usage(self, i: int, now: float) -> float:
+        """Decayed GPU-seconds of org node ``i`` at ``now`` (no mutation).
+
+        D(t) = D(t0)·2^(-(t-t0)/H) + A·(H/ln 2)·(1 - 2^(-(t-t0)/H)), where A is the GPUs
+        the node held over [t0, t], constant between updates.
+        """
+        t0 = self.decay_time[i]
+        if now <= t0:
+            return self.decayed[i]
+        h = self.half_life_s
+        f = math.exp2(-(now - t0) / h)
+        return self.decayed[i] * f + self.alloc_total[i] * (h / math.log(2)) * (1.0 - f)
+
+    # -- pending -------------------------------------------------------------------------
+    def validate(self, w: Workload) -> None:
+        """Raise ``InputError`` naming the field if ``w`` can never be scheduled here."""
+        if w.gpus <= 0:
+            raise InputError("gpus", f"must be >= 1, got {w.gpus}")
+        if w.gpu_type not in self.cluster.nodes_by_type:
+            raise InputError("gpu_type", f"unknown GPU type {w.gpu_type!r}")
+        self.org.team_index(w.team)
+        cap = self.cluster.capacity(w.gpu_type)
+        if w.gpus > cap:
+            raise InputError("gpus", f"gang of {w.gpus} exceeds the {cap} {w.gpu_type} GPUs")
+        if w.id in self.pending_index or w.id in self.running:
+            raise InputError("id", f"job {w.id!r} already exists")
+
+    def submit(self, w: Workload, attained_gpu_s: float = 0.0) -> None:
+        """Queue ``w`` (a new job, or a preempted one with its attained service)."""
+        key: BucketKey = (w.team, w.gpu_type, w.gpus)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = Bucket(key)
+        sort_key = self.pending_key(w, attained_gpu_s)
+        pos = bisect.bisect_right(bucket.keys, sort_key)
+        bucket.keys.insert(pos, sort_key)
+        bucket.jobs.insert(pos, w)
+        self.pending_index[w.id] = key
+        self.pending_attained[w.id] = attained_gpu_s
+        self.pending_gpus[w.gpu_type][self.org.index[w.team]] += w.gpus
+        sk = (w.gpu_type, w.gpus)
+        self.pending_sizes[sk] = self.pending_sizes.get(sk, 0) + 1
+
+    def remove_pending(self, job_id: JobId) -> tuple[Workload, float]:
+        """Take a job out of its queue; returns it and its attained GPU-seconds."""
+        key = self.pending_index.pop(job_id)
+        bucket = self.buckets[key]
+        for pos, w in enumerate(bucket.jobs):
+            if w.id == job_id:
+                break
+        else:  # pragma: no cover - index and buckets are kept together
+            raise KeyError(job_id)
+        del bucket.jobs[pos]
+        del bucket.keys[pos]
+        if not bucket.jobs:
+            del self.buckets[key]
+        self.pending_gpus[w.gpu_type][self.org.index[w.team]] -= w.gpus
+        sk = (w.gpu_type, w.gpus)
+        self.pending_sizes[sk] -= 1
+        if not self.pending_sizes[sk]:
+            del self.pending_sizes[sk]
+        return w, self.pending_attained.pop(job_id)
+
+    # -- running -------------------------------------------------------------------------
+    def _account(self, team: str, gpu_type: GpuType, gpus: int, now: float) -> None:
+        usage = self.usage[gpu_type]
+        i = self.org.index[team]
+        while i >= 0:
+            self.decayed[i] = self.decayed_usage(i, now)
+            self.decay_time[i] = now
+            usage[i] += gpus
+            self.alloc_total[i] += gpus
+            i = self.org.parent[i]
+
+    def start(
+        self,
+        job_id: JobId,
+        placement: tuple[tuple[int, int], ...],
+        now: float,
+        checkpoint_interval_s: float | None = None,
+    ) -> RunningJob:
+        """Move a pending job onto ``placement`` (validated against free GPUs)."""
+        free = self.free
+        nodes = self.cluster.nodes
+        key = self.pending_index[job_id]
+        w = next(j for j in self.buckets[key].jobs if j.id == job_id)
+        if sum(g for _, g in placement) != w.gpus:
+            raise ValueError(f"placement of {job_id} does not hold its {w.gpus} GPUs")
+        for node, gpus in placement:
+            if nodes[node].gpu_type != w.gpu_type or free[node] < gpus or gpus <= 0:
+                raise ValueError(f"placement of {job_id} on node {node} is not possible")
+        w, attained = self.remove_pending(job_id)
+        for node, gpus in placement:
+            free[node] -= gpus
+        self._account(w.team, w.gpu_type, w.gpus, now)
+        job = RunningJob(w, placement, now, attained, checkpoint_interval_s)
+        self.running[job_id] = job
+        self.running_by_team.setdefault(w.team, {})[job_id] = job
+        return job
+
+    def mark_terminating(self, job_id: JobId, now: float) -> None:
+        job = self.running[job_id]
+        if job.terminating_since is None:
+            job.terminating_since = now
+
+    def stop(self, job_id: JobId, now: float) -> RunningJob:
+        """Release a running job's GPUs (finished, failed, cancelled or preempted)."""
+        job = self.running.pop(job_id)
+        del self.running_by_team[job.workload.team][job_id]
+        for node, gpus in job.placement:
+            self.free[node] += gpus
+        w = job.workload
+        self._account(w.team, w.gpu_type, -w.gpus, now)
+        return job

@@ -1,0 +1,259 @@
+"""Run metrics, integrated over the piecewise-constant state between events.
+
+Definitions (all GPU quantities per GPU type, then summed):
+- utilization = allocated GPU-time / (capacity x makespan).
+- idle-while-waiting GPU-hours: while some waiting gang would fit in the free GPUs that
+  are not held for a reservation (same placement rules as the scheduler: a gang of at most
+  one node needs one node with room; a larger one needs that many free GPUs), the free
+  unheld GPUs that such gangs could use: min(free unheld, sum of fitting gangs' sizes).
+  A work-conserving scheduler has zero.
+- reserved_idle_gpu_hours: free GPUs held for a reserved or reclaiming gang.
+- guarantee satisfaction of a team: of the time its demand (running + pending GPUs) was
+  >= its guarantee, the fraction in which it held its guarantee, or held so much that no
+  pending gang of it fit in the rest of its guarantee (gangs are all-or-nothing).
+- Jain's fairness index over teams with demand, of x_i = (time integral of
+  min(held_i, guarantee_i)) / (time integral of min(demand_i, guarantee_i)): the part of
+  its demanded entitlement each team received. 1 = every team got the same part.
+- JCT = finish - submit; queueing = JCT - time holding GPUs. Both over completed jobs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from allotment.domain.workload import JobId
+from allotment.scheduler.decisions import Decisions
+from allotment.scheduler.state import ClusterState
+
+if TYPE_CHECKING:
+    from allotment.sim.engine import JobRecord
+
+
+@dataclass(slots=True)
+class TeamMetrics:
+    guaranteed: int
+    gpu_hours: float = 0.0
+    demand_at_guarantee_h: float = 0.0
+    satisfied_h: float = 0.0
+    received_entitled_gpu_h: float = 0.0
+    demanded_entitled_gpu_h: float = 0.0
+    jobs: int = 0
+    avg_jct_s: float = 0.0
+
+    @property
+    def satisfaction(self) -> float:
+        if self.demand_at_guarantee_h <= 0:
+            return 1.0
+        return self.satisfied_h / self.demand_at_guarantee_h
+
+
+@dataclass(slots=True)
+class RunMetrics:
+    jobs: int
+    completed: int
+    rejected: int
+    unfinished: int
+    utilization: float
+    idle_while_waiting_gpu_hours: float
+    reserved_idle_gpu_hours: float
+    avg_jct_s: float
+    median_jct_s: float
+    p95_jct_s: float
+    p99_jct_s: float
+    avg_queue_s: float
+    median_queue_s: float
+    p95_queue_s: float
+    p99_queue_s: float
+    min_team_guarantee_satisfaction: float
+    jain_fairness: float
+    preemptions: int
+    preempted_gpu_hours_lost: float
+    makespan_s: float
+    teams: dict[str, TeamMetrics] = field(default_factory=dict)
+    utilization_bins: list[float] = field(default_factory=list)
+    jcts: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | int]:
+        """The keys of ``summary.json`` for one policy (``wall_s`` is added by the caller)."""
+        keys = (
+            "jobs", "completed", "rejected", "unfinished", "utilization",
+            "idle_while_waiting_gpu_hours", "reserved_idle_gpu_hours", "avg_jct_s",
+            "median_jct_s", "p95_jct_s", "p99_jct_s", "avg_queue_s", "median_queue_s",
+            "p95_queue_s", "p99_queue_s", "min_team_guarantee_satisfaction", "jain_fairness",
+            "preemptions", "preempted_gpu_hours_lost", "makespan_s",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty list)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class MetricsRecorder:
+    """Integrates the state between events; ``finish`` turns the sums into ``RunMetrics``."""
+
+    def __init__(self, state: ClusterState, bin_s: float) -> None:
+        self.state = state
+        self.bin_s = bin_s
+        self.t: float | None = None
+        self.t0: float | None = None
+        self.capacity = state.cluster.total_gpus
+        self.alloc_gpu_s = 0.0
+        self.iww_gpu_s = 0.0
+        self.reserved_gpu_s = 0.0
+        self.bins: list[float] = []
+        org = state.org
+        self.team_idx = [i for i in range(len(org.names)) if org.is_team[i]]
+        self.teams = {
+            org.names[i]: TeamMetrics(sum(org.guaranteed[t][i] for t in org.gpu_types))
+            for i in self.team_idx
+        }
+        self.rejected_ids: set[JobId] = set()
+
+    def rejected(self, job_id: JobId) -> None:
+        self.rejected_ids.add(job_id)
+
+    def advance(self, now: float, d: Decisions) -> None:
+        if self.t is None:
+            self.t = self.t0 = now
+            return
+        dt = now - self.t
+        if dt <= 0:
+            return
+        state = self.state
+        cluster = state.cluster
+        free = state.free
+        alloc = self.capacity - sum(free)
+        self.alloc_gpu_s += alloc * dt
+        self._bin(self.t, now, alloc)
+        held = {n for r in d.reservations for n in r.nodes}
+        for t, ids in cluster.nodes_by_type.items():
+            reserved = 0
+            unheld = 0
+            biggest = 0
+            for i in ids:
+                f = free[i]
+                if i in held:
+                    reserved += f
+                else:
+                    unheld += f
+                    if f > biggest:
+                        biggest = f
+            self.reserved_gpu_s += reserved * dt
+            if unheld and state.pending_sizes:
+                node_max = cluster.max_node_gpus(t)
+                fitting = 0
+                for (pt, size), count in state.pending_sizes.items():
+                    if pt == t and (size <= biggest if size <= node_max else size <= unheld):
+                        fitting += size * count
+                self.iww_gpu_s += min(unheld, fitting) * dt
+        self._teams(dt)
+        self.t = now
+
+    def _bin(self, a: float, b: float, alloc: int) -> None:
+        assert self.t0 is not None
+        while a < b:
+            k = int((a - self.t0) // self.bin_s)
+            end = min(b, self.t0 + (k + 1) * self.bin_s)
+            while len(self.bins) <= k:
+                self.bins.append(0.0)
+            self.bins[k] += alloc * (end - a)
+            a = end
+
+    def _teams(self, dt: float) -> None:
+        state = self.state
+        org = state.org
+        min_gang: dict[tuple[str, str], int] = {}
+        for team, t, size in state.buckets:
+            k = (team, t)
+            if size < min_gang.get(k, 1 << 30):
+                min_gang[k] = size
+        h = dt / 3600.0
+        for t in org.gpu_types:
+            usage = state.usage[t]
+            pending = state.pending_gpus[t]
+            guaranteed = org.guaranteed[t]
+            for i in self.team_idx:
+                u = usage[i]
+                g = guaranteed[i]
+                name = org.names[i]
+                tm = self.teams[name]
+                tm.gpu_hours += u * h
+                if g <= 0:
+                    continue
+                demand = u + pending[i]
+                tm.received_entitled_gpu_h += min(u, g) * h
+                tm.demanded_entitled_gpu_h += min(demand, g) * h
+                if demand >= g:
+                    tm.demand_at_guarantee_h += h
+                    if u >= g or min_gang.get((name, t), 1 << 30) > g - u:
+                        tm.satisfied_h += h
+
+    def finish(self, jobs: Mapping[JobId, JobRecord], t_end: float) -> RunMetrics:
+        jcts: list[float] = []
+        queues: list[float] = []
+        per_team: dict[str, list[float]] = {}
+        preemptions = 0
+        lost = 0.0
+        first_submit = min((r.workload.submit_time for r in jobs.values()), default=0.0)
+        last_finish = first_submit
+        for rec in jobs.values():
+            preemptions += rec.preemptions
+            lost += rec.lost_gpu_s
+            if rec.finish is None:
+                continue
+            jct = rec.finish - rec.workload.submit_time
+            jcts.append(jct)
+            queues.append(jct - rec.run_s)
+            per_team.setdefault(rec.workload.team, []).append(jct)
+            last_finish = max(last_finish, rec.finish)
+        for name, values in per_team.items():
+            tm = self.teams[name]
+            tm.jobs = len(values)
+            tm.avg_jct_s = sum(values) / len(values)
+        jcts.sort()
+        queues.sort()
+        makespan = last_finish - first_submit
+        span = (self.t - self.t0) if self.t is not None and self.t0 is not None else 0.0
+        xs = [
+            tm.received_entitled_gpu_h / tm.demanded_entitled_gpu_h
+            for tm in self.teams.values()
+            if tm.demanded_entitled_gpu_h > 0
+        ]
+        jain = (sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))) if xs and any(xs) else 1.0
+        completed = len(jcts)
+        rejected = len(self.rejected_ids)
+        return RunMetrics(
+            jobs=len(jobs),
+            completed=completed,
+            rejected=rejected,
+            unfinished=len(jobs) - completed - rejected,
+            utilization=self.alloc_gpu_s / (self.capacity * span) if span > 0 else 0.0,
+            idle_while_waiting_gpu_hours=self.iww_gpu_s / 3600.0,
+            reserved_idle_gpu_hours=self.reserved_gpu_s / 3600.0,
+            avg_jct_s=sum(jcts) / completed if completed else 0.0,
+            median_jct_s=percentile(jcts, 50),
+            p95_jct_s=percentile(jcts, 95),
+            p99_jct_s=percentile(jcts, 99),
+            avg_queue_s=sum(queues) / completed if completed else 0.0,
+            median_queue_s=percentile(queues, 50),
+            p95_queue_s=percentile(queues, 95),
+            p99_queue_s=percentile(queues, 99),
+            min_team_guarantee_satisfaction=min(
+                (tm.satisfaction for tm in self.teams.values()), default=1.0
+            ),
+            jain_fairness=jain,
+            preemptions=preemptions,
+            preempted_gpu_hours_lost=lost / 3600.0,
+            makespan_s=makespan,
+            teams=self.teams,
+            utilization_bins=[b / (self.capacity * self.bin_s) for b in self.bins],
+            jcts=jcts,
+        )
