@@ -41,6 +41,7 @@ class RunningJob:
     segments. ``checkpoint_interval_s`` models periodic checkpoints from the segment start
     (None: never checkpoints); ``last_checkpoint`` may also be reported by the job itself.
     ``terminating_since`` is set once a preemption was sent (the grace period runs).
+    ``borrowed_gpus``: how many of its GPUs were beyond its team's guarantee at admission.
     """
 
     workload: Workload
@@ -50,6 +51,7 @@ class RunningJob:
     checkpoint_interval_s: float | None = None
     reported_checkpoint: float | None = None
     terminating_since: float | None = None
+    borrowed_gpus: int = 0
 
     def last_checkpoint(self, now: float) -> float:
         """Time of the most recent checkpoint of this segment (segment start if none)."""

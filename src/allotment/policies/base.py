@@ -40,6 +40,7 @@ class Policy:
     name = "base"
     uses_estimates = False
     preempts = False
+    has_guarantees = False  # admissions beyond a team's guarantee are "borrowed"
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
@@ -48,7 +49,7 @@ class Policy:
         """Order inside one (team, GPU type, gang size) queue; must agree with ``order_key``."""
         return (-w.priority, w.submit_time, w.seq)
 
-    def order_key(self, sc: Scratch, w: Workload) -> OrderKey:
+    def order_key(self, sc: Scratch, w: Workload, attained_gpu_s: float) -> OrderKey:
         return (-w.priority, w.submit_time, w.seq)
 
     def quota_block(self, sc: Scratch, w: Workload) -> str | None:

@@ -58,6 +58,7 @@ class FairSharePolicy(Policy):
 
     name = "fairshare"
     preempts = True
+    has_guarantees = True
 
     def level(self, attained_gpu_s: float) -> int:
         return 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
@@ -65,8 +66,8 @@ class FairSharePolicy(Policy):
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
-    def order_key(self, sc: Scratch, w: Workload) -> OrderKey:
-        level = self.level(sc.state.pending_attained[w.id])
+    def order_key(self, sc: Scratch, w: Workload, attained_gpu_s: float) -> OrderKey:
+        level = self.level(attained_gpu_s)
         beyond = 0 if sc.within_guarantee(w) else 1
         return (
             -w.priority,
@@ -74,7 +75,7 @@ class FairSharePolicy(Policy):
             level * beyond,
             fair_share_path(sc, w.team),
             w.team,
-            self.level(sc.state.pending_attained[w.id]),
+            level,
             w.submit_time,
             w.seq,
         )

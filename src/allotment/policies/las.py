@@ -27,8 +27,8 @@ class LasPolicy(Policy):
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (self.level(attained_gpu_s), w.submit_time, w.seq)
 
-    def order_key(self, sc: Scratch, w: Workload) -> OrderKey:
-        return (self.level(sc.state.pending_attained[w.id]), w.submit_time, w.seq)
+    def order_key(self, sc: Scratch, w: Workload, attained_gpu_s: float) -> OrderKey:
+        return (self.level(attained_gpu_s), w.submit_time, w.seq)
 
     def may_reserve(self, sc: Scratch, w: Workload) -> bool:
         """Tiresias holds nothing: a gang that does not fit is skipped, later ones run."""

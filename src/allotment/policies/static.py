@@ -18,6 +18,7 @@ class StaticPolicy(Policy):
     """Fixed per-team partitions (counted per GPU type), no borrowing, no preemption."""
 
     name = "static"
+    has_guarantees = True
 
     def quota_block(self, sc: Scratch, w: Workload) -> str | None:
         i = sc.team_index(w)

@@ -1,9 +1,10 @@
 """Which running jobs to preempt so that a waiting gang can start, losing the least work.
 
 Victim cost, lowest preempted first:
-    (priority class, lost GPU-seconds, run time so far, sequence)
+    (priority class, not admitted on borrowed GPUs?, lost GPU-seconds, run time so far,
+     sequence)
 where lost GPU-seconds = (now - last checkpoint) x gang size: the work thrown away if the
-job is killed now. A job that has run less than ``min_runtime_s`` is never a victim; the
+job is killed now. Among a team's jobs, those admitted beyond its guarantee go first. A job that has run less than ``min_runtime_s`` is never a victim; the
 cycle is woken when the first such job becomes eligible.
 """
 
@@ -15,15 +16,18 @@ from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.scratch import Scratch
 
 
-def victim_cost(job: RunningJob, now: float) -> tuple[int, float, float, int]:
+Cost = tuple[int, int, float, float, int]
+
+
+def victim_cost(job: RunningJob, now: float) -> Cost:
     w = job.workload
     lost = (now - job.last_checkpoint(now)) * w.gpus
-    return (w.priority, lost, now - job.segment_start, w.seq)
+    return (w.priority, 0 if job.borrowed_gpus else 1, lost, now - job.segment_start, w.seq)
 
 
 def _candidates(
     sc: Scratch, policy: Policy, w: Workload, d: Decisions
-) -> list[tuple[tuple[int, float, float, int], RunningJob]]:
+) -> list[tuple[Cost, RunningJob]]:
     now = sc.now
     min_run = policy.config.min_runtime_s
     out = []
@@ -62,58 +66,58 @@ def _claim_incoming(sc: Scratch, w: Workload) -> list[int] | None:
     if w.gpus <= sc.max_node[t]:
         best = None
         for i in ids:
-            if i in sc.held:
-                continue
             extra = sc.incoming.get(i, 0)
-            if extra and sc.free[i] + extra >= w.gpus and (best is None or extra < best[0]):
+            if extra and sc.usable_for_reclaim(i) and sc.room(i) >= w.gpus and (
+                best is None or extra < best[0]
+            ):
                 best = (extra, i)
         return None if best is None else [best[1]]
     nodes = sorted(
-        (i for i in ids if i not in sc.held and sc.free[i] + sc.incoming.get(i, 0) > 0),
-        key=lambda i: (-(sc.free[i] + sc.incoming.get(i, 0)), i),
+        (i for i in ids if i not in sc.held and sc.room(i) > 0),
+        key=lambda i: (-sc.room(i), i),
     )
     total, chosen = 0, []
     for i in nodes:
         chosen.append(i)
-        total += sc.free[i] + sc.incoming.get(i, 0)
+        total += sc.room(i)
         if total >= w.gpus:
             return chosen if any(sc.incoming.get(n, 0) for n in chosen) else None
     return None
 
 
 def _choose_victims(
-    sc: Scratch, w: Workload, cands: list[tuple[tuple[int, float, float, int], RunningJob]]
+    sc: Scratch, w: Workload, cands: list[tuple[Cost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
     t = w.gpu_type
     if w.gpus <= sc.max_node[t]:
-        per_node: dict[int, list[tuple[tuple[int, float, float, int], RunningJob]]] = {}
+        per_node: dict[int, list[tuple[Cost, RunningJob]]] = {}
         for cost, job in cands:
             for node, _ in job.placement:
                 per_node.setdefault(node, []).append((cost, job))
-        best: tuple[tuple[int, float, int, int], list[RunningJob]] | None = None
+        best: tuple[tuple[int, int, float, int, int], list[RunningJob]] | None = None
         for node, jobs in per_node.items():
-            if node in sc.held:
+            if not sc.usable_for_reclaim(node):
                 continue
-            avail = sc.free[node] + sc.incoming.get(node, 0)
+            avail = sc.room(node)
             picked: list[RunningJob] = []
-            lost, top_prio = 0.0, -(10**9)
+            lost, top_prio, guaranteed = 0.0, -(10**9), 0
             for cost, job in jobs:
                 if avail >= w.gpus:
                     break
                 picked.append(job)
                 avail += sum(g for n, g in job.placement if n == node)
-                lost += cost[1]
+                lost += cost[2]
                 top_prio = max(top_prio, cost[0])
+                guaranteed = max(guaranteed, cost[1])
             if avail >= w.gpus:
-                score = (top_prio, lost, len(picked), node)
+                score = (top_prio, guaranteed, lost, len(picked), node)
                 if best is None or score < best[0]:
                     best = (score, picked)
         if best is None:
             return None
-        return best[1], [best[0][3]]
-    total = sum(sc.free[i] + sc.incoming.get(i, 0)
-                for i in sc.state.cluster.nodes_by_type[t] if i not in sc.held)
+        return best[1], [best[0][4]]
+    total = sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[t] if i not in sc.held)
     picked = []
     for _, job in cands:
         if total >= w.gpus:
@@ -126,22 +130,41 @@ def _choose_victims(
         return None
     nodes = {n for job in picked for n, _ in job.placement}
     nodes.update(i for i in sc.state.cluster.nodes_by_type[t]
-                 if i not in sc.held and sc.free[i] + sc.incoming.get(i, 0) > 0)
+                 if i not in sc.held and sc.room(i) > 0)
     return picked, sorted(nodes)
+
+
+def _fits_after_removal(sc: Scratch, w: Workload, nodes: list[int]) -> bool:
+    if w.gpus <= sc.max_node[w.gpu_type]:
+        return sc.room(nodes[0]) >= w.gpus
+    return sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[w.gpu_type]
+               if sc.usable_for_reclaim(i)) >= w.gpus
+
+
+def _promise(sc: Scratch, w: Workload, nodes: list[int]) -> None:
+    """Hold ``nodes`` for ``w`` and promise it its GPUs there (the first node for a small
+    gang; spread in node order for a large one)."""
+    need = w.gpus
+    for node in nodes:
+        take = need if w.gpus <= sc.max_node[w.gpu_type] else min(need, max(sc.room(node), 0))
+        sc.claimed[node] = sc.claimed.get(node, 0) + take
+        need -= take
+        if need <= 0:
+            break
+    sc.hold(nodes)
 
 
 def plan_reclaim(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool:
     """Make room for blocked ``w``: claim GPUs already being released, or preempt victims.
 
     Simulates removing the victims (undone before returning), checks that ``w`` then
-    passes the policy's quota and fits, and holds the target nodes for it. Returns True
+    passes the policy's quota and fits and that each victim, requeued, would sort after
+    ``w`` (else the two would preempt each other forever), and holds the target nodes. Returns True
     when ``w`` has GPUs on the way.
     """
     claimed = _claim_incoming(sc, w)
     if claimed is not None:
-        for node in claimed:
-            sc.incoming.pop(node, None)
-        sc.hold(claimed)
+        _promise(sc, w, claimed)
         d.reservations.append(Reservation(w.gpu_type, w.id, ("node", claimed[0]),
                                           tuple(claimed), reclaim=True))
         return True
@@ -161,17 +184,26 @@ def plan_reclaim(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool
         sc.remove(job)
         removed.append(job)
     if ok:
-        ok = policy.quota_block(sc, w) is None and sc.place(w) is not None
+        ok = policy.quota_block(sc, w) is None and _fits_after_removal(sc, w, nodes)
+    if ok:
+        # no thrashing: once requeued, every victim must sort after the job it made room for
+        mine = policy.order_key(sc, w, sc.state.pending_attained[w.id])
+        ok = all(
+            policy.order_key(sc, job.workload, job.attained_at(sc.now)) > mine for job in victims
+        )
     for job in reversed(removed):
         sc.admit(job.workload, job.placement)
     if not ok:
         return False
     for job in victims:
         sc.doomed.add(job.workload.id)
+        for node, gpus in job.placement:  # on their way once the grace period ends
+            sc.incoming[node] = sc.incoming.get(node, 0) + gpus
         d.preempts.append(Preempt(job.workload.id, w.id,
                                   f"reclaimed for {w.id} of team {w.team} ({policy.name})"))
-    hold = sorted(set(nodes) | {n for job in victims for n, _ in job.placement})
-    sc.hold(hold)
+    others = sorted({n for job in victims for n, _ in job.placement} - set(nodes))
+    hold = [*nodes, *others]
+    _promise(sc, w, hold)
     d.reservations.append(Reservation(w.gpu_type, w.id, ("node", hold[0]), tuple(hold),
                                       reclaim=True))
     return True

@@ -33,9 +33,11 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
     #    head of the same queue are blocked whenever the head is (same team, same size)
     heap: list[HeapEntry] = []
+    attained = state.pending_attained
     seq = 0
     for bucket in state.buckets.values():
-        heap.append((policy.order_key(sc, bucket.jobs[0]), seq, bucket, 0))
+        w0 = bucket.jobs[0]
+        heap.append((policy.order_key(sc, w0, attained[w0.id]), seq, bucket, 0))
         seq += 1
     # 3. order: lowest key first, re-keyed lazily as admissions change fair-share values
     heapq.heapify(heap)
@@ -43,7 +45,7 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
     while heap:
         key, _, bucket, pos = heapq.heappop(heap)
         w = bucket.jobs[pos]
-        fresh = policy.order_key(sc, w)
+        fresh = policy.order_key(sc, w, attained[w.id])
         if fresh != key and heap and fresh > heap[0][0]:
             heapq.heappush(heap, (fresh, seq, bucket, pos))
             seq += 1
@@ -59,11 +61,14 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
         if block is None:
             placement = sc.place(w)
             if placement is not None:
-                d.admits.append(Admit(w.id, placement, sc.borrowed_after(w)))
+                borrowed = sc.borrowed_after(w) if policy.has_guarantees else 0
+                d.admits.append(Admit(w.id, placement, borrowed))
                 sc.admit(w, placement)
                 if pos + 1 < len(bucket.jobs):
                     nxt = bucket.jobs[pos + 1]
-                    heapq.heappush(heap, (policy.order_key(sc, nxt), seq, bucket, pos + 1))
+                    heapq.heappush(
+                        heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket, pos + 1)
+                    )
                     seq += 1
                 continue
             physical = True
@@ -71,19 +76,27 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
         elif sc.place(w) is None:
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
+        #    (the next job of the same queue may need GPUs reclaimed too)
         if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
             d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
+            if pos + 1 < len(bucket.jobs):
+                nxt = bucket.jobs[pos + 1]
+                heapq.heappush(
+                    heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket, pos + 1)
+                )
+                seq += 1
             continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
         #    backfill (every later job) cannot delay it
         scope = policy.reservation_scope(sc, w)
         if physical and scope not in reserved:
-            if policy.may_reserve(sc, w):
+            held = reserve(sc, w) if policy.may_reserve(sc, w) else None
+            if held is not None:
                 reserved.add(scope)
-                d.reservations.append(reserve(sc, w))
+                d.reservations.append(held)
                 block = f"{block}; GPUs reserved for it"
-            else:
+            elif not policy.may_reserve(sc, w):
                 wake = policy.reserve_wakeup(sc, w)
                 if wake is not None and wake > now:
                     d.wake(wake)

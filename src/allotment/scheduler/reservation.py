@@ -17,13 +17,16 @@ from allotment.scheduler.placement import domain_of
 from allotment.scheduler.scratch import Scratch
 
 
-def reserve(sc: Scratch, w: Workload) -> Reservation:
+def reserve(sc: Scratch, w: Workload) -> Reservation | None:
+    """Hold GPUs for ``w``; None when every node it could use is already held."""
     cluster = sc.state.cluster
     nodes = cluster.nodes
     ids = [i for i in cluster.nodes_by_type[w.gpu_type] if i not in sc.held]
     previous = sc.state.last_reservations.get(w.id)
     if w.gpus <= sc.max_node[w.gpu_type]:
         fitting = [i for i in ids if nodes[i].gpus >= w.gpus]
+        if not fitting:
+            return None
         if previous is not None and previous[0] == "node" and previous[1] in fitting:
             node = previous[1]
         else:
@@ -56,4 +59,4 @@ def reserve(sc: Scratch, w: Workload) -> Reservation:
             total += sc.free[i]
         sc.hold(held)
         return Reservation(w.gpu_type, w.id, (level, domain), tuple(sorted(held)))
-    return Reservation(w.gpu_type, w.id, ("type", 0), ())
+    return None

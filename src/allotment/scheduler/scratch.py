@@ -37,6 +37,8 @@ class Scratch:
         self.held: set[int] = set()
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
         self.memo: dict[int, float] = {}  # per-cycle cache for policies
+        # GPUs promised on a node to jobs waiting for reclaimed GPUs in this cycle
+        self.claimed: dict[int, int] = {}
         # GPUs that terminating jobs will release, per node, not yet claimed by a waiter
         self.incoming: dict[int, int] = {}
         for job in state.running.values():
@@ -92,6 +94,14 @@ class Scratch:
             if node not in self.held:
                 self.levels[cluster.nodes[node].gpu_type][self.free[node]].discard(node)
                 self.held.add(node)
+
+    def room(self, node: int) -> int:
+        """GPUs on ``node`` free or being released and not yet promised to a waiting job."""
+        return self.free[node] + self.incoming.get(node, 0) - self.claimed.get(node, 0)
+
+    def usable_for_reclaim(self, node: int) -> bool:
+        """Reclaims may share a node held for another reclaim, not one held by a reservation."""
+        return node not in self.held or node in self.claimed
 
     def max_fit(self, gpu_type: GpuType) -> int:
         """Largest single-node gang that fits on unheld nodes now."""

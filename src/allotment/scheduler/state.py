@@ -160,6 +160,7 @@ class ClusterState:
         placement: tuple[tuple[int, int], ...],
         now: float,
         checkpoint_interval_s: float | None = None,
+        borrowed_gpus: int = 0,
     ) -> RunningJob:
         """Move a pending job onto ``placement`` (validated against free GPUs)."""
         free = self.free
@@ -175,7 +176,8 @@ class ClusterState:
         for node, gpus in placement:
             free[node] -= gpus
         self._account(w.team, w.gpu_type, w.gpus, now)
-        job = RunningJob(w, placement, now, attained, checkpoint_interval_s)
+        job = RunningJob(w, placement, now, attained, checkpoint_interval_s,
+                         borrowed_gpus=borrowed_gpus)
         self.running[job_id] = job
         self.running_by_team.setdefault(w.team, {})[job_id] = job
         return job

@@ -75,8 +75,12 @@ def simulate(
     policy: Policy,
     config: SimConfig | None = None,
     progress: Callable[[float], None] | None = None,
+    observer: Callable[[ClusterState, Decisions, float], None] | None = None,
 ) -> SimResult:
-    """Replay ``workloads`` through ``policy``; deterministic for the same inputs."""
+    """Replay ``workloads`` through ``policy``; deterministic for the same inputs.
+
+    ``observer(state, decisions, now)`` is called after each cycle's decisions are applied.
+    """
     cfg = config or SimConfig()
     started = time.perf_counter()
     if cfg.trace_memory:
@@ -107,8 +111,13 @@ def simulate(
         heapq.heappush(heap, (t, kind, seq, kind, job_id, epoch))
         seq += 1
 
+    same_instant, last_now = 0, None
     while heap:
         now = heap[0][0]
+        same_instant = same_instant + 1 if now == last_now else 0
+        last_now = now
+        if same_instant > 10_000:
+            raise RuntimeError(f"livelock: over 10,000 cycles at t={now} under {policy.name}")
         recorder.advance(now, last_decisions)
         # apply every event at this time
         while heap and heap[0][0] == now:
@@ -149,6 +158,8 @@ def simulate(
         _apply(d, state, jobs, policy, cfg, now, grace, push, log)
         for r in d.rejects:
             recorder.rejected(r.job_id)
+        if observer is not None:
+            observer(state, d, now)
         if d.wake_at is not None and d.wake_at > now and d.wake_at not in wakes:
             wakes.add(d.wake_at)
             push(d.wake_at, WAKE, JobId(""), 0)
@@ -186,7 +197,8 @@ def _apply(
         log((now, "preempt", p.job_id, f"for {p.for_job}"))
     for a in d.admits:
         rec = jobs[a.job_id]
-        job = state.start(a.job_id, a.placement, now, cfg.checkpoint_interval_s)
+        job = state.start(a.job_id, a.placement, now, cfg.checkpoint_interval_s,
+                          a.borrowed_gpus)
         if rec.first_start is None:
             rec.first_start = now
         remaining = (rec.workload.duration or 0.0) - rec.done_s

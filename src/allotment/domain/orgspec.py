@@ -1,0 +1,111 @@
+"""The org file: a YAML/JSON tree of org nodes with quotas, validated by pydantic.
+
+    org:
+      - name: research            # a group
+        weight: 2
+        children:
+          - name: llm             # a team (a leaf)
+            guaranteed: {gpu: 200}
+            borrow_limit: {gpu: 100}
+            lend_limit: {gpu: 50}
+            weight: 1
+      - name: product
+        guaranteed: {gpu: 100}    # a group may set its own guarantee (>= its children's)
+        children: [...]
+
+``guaranteed``, ``borrow_limit`` and ``lend_limit`` map GPU type to GPUs; a bare integer
+means the cluster's only GPU type. Errors name the path of the bad field, e.g.
+``org[0].children[1].guaranteed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from allotment.domain.cluster import GpuType
+from allotment.domain.org import OrgNode, OrgTree, Quota
+from allotment.errors import OrgFileError
+
+GpuMap = dict[str, int] | int
+
+
+class OrgNodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    weight: float = Field(default=1.0, gt=0)
+    guaranteed: GpuMap | None = None
+    borrow_limit: GpuMap | None = None
+    lend_limit: GpuMap | None = None
+    children: list[OrgNodeSpec] = Field(default_factory=list)
+
+    @field_validator("guaranteed", "borrow_limit", "lend_limit")
+    @classmethod
+    def _non_negative(cls, v: GpuMap | None) -> GpuMap | None:
+        values = [v] if isinstance(v, int) else list((v or {}).values())
+        if any(x < 0 for x in values):
+            raise ValueError("GPU counts must be >= 0")
+        return v
+
+
+class OrgSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    org: list[OrgNodeSpec] = Field(min_length=1)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "org"
+
+
+def _gpu_map(value: GpuMap | None, types: tuple[GpuType, ...], where: str) -> dict[GpuType, int]:
+    if value is None:
+        return {}
+    if isinstance(value, int):
+        if len(types) != 1:
+            raise OrgFileError(where, f"a bare number needs one GPU type; cluster has {types}")
+        return {types[0]: value}
+    unknown = sorted(set(value) - set(types))
+    if unknown:
+        raise OrgFileError(where, f"unknown GPU type(s) {unknown}; cluster has {list(types)}")
+    return {GpuType(k): v for k, v in value.items()}
+
+
+def org_from_data(data: Any, capacity: Mapping[GpuType, int]) -> OrgTree:
+    """Build an ``OrgTree`` from parsed YAML/JSON; raises ``OrgFileError`` naming the field."""
+    try:
+        spec = OrgSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise OrgFileError(_loc(tuple(err["loc"])), err["msg"]) from None
+    types = tuple(sorted(capacity))
+    nodes: list[OrgNode] = []
+
+    def walk(specs: list[OrgNodeSpec], parent: str | None, path: str) -> None:
+        for k, s in enumerate(specs):
+            where = f"{path}[{k}]"
+            g = _gpu_map(s.guaranteed, types, f"{where}.guaranteed")
+            b = _gpu_map(s.borrow_limit, types, f"{where}.borrow_limit")
+            lend = _gpu_map(s.lend_limit, types, f"{where}.lend_limit")
+            quotas = {
+                t: Quota(g.get(t, 0), b.get(t), lend.get(t))
+                for t in sorted(set(g) | set(b) | set(lend))
+            }
+            nodes.append(OrgNode(s.name, parent, quotas, s.weight,
+                                 explicit_guarantee=s.guaranteed is not None))
+            walk(s.children, s.name, f"{where}.children")
+
+    walk(spec.org, None, "org")
+    try:
+        return OrgTree(nodes, capacity)
+    except OrgFileError:
+        raise
+    except Exception as exc:  # InputError / ConfigurationError from the tree itself
+        field = getattr(exc, "field", "org")
+        raise OrgFileError(field, getattr(exc, "message", str(exc))) from None

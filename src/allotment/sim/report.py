@@ -1,0 +1,133 @@
+"""Comparison of simulated policies: summary JSON, a Rich table, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from allotment.sim.engine import SimResult
+
+
+def summary(results: Sequence[SimResult], meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``summary.json`` document: ``{"policies": {name: {...}}, ...meta}``."""
+    policies: dict[str, Any] = {}
+    for r in results:
+        entry: dict[str, Any] = dict(r.metrics.summary())
+        entry["wall_s"] = round(r.wall_s, 3)
+        entry["cycles"] = r.cycles
+        if r.peak_mem_mb is not None:
+            entry["peak_mem_mb"] = round(r.peak_mem_mb, 1)
+        entry["teams"] = {
+            name: {
+                "guaranteed_gpus": tm.guaranteed,
+                "gpu_hours": round(tm.gpu_hours, 3),
+                "guarantee_satisfaction": round(tm.satisfaction, 6),
+                "jobs_completed": tm.jobs,
+                "avg_jct_s": round(tm.avg_jct_s, 3),
+            }
+            for name, tm in sorted(r.metrics.teams.items())
+        }
+        policies[r.policy] = entry
+    return {**meta, "policies": policies}
+
+
+def write_json(doc: dict[str, Any], out: Path) -> Path:
+    path = out / "summary.json"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def _h(seconds: float) -> str:
+    return f"{seconds / 3600:,.2f}"
+
+
+def table(results: Sequence[SimResult], title: str) -> Table:
+    t = Table(title=title)
+    for col in (
+        "policy", "done", "rejected", "util", "idle-waiting GPU-h",
+        "reserved GPU-h", "avg JCT h", "p50 JCT h", "p99 JCT h", "avg queue h",
+        "min guar. sat.", "Jain", "preempt", "lost GPU-h", "wall s",
+    ):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for r in results:
+        m = r.metrics
+        t.add_row(
+            r.policy, f"{m.completed:,}", f"{m.rejected:,}", f"{m.utilization:.3f}",
+            f"{m.idle_while_waiting_gpu_hours:,.1f}", f"{m.reserved_idle_gpu_hours:,.1f}",
+            _h(m.avg_jct_s), _h(m.median_jct_s), _h(m.p99_jct_s), _h(m.avg_queue_s),
+            f"{m.min_team_guarantee_satisfaction:.3f}", f"{m.jain_fairness:.3f}",
+            f"{m.preemptions:,}", f"{m.preempted_gpu_hours_lost:,.1f}", f"{r.wall_s:.1f}",
+        )
+    return t
+
+
+def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
+    """utilisation.png, jct_cdf.png and team_share.png in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for r in results:
+        bins = r.metrics.utilization_bins
+        # a day's moving average keeps the lines readable over months
+        k = max(1, int(86400 // bin_s))
+        smooth = [sum(bins[max(0, i - k + 1): i + 1]) / len(bins[max(0, i - k + 1): i + 1])
+                  for i in range(len(bins))]
+        ax.plot([i * bin_s / 86400 for i in range(len(smooth))], smooth, label=r.policy, lw=1)
+    ax.set_xlabel("days since first submission")
+    ax.set_ylabel("GPU utilisation (24 h mean)")
+    ax.set_ylim(0, 1.05)
+    ax.legend()
+    ax.set_title("Utilisation over time")
+    fig.tight_layout()
+    paths.append(out / "utilisation.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        jcts = r.metrics.jcts
+        if not jcts:
+            continue
+        n = len(jcts)
+        ax.plot([max(j, 1.0) / 3600 for j in jcts], [(i + 1) / n for i in range(n)],
+                label=r.policy, lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("job completion time (hours, log)")
+    ax.set_ylabel("fraction of jobs")
+    ax.legend()
+    ax.set_title("JCT CDF")
+    fig.tight_layout()
+    paths.append(out / "jct_cdf.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    teams = sorted({t for r in results for t in r.metrics.teams})
+    fig, ax = plt.subplots(figsize=(max(7, len(teams) * 0.7), 4))
+    width = 0.8 / (len(results) + 1)
+    for k, r in enumerate(results):
+        span = r.metrics.makespan_s or 1.0
+        ax.bar([i + k * width for i in range(len(teams))],
+               [r.metrics.teams[t].gpu_hours * 3600 / span if t in r.metrics.teams else 0
+                for t in teams], width, label=f"{r.policy}: avg GPUs held")
+    if results:
+        g = [results[0].metrics.teams[t].guaranteed if t in results[0].metrics.teams else 0
+             for t in teams]
+        ax.bar([i + len(results) * width for i in range(len(teams))], g, width,
+               label="guarantee", color="black", alpha=0.6)
+    ax.set_xticks([i + 0.4 for i in range(len(teams))], teams, rotation=45, ha="right")
+    ax.set_ylabel("GPUs")
+    ax.set_title("Per-team share vs guarantee")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "team_share.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
