@@ -65,7 +65,8 @@ def simulate(
     events: Annotated[bool, typer.Option(help="write events.csv per policy")] = False,
 ) -> None:
     """Replay a trace through each policy and compare them."""
-    from allotment.sim.engine import SimConfig, simulate as run_sim
+    from allotment.sim.engine import SimConfig
+    from allotment.sim.engine import simulate as run_sim
     from allotment.sim.orgs import trace_org
     from allotment.sim.report import plots as draw_plots
     from allotment.sim.report import summary, table, write_json

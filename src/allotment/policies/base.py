@@ -21,6 +21,8 @@ class SchedulerConfig:
     ``reserve_after_s``: fairshare holds GPUs for a blocked job beyond its guarantee only
     once it has waited this long (starvation guard for large borrowing gangs).
     ``las_threshold_gpu_s``: attained GPU-seconds at which LAS demotes a job to queue 2.
+    ``las_preemption`` (fairshare): which queue-2 jobs a waiting queue-1 job may preempt:
+    ``none``; ``team`` (its own team's); ``surplus`` (also other teams' borrowed ones).
     """
 
     grace_s: float = 60.0
@@ -28,6 +30,7 @@ class SchedulerConfig:
     backfill: bool = True
     reserve_after_s: float = 3600.0
     las_threshold_gpu_s: float = 3600.0
+    las_preemption: str = "none"
 
 
 class Policy:
@@ -74,6 +77,11 @@ class Policy:
 
     def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
         return False
+
+    def preempt_class(self, sc: Scratch, w: Workload) -> object:
+        """Jobs of one class and a gang at least as large cannot find victims where a job
+        of that class already failed in this cycle (the cycle skips them)."""
+        return (w.team, w.gpu_type, w.priority)
 
     def victim_teams(self, sc: Scratch, w: Workload) -> list[str] | None:
         """Teams whose jobs may be victims for ``w`` (None: every team)."""

@@ -21,8 +21,9 @@ from allotment.domain.workload import RunningJob, Workload
 from allotment.policies.base import OrderKey, Policy
 from allotment.scheduler.scratch import Scratch
 
-
-# Fair-share value of org node N (Slurm Fair Tree style, one level at a time):
+# Fair-share value of org node N (Slurm Fair Tree style, one level at a time), compared at
+# a resolution of 1/100 (RESOLUTION) so that one more GPU for a large group does not
+# reorder every team under it within a cycle:
 #
 #     v_N = (A_N + D_N / H) / (w_N * max(E_N, 1))
 #
@@ -38,17 +39,22 @@ from allotment.scheduler.scratch import Scratch
 # ancestor, ..., v of the team): siblings compete only once their ancestors tie, as in
 # Fair Tree. Ties: team name, then the job's own submit time and sequence.
 # Lower is admitted first; higher is preempted first (among equal-cost victims).
-def fair_share_value(sc: Scratch, node: int) -> float:
+RESOLUTION = 100
+
+
+def fair_share_value(sc: Scratch, node: int) -> int:
+    """v_N in units of 1/RESOLUTION, rounded down."""
     memo = sc.memo
     base = memo.get(node)
     org = sc.state.org
     if base is None:
         base = sc.state.decayed_usage(node, sc.now) / sc.state.half_life_s
         memo[node] = base
-    return (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
+    v = (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
+    return int(v * RESOLUTION)
 
 
-def fair_share_path(sc: Scratch, team: str) -> tuple[float, ...]:
+def fair_share_path(sc: Scratch, team: str) -> tuple[int, ...]:
     org = sc.state.org
     return tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
 
@@ -90,6 +96,10 @@ class FairSharePolicy(Policy):
             )
         return sc.quota_block(w)
 
+    def preempt_class(self, sc: Scratch, w: Workload) -> object:
+        return (w.team, w.gpu_type, w.priority, sc.within_guarantee(w),
+                self.level(sc.state.pending_attained[w.id]))
+
     def may_reserve(self, sc: Scratch, w: Workload) -> bool:
         if not self.config.backfill:
             return False
@@ -104,7 +114,10 @@ class FairSharePolicy(Policy):
         return w.submit_time + self.config.reserve_after_s
 
     def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
-        return sc.within_guarantee(w) or self.level(sc.state.pending_attained[w.id]) == 0
+        if sc.within_guarantee(w):
+            return True
+        return (self.config.las_preemption != "none"
+                and self.level(sc.state.pending_attained[w.id]) == 0)
 
     def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
         """Another team's job on borrowed GPUs (its team is above its guarantee) when ``w``
@@ -113,7 +126,7 @@ class FairSharePolicy(Policy):
         if v.gpu_type != w.gpu_type or v.priority > w.priority:
             return False
         if v.team == w.team:
-            return (
+            return self.config.las_preemption != "none" and (
                 self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
             )
         i = sc.state.org.index[v.team]
@@ -121,10 +134,14 @@ class FairSharePolicy(Policy):
             return False  # its team holds no borrowed GPUs
         if sc.within_guarantee(w):
             return True
+        if self.config.las_preemption != "surplus":
+            return False
         # surplus GPUs follow LAS across teams: a queue-1 borrower displaces a queue-2 one
         return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
 
     def victim_teams(self, sc: Scratch, w: Workload) -> list[str] | None:
+        if not sc.within_guarantee(w) and self.config.las_preemption != "surplus":
+            return [w.team]
         org = sc.state.org
         t = w.gpu_type
         usage, guaranteed = sc.usage[t], org.guaranteed[t]

@@ -34,6 +34,9 @@ class LasPolicy(Policy):
         """Tiresias holds nothing: a gang that does not fit is skipped, later ones run."""
         return False
 
+    def preempt_class(self, sc: Scratch, w: Workload) -> object:
+        return (w.gpu_type, w.priority, self.level(sc.state.pending_attained[w.id]))
+
     def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
         return self.level(sc.state.pending_attained[w.id]) == 0
 

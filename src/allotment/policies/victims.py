@@ -15,7 +15,6 @@ from allotment.policies.base import Policy
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.scratch import Scratch
 
-
 Cost = tuple[int, int, float, float, int]
 
 
@@ -65,13 +64,17 @@ def _claim_incoming(sc: Scratch, w: Workload) -> list[int] | None:
     ids = sc.state.cluster.nodes_by_type[t]
     if w.gpus <= sc.max_node[t]:
         best = None
-        for i in ids:
-            extra = sc.incoming.get(i, 0)
+        for i in sorted(sc.incoming):
+            if sc.state.cluster.nodes[i].gpu_type != t:
+                continue
+            extra = sc.incoming[i]
             if extra and sc.usable_for_reclaim(i) and sc.room(i) >= w.gpus and (
                 best is None or extra < best[0]
             ):
                 best = (extra, i)
         return None if best is None else [best[1]]
+    if not any(sc.state.cluster.nodes[i].gpu_type == t for i in sc.incoming):
+        return None
     nodes = sorted(
         (i for i in ids if i not in sc.held and sc.room(i) > 0),
         key=lambda i: (-sc.room(i), i),
@@ -168,6 +171,16 @@ def plan_reclaim(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool
         d.reservations.append(Reservation(w.gpu_type, w.id, ("node", claimed[0]),
                                           tuple(claimed), reclaim=True))
         return True
+    cls = policy.preempt_class(sc, w)
+    if sc.reclaim_failed.get(cls, w.gpus + 1) <= w.gpus:
+        return False
+    found = _find_victims(sc, policy, w, d)
+    if not found:
+        sc.reclaim_failed[cls] = min(w.gpus, sc.reclaim_failed.get(cls, w.gpus))
+    return found
+
+
+def _find_victims(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool:
     cands = _candidates(sc, policy, w, d)
     if not cands:
         return False

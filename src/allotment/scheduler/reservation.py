@@ -21,18 +21,25 @@ def reserve(sc: Scratch, w: Workload) -> Reservation | None:
     """Hold GPUs for ``w``; None when every node it could use is already held."""
     cluster = sc.state.cluster
     nodes = cluster.nodes
-    ids = [i for i in cluster.nodes_by_type[w.gpu_type] if i not in sc.held]
     previous = sc.state.last_reservations.get(w.id)
     if w.gpus <= sc.max_node[w.gpu_type]:
-        fitting = [i for i in ids if nodes[i].gpus >= w.gpus]
-        if not fitting:
+        node = None
+        if previous is not None and previous[0] == "node":
+            p = previous[1]
+            if p not in sc.held and nodes[p].gpu_type == w.gpu_type and nodes[p].gpus >= w.gpus:
+                node = p
+        if node is None:
+            levels = sc.levels[w.gpu_type]  # unheld nodes by free GPUs, most free first
+            for f in range(len(levels) - 1, -1, -1):
+                fitting = [i for i in levels[f] if nodes[i].gpus >= w.gpus]
+                if fitting:
+                    node = min(fitting)
+                    break
+        if node is None:
             return None
-        if previous is not None and previous[0] == "node" and previous[1] in fitting:
-            node = previous[1]
-        else:
-            node = min(fitting, key=lambda i: (-sc.free[i], i))
         sc.hold([node])
         return Reservation(w.gpu_type, w.id, ("node", node), (node,))
+    ids = [i for i in cluster.nodes_by_type[w.gpu_type] if i not in sc.held]
     for level in ("rack", "pod", "type"):
         capacity: dict[int, int] = {}
         free: dict[int, int] = {}

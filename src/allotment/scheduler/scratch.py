@@ -39,6 +39,8 @@ class Scratch:
         self.memo: dict[int, float] = {}  # per-cycle cache for policies
         # GPUs promised on a node to jobs waiting for reclaimed GPUs in this cycle
         self.claimed: dict[int, int] = {}
+        # smallest gang of each preemption class that found no victims in this cycle
+        self.reclaim_failed: dict[object, int] = {}
         # GPUs that terminating jobs will release, per node, not yet claimed by a waiter
         self.incoming: dict[int, int] = {}
         for job in state.running.values():
@@ -54,6 +56,10 @@ class Scratch:
             for i in ids:
                 lv[self.free[i]].add(i)
             self.levels[t] = lv
+        # free GPUs on unheld nodes per type: rejects a large gang without a node scan
+        self.type_free: dict[GpuType, int] = {
+            t: sum(self.free[i] for i in ids) for t, ids in cluster.nodes_by_type.items()
+        }
         self.usage = {t: list(u) for t, u in state.usage.items()}
         self.alloc_total = list(state.alloc_total)
         # occupancy and eff per type, bottom-up
@@ -85,6 +91,7 @@ class Scratch:
         if node not in self.held:
             self.levels[t][self.free[node]].discard(node)
             self.levels[t][value].add(node)
+            self.type_free[t] += value - self.free[node]
         self.free[node] = value
 
     def hold(self, nodes: list[int] | tuple[int, ...]) -> None:
@@ -92,7 +99,9 @@ class Scratch:
         cluster = self.state.cluster
         for node in nodes:
             if node not in self.held:
-                self.levels[cluster.nodes[node].gpu_type][self.free[node]].discard(node)
+                t = cluster.nodes[node].gpu_type
+                self.levels[t][self.free[node]].discard(node)
+                self.type_free[t] -= self.free[node]
                 self.held.add(node)
 
     def room(self, node: int) -> int:
@@ -112,9 +121,7 @@ class Scratch:
         return 0
 
     def unheld_free(self, gpu_type: GpuType) -> int:
-        return sum(
-            self.free[i] for i in self.state.cluster.nodes_by_type[gpu_type] if i not in self.held
-        )
+        return self.type_free[gpu_type]
 
     def place(self, w: Workload) -> Placement | None:
         """Where ``w`` would go now on unheld free GPUs, or None."""
@@ -122,6 +129,8 @@ class Scratch:
         if w.gpus <= self.max_node[t]:
             node = place_on_one_node(self.levels[t], w.gpus)
             return None if node is None else ((node, w.gpus),)
+        if self.type_free[t] < w.gpus:
+            return None
         cluster = self.state.cluster
         return place_across_nodes(
             cluster.nodes, cluster.nodes_by_type[t], self.free, self.held, w.gpus
