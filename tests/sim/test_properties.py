@@ -34,7 +34,9 @@ def check_state(state: ClusterState, d: Decisions, now: float) -> None:
 
 @SETTINGS
 @given(policy=st.sampled_from(POLICIES), nodes=st.integers(1, 4), data=st.data())
-def test_never_over_allocated_and_gangs_atomic(policy: str, nodes: int, data: st.DataObject) -> None:
+def test_never_over_allocated_and_gangs_atomic(
+    policy: str, nodes: int, data: st.DataObject
+) -> None:
     """No node ever holds more GPUs than it has; gangs start whole or not at all."""
     cap = nodes * 8
     g = data.draw(guarantees(TEAMS, cap))

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from allotment import __version__
 from allotment.domain.cluster import GpuType, make_cluster
@@ -90,7 +90,7 @@ def simulate(
         jobs = load_trace(trace)
         if limit is not None:
             jobs = jobs[:limit]
-        types = sorted({w.gpu_type for w in jobs}) or ["gpu"]
+        types: list[str] = sorted({w.gpu_type for w in jobs}) or ["gpu"]
         per_type = {t: gpus // len(types) + (1 if k < gpus % len(types) else 0)
                     for k, t in enumerate(types)}
         cluster = make_cluster(per_type, gpus_per_node, nodes_per_rack, racks_per_pod)
@@ -115,12 +115,15 @@ def simulate(
         return
     results = []
     sim_cfg = SimConfig(checkpoint_interval_s=checkpoint_s, record_events=events)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                  console=err_console, transient=False) as progress:
         for name in names:
             task = progress.add_task(f"replaying {len(jobs):,} jobs under {name}", total=1.0)
-            res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg,
-                          progress=lambda f, task=task: progress.update(task, completed=f))
+            def advance(fraction: float, task: TaskID = task) -> None:
+                progress.update(task, completed=fraction)
+
+            res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg, progress=advance)
             results.append(res)
             if events:
                 with (out / f"events-{name}.csv").open("w") as fh:

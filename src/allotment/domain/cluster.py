@@ -71,7 +71,7 @@ def uniform_cluster(
     start_rack: int = 0,
     start_pod: int = 0,
 ) -> list[Node]:
-    """Nodes for ``gpus`` GPUs of one type, ``gpus_per_node`` each (the last node may be smaller)."""
+    """Nodes for ``gpus`` GPUs of one type, ``gpus_per_node`` each (the last may be smaller)."""
     if gpus <= 0:
         raise ValueError("gpus must be positive")
     if gpus_per_node <= 0:

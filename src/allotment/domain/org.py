@@ -93,7 +93,7 @@ class OrgTree:
         self.index: dict[str, int] = {name: i for i, name in enumerate(self.names)}
         self.nodes: list[OrgNode | None] = [None, *(by_name[n] for n in order)]
         self.parent: list[int] = [-1] + [
-            self.index[by_name[n].parent or ROOT] for n in order  # type: ignore[index]
+            self.index[by_name[n].parent or ROOT] for n in order
         ]
         self.children: list[list[int]] = [[] for _ in self.names]
         for i in range(1, len(self.names)):
@@ -109,7 +109,9 @@ class OrgTree:
         self.gpu_types: tuple[GpuType, ...] = tuple(sorted(capacity))
         self.capacity: dict[GpuType, int] = dict(capacity)
         self.is_team: list[bool] = [i > 0 and not self.children[i] for i in range(len(self.names))]
-        self.team_ids: list[TeamId] = [TeamId(n) for i, n in enumerate(self.names) if self.is_team[i]]
+        self.team_ids: list[TeamId] = [
+            TeamId(n) for i, n in enumerate(self.names) if self.is_team[i]
+        ]
         self.guaranteed: dict[GpuType, list[int]] = {}
         self.borrow_limit: dict[GpuType, list[int | None]] = {}
         self.lend_limit: dict[GpuType, list[int | None]] = {}

@@ -2,10 +2,13 @@
 whoever waits, borrowed GPUs reclaimed by preemption, usage-aware ordering.
 
 Admission order, lowest key first:
-    (-priority class, beyond-guarantee?, fair-share path, team, LAS queue, submit, sequence)
+    (beyond-guarantee?, LAS queue if beyond, fair-share path, team, -priority class,
+     LAS queue, submit, sequence)
 so work within a team's guarantee goes before borrowing work, and borrowers are served by
 the fair-share value of their org path (siblings of an idle lender first: their common
-group has the lower value).
+group has the lower value). As in Kueue, a priority class orders work inside its team; it
+never lets one team's job pass another team's guaranteed work, nor shields a borrowed job
+from reclaim.
 
 Inside one team, jobs are ordered as in Tiresias' discretised LAS, with no knowledge of
 durations: a job that has attained less than ``las_threshold_gpu_s`` GPU-seconds (queue 1)
@@ -76,11 +79,11 @@ class FairSharePolicy(Policy):
         level = self.level(attained_gpu_s)
         beyond = 0 if sc.within_guarantee(w) else 1
         return (
-            -w.priority,
             beyond,
-            level * beyond,
+            level * beyond,  # lent GPUs go to queue-1 (short so far) work first
             fair_share_path(sc, w.team),
             w.team,
+            -w.priority,
             level,
             w.submit_time,
             w.seq,
@@ -123,10 +126,10 @@ class FairSharePolicy(Policy):
         """Another team's job on borrowed GPUs (its team is above its guarantee) when ``w``
         is within its guarantee; or the team's own queue-2 job for its queue-1 ``w``."""
         v = job.workload
-        if v.gpu_type != w.gpu_type or v.priority > w.priority:
+        if v.gpu_type != w.gpu_type:
             return False
         if v.team == w.team:
-            return self.config.las_preemption != "none" and (
+            return self.config.las_preemption != "none" and v.priority <= w.priority and (
                 self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
             )
         i = sc.state.org.index[v.team]
@@ -134,7 +137,7 @@ class FairSharePolicy(Policy):
             return False  # its team holds no borrowed GPUs
         if sc.within_guarantee(w):
             return True
-        if self.config.las_preemption != "surplus":
+        if self.config.las_preemption != "surplus" or v.priority > w.priority:
             return False
         # surplus GPUs follow LAS across teams: a queue-1 borrower displaces a queue-2 one
         return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])

@@ -4,8 +4,9 @@ Victim cost, lowest preempted first:
     (priority class, not admitted on borrowed GPUs?, lost GPU-seconds, run time so far,
      sequence)
 where lost GPU-seconds = (now - last checkpoint) x gang size: the work thrown away if the
-job is killed now. Among a team's jobs, those admitted beyond its guarantee go first. A job that has run less than ``min_runtime_s`` is never a victim; the
-cycle is woken when the first such job becomes eligible.
+job is killed now. Among a team's jobs, those admitted beyond its guarantee go first.
+A job that has run less than ``min_runtime_s`` is never a victim; the cycle is woken when
+the first such job becomes eligible.
 """
 
 from __future__ import annotations

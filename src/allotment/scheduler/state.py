@@ -127,11 +127,8 @@ class ClusterState:
         """Take a job out of its queue; returns it and its attained GPU-seconds."""
         key = self.pending_index.pop(job_id)
         bucket = self.buckets[key]
-        for pos, w in enumerate(bucket.jobs):
-            if w.id == job_id:
-                break
-        else:  # pragma: no cover - index and buckets are kept together
-            raise KeyError(job_id)
+        pos = next(k for k, job in enumerate(bucket.jobs) if job.id == job_id)
+        w = bucket.jobs[pos]
         del bucket.jobs[pos]
         del bucket.keys[pos]
         if not bucket.jobs:

@@ -206,8 +206,9 @@ def _apply(
         wake = policy.start_wakeup(job)
         if wake is not None and wake < now + remaining:
             push(wake, WAKE, JobId(""), 0)
-        nodes = ",".join(f"{n}:{g}" for n, g in a.placement)
-        log((now, "admit", a.job_id, nodes + (f" borrowed={a.borrowed_gpus}" if a.borrowed_gpus else "")))
+        where = ",".join(f"{n}:{g}" for n, g in a.placement)
+        borrowed = f" borrowed={a.borrowed_gpus}" if a.borrowed_gpus else ""
+        log((now, "admit", a.job_id, where + borrowed))
     state.last_reservations = {
         r.job_id: r.domain for r in d.reservations if not r.reclaim
     }

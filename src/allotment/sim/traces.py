@@ -169,7 +169,8 @@ def _philly(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> l
         try:
             ts = datetime.strptime(row[col["timestamp"]].strip(), "%Y-%m-%d %H:%M:%S")
         except ValueError:
-            problems.append((line, "timestamp", f"not YYYY-MM-DD HH:MM:SS: {row[col['timestamp']]!r}"))
+            value = row[col["timestamp"]]
+            problems.append((line, "timestamp", f"not YYYY-MM-DD HH:MM:SS: {value!r}"))
             continue
         before = len(problems)
         duration = _num(row[col["duration"]], "duration", line, problems)
