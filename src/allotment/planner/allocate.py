@@ -1,0 +1,270 @@
+"""From a scenario to per-team GPU quotas with an explanation for every number.
+
+Per GPU type, independently:
+1. Effective weight of a request (each factor is reported):
+       w_eff = w_team x tier x launch x idle
+   tier:   the request's priority tier multiplier (rules.tiers, e.g. high = 2);
+   launch: 1 + boost x max(0, 1 - days_to_launch / horizon) (days_to_launch < 0 counts as
+           0: a launch already due gets the whole boost; no date: 1);
+   idle:   1 - min(idle_penalty_max, idle / (used + idle)) from last period's GPU-hours,
+           so hoarding costs share, and no team's weight falls below 1 - idle_penalty_max.
+2. Floors: minimum-viable floors are granted in the order (tier, launch date, w_eff,
+   team) while they fit in the capacity. A floor that does not fit is reported as
+   infeasible and that request gets nothing: a project below its minimum cannot run, and
+   its share goes to the others. Never a silent cut.
+3. Water-filling down the org tree: the capacity is split among the top-level nodes by
+   weighted max-min (``waterfill.split``) with each node's floors and demand (sums over
+   its subtree) as bounds, then each node's share among its children, down to requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from allotment.planner.scenario import OrgWeightSpec, RequestSpec, Scenario
+from allotment.planner.waterfill import split
+
+ROOT = "the organisation"
+
+
+@dataclass(slots=True)
+class Allocation:
+    """One team's quota for one GPU type, and why."""
+
+    team: str
+    gpu_type: str
+    requested: int
+    min_gpus: int
+    allocated: int
+    reason: str
+    org_weight: float
+    effective_weight: float
+    tier: str
+    tier_factor: float
+    launch_factor: float
+    idle_factor: float
+    idle_gpu_hours: float
+    floor: str  # "none", "met", "binding", "infeasible"
+    parent: str
+    justification: str = ""
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    period: str
+    capacity: dict[str, int]
+    allocations: tuple[Allocation, ...]
+    infeasible: tuple[str, ...] = ()
+    group_shares: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def by_team(self) -> dict[tuple[str, str], Allocation]:
+        return {(a.team, a.gpu_type): a for a in self.allocations}
+
+
+@dataclass(slots=True)
+class _Item:
+    key: str
+    parent: str | None
+    weight: float
+    floor: int
+    demand: int
+    request: RequestSpec | None
+    factors: tuple[float, float, float, float]  # org weight, tier, launch, idle
+    idle_hours: float
+    members: tuple[str, ...]
+    floor_status: str = "none"
+    requested: int = 0
+
+
+def launch_factor(launch: date | None, as_of: date, boost: float, horizon: float) -> float:
+    """1 + boost x max(0, 1 - max(days, 0) / horizon); 1 without a date."""
+    if launch is None:
+        return 1.0
+    days = max((launch - as_of).days, 0)
+    return 1.0 + boost * max(0.0, 1.0 - days / horizon)
+
+
+def idle_factor(used_h: float, idle_h: float, max_penalty: float) -> float:
+    """1 - min(max_penalty, idle / (used + idle)); 1 without history."""
+    total = used_h + idle_h
+    if total <= 0:
+        return 1.0
+    return 1.0 - min(max_penalty, idle_h / total)
+
+
+def _org_maps(org: list[OrgWeightSpec]) -> tuple[dict[str, str | None], dict[str, float],
+                                                 dict[str, list[str]]]:
+    parent: dict[str, str | None] = {}
+    weight: dict[str, float] = {}
+    children: dict[str, list[str]] = {}
+
+    def walk(nodes: list[OrgWeightSpec], up: str | None) -> None:
+        for n in nodes:
+            parent[n.name] = up
+            weight[n.name] = n.weight
+            children[n.name] = [c.name for c in n.children]
+            walk(n.children, n.name)
+
+    walk(org, None)
+    return parent, weight, children
+
+
+def _internal_deepest_first(parent: dict[str, str | None]) -> list[str]:
+    """Org nodes that are someone's parent, deepest first (ties: name)."""
+    internal = {p for p in parent.values() if p is not None}
+    depth: dict[str, int] = {}
+    for node in internal:
+        d, up = 0, parent[node]
+        while up is not None:
+            d, up = d + 1, parent[up]
+        depth[node] = d
+    return sorted(internal, key=lambda n: (-depth[n], n))
+
+
+def _items(sc: Scenario, gpu_type: str | None, parent: dict[str, str | None],
+           weight: dict[str, float]) -> dict[str, list[_Item]]:
+    """Requests as water-filling items with their effective weights, by GPU type (all
+    types, or only ``gpu_type``)."""
+    rules = sc.rules
+    out: dict[str, list[_Item]] = {}
+    for r in sc.requests:
+        if gpu_type is not None and r.gpu_type != gpu_type:
+            continue
+        hist = sc.history.get(r.team)
+        tier = rules.tiers[r.tier]
+        launch = launch_factor(r.launch, sc.as_of, rules.launch_boost, rules.launch_horizon_days)
+        idle = idle_factor(hist.used_gpu_hours, hist.idle_gpu_hours,
+                           rules.idle_penalty_max) if hist else 1.0
+        w = weight[r.team] * tier * launch * idle
+        out.setdefault(r.gpu_type, []).append(
+            _Item(r.team, parent[r.team], w, r.min_gpus, r.gpus, r,
+                  (weight[r.team], tier, launch, idle),
+                  hist.idle_gpu_hours if hist else 0.0, (r.team,)))
+    return out
+
+
+def _grant_floors(items: list[_Item], capacity: int, gpu_type: str) -> list[str]:
+    problems = []
+    left = capacity
+    order = sorted(
+        (it for it in items if it.floor > 0),
+        key=lambda it: (-it.factors[1],
+                        it.request.launch or date.max if it.request else date.max,
+                        -it.weight, it.key),
+    )
+    for it in order:
+        if it.floor <= left:
+            left -= it.floor
+            it.floor_status = "met"
+        else:
+            problems.append(
+                f"{it.key}: minimum viable {it.floor:,} {gpu_type} GPUs does not fit "
+                f"(only {left:,} of {capacity:,} left after higher-priority floors); "
+                f"allocated 0"
+            )
+            it.floor_status = "infeasible"
+            it.demand = 0
+            it.floor = 0
+    return problems
+
+
+def plan_type(
+    sc: Scenario, gpu_type: str, capacity: int, items: list[_Item],
+    parent: dict[str, str | None], weight: dict[str, float],
+) -> tuple[list[Allocation], list[str], dict[str, int]]:
+    """Allocate one GPU type's capacity among ``items`` over the org tree."""
+    problems = _grant_floors(items, capacity, gpu_type)
+    # children of each org node (None = root): org nodes with items below, then items
+    kids: dict[str | None, list[str]] = {}
+    item_by_key = {it.key: it for it in items}
+    floor: dict[str, int] = {}
+    demand: dict[str, int] = {}
+    for it in items:
+        floor[it.key] = it.floor
+        demand[it.key] = it.demand
+        kids.setdefault(it.parent, []).append(it.key)
+        if it.parent is not None:
+            floor[it.parent] = floor.get(it.parent, 0) + it.floor
+            demand[it.parent] = demand.get(it.parent, 0) + it.demand
+    # roll the sums up: internal nodes deepest first (each internal node once)
+    for node in _internal_deepest_first(parent):
+        if node not in floor:
+            continue
+        up = parent[node]
+        kids.setdefault(up, []).append(node)
+        if up is not None:
+            floor[up] = floor.get(up, 0) + floor[node]
+            demand[up] = demand.get(up, 0) + demand[node]
+    allocated: dict[str, int] = {}
+    level: dict[str, tuple[float, str, int]] = {}  # key -> (lambda, parent, parent budget)
+
+    def share(node: str | None, budget: int) -> None:
+        keys = sorted(kids.get(node, []))
+        if not keys:
+            return
+        ws = [item_by_key[k].weight if k in item_by_key else weight[k] for k in keys]
+        xs, lam = split(keys, ws, [floor[k] for k in keys], [demand[k] for k in keys], budget)
+        for k, x, w in zip(keys, xs, ws, strict=True):
+            allocated[k] = x
+            level[k] = (lam * w, node or ROOT, budget)
+            if k not in item_by_key:
+                share(k, x)
+
+    share(None, capacity)
+    out = []
+    shares_text: dict[str, str] = {}  # per group: "(group X shares N)"
+    for it in items:
+        r = it.request
+        a = allocated.get(it.key, 0)
+        fair, group, budget = level.get(it.key, (0.0, ROOT, capacity))
+        status = it.floor_status
+        if status == "infeasible":
+            reason = f"minimum-viable floor of {r.min_gpus if r else 0:,} GPUs does not fit"
+        elif a >= it.demand:
+            reason = "capped by demand"
+        elif it.floor and a <= it.floor and fair <= it.floor:
+            reason, status = f"minimum-viable floor ({it.floor:,} GPUs)", "binding"
+        else:
+            where = "the organisation" if group == ROOT else f"group {group}"
+            tail = shares_text.get(group)
+            if tail is None:
+                tail = shares_text[group] = f"GPUs ({where} shares {budget:,})"
+            reason = f"water level of {where} reached at {a:,} {tail}"
+        org_w, tier, launch, idle = it.factors
+        if tier != 1.0 or launch != 1.0 or idle != 1.0:
+            notes = [reason]
+            if tier != 1.0:
+                notes.append(f"tier {r.tier if r else 'pooled'} x{tier:g}")
+            if launch != 1.0:
+                notes.append(f"launch boost x{launch:.2f}")
+            if idle != 1.0:
+                notes.append(f"idle penalty -{(1 - idle) * 100:.0f}% "
+                             f"({it.idle_hours:,.0f} idle GPU-hours last period)")
+            reason = "; ".join(notes)
+        out.append(Allocation(
+            it.key, gpu_type, r.gpus if r else it.requested, r.min_gpus if r else it.floor,
+            a, reason, org_w, it.weight, r.tier if r else "", tier, launch, idle,
+            it.idle_hours, status, it.parent or ROOT, r.justification if r else "", it.members,
+        ))
+    groups = {k: v for k, v in allocated.items() if k not in item_by_key}
+    return out, problems, groups
+
+
+def allocate(sc: Scenario, capacity_override: dict[str, int] | None = None) -> Plan:
+    """The plan for a scenario; ``capacity_override`` replaces capacity per GPU type."""
+    parent, weight, _ = _org_maps(sc.org)
+    capacity = dict(sc.capacity())
+    capacity.update(capacity_override or {})
+    allocations: list[Allocation] = []
+    problems: list[str] = []
+    groups: dict[str, dict[str, int]] = {}
+    by_type = _items(sc, None, parent, weight)
+    for t in sorted(capacity):
+        allocs, probs, grp = plan_type(sc, t, capacity[t], by_type.get(t, []), parent, weight)
+        allocations.extend(allocs)
+        problems.extend(probs)
+        groups[t] = grp
+    allocations.sort(key=lambda a: (a.gpu_type, a.team))
+    return Plan(sc.period, capacity, tuple(allocations), tuple(problems), groups)
