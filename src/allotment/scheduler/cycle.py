@@ -39,6 +39,15 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
         w0 = bucket.jobs[0]
         heap.append((policy.order_key(sc, w0, attained[w0.id]), seq, bucket, 0))
         seq += 1
+    def push_next(bucket: Bucket, pos: int, seq: int) -> int:
+        """Queue the job behind ``pos`` in ``bucket``; returns the next heap sequence."""
+        if pos + 1 < len(bucket.jobs):
+            nxt = bucket.jobs[pos + 1]
+            heapq.heappush(heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket,
+                                  pos + 1))
+            return seq + 1
+        return seq
+
     # 3. order: lowest key first, re-keyed lazily as admissions change fair-share values
     heapq.heapify(heap)
     reserved: set[object] = set()
@@ -64,12 +73,7 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
                 borrowed = sc.borrowed_after(w) if policy.has_guarantees else 0
                 d.admits.append(Admit(w.id, placement, borrowed))
                 sc.admit(w, placement)
-                if pos + 1 < len(bucket.jobs):
-                    nxt = bucket.jobs[pos + 1]
-                    heapq.heappush(
-                        heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket, pos + 1)
-                    )
-                    seq += 1
+                seq = push_next(bucket, pos, seq)
                 continue
             physical = True
             block = _physical_reason(sc, w)
@@ -79,12 +83,7 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
         #    (the next job of the same queue may need GPUs reclaimed too)
         if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
             d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
-            if pos + 1 < len(bucket.jobs):
-                nxt = bucket.jobs[pos + 1]
-                heapq.heappush(
-                    heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket, pos + 1)
-                )
-                seq += 1
+            seq = push_next(bucket, pos, seq)
             continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
