@@ -45,6 +45,19 @@ def test_simulate_writes_summary_and_plots(tmp_path: Path) -> None:
     assert "fairshare" in result.output
 
 
+def test_events_csv_is_the_per_job_and_per_team_log(tmp_path: Path) -> None:
+    """--events writes every job's submit/admit/finish with its team."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["simulate", "--trace", str(small_trace(tmp_path)), "--gpus",
+                                 "16", "--policies", "fifo", "--out", str(out), "--events",
+                                 "--no-plots"])
+    assert result.exit_code == 0, result.output
+    rows = (out / "events-fifo.csv").read_text().splitlines()
+    assert rows[0] == "time,event,job_id,team,detail"
+    assert "0.0,submit,j0,a,a" in rows and "0.0,admit,j0,a,0:1" in rows
+    assert sum(1 for r in rows if ",finish," in r) == 40
+
+
 def test_simulate_with_org_file(tmp_path: Path) -> None:
     """An org file sets guarantees; a team missing from it is named in the error."""
     org = tmp_path / "org.yaml"

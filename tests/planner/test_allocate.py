@@ -126,6 +126,13 @@ def test_cooperation_shows_both_options() -> None:
     assert "b cannot reach its minimum" in opt.note
 
 
+def test_requests_for_other_periods_are_left_out() -> None:
+    data = scenario([{"team": "a", "gpus": 10, "period": "2027-01"},
+                     {"team": "b", "gpus": 10, "period": "2026-12"}])
+    sc = parse_scenario(data)
+    assert [r.team for r in sc.requests] == ["b"] and sc.other_period_requests == 1
+
+
 def test_shared_tags_are_flagged_as_possible_overlap() -> None:
     data = scenario([{"team": "a", "gpus": 10, "tags": ["llm"]},
                      {"team": "b", "gpus": 10, "tags": ["llm", "x"]}])

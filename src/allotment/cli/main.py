@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from allotment import __version__
 from allotment.domain.cluster import GpuType, make_cluster
 from allotment.domain.org import OrgTree
 from allotment.domain.orgspec import org_from_data
+from allotment.domain.workload import JobId
 from allotment.errors import AllotmentError, InputError, OrgFileError
 from allotment.policies import POLICIES, SchedulerConfig, make_policy
 
@@ -126,10 +128,12 @@ def simulate(
             res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg, progress=advance)
             results.append(res)
             if events:
-                with (out / f"events-{name}.csv").open("w") as fh:
-                    fh.write("time,event,job_id,detail\n")
+                with (out / f"events-{name}.csv").open("w", newline="") as fh:
+                    writer = csv.writer(fh)
+                    writer.writerow(["time", "event", "job_id", "team", "detail"])
                     for t, ev, jid, detail in res.events:
-                        fh.write(f"{t},{ev},{jid},\"{detail}\"\n")
+                        rec = res.jobs.get(JobId(jid))
+                        writer.writerow([t, ev, jid, rec.workload.team if rec else "", detail])
     meta = {"trace": str(path), "gpus": cluster.total_gpus, "gpus_per_node": gpus_per_node,
             "nodes": len(cluster.nodes), "jobs": len(jobs), "grace_s": grace_s,
             "min_runtime_s": min_runtime_s, "checkpoint_s": checkpoint_s}
@@ -214,6 +218,8 @@ def plan(
         table.add_row(a.team, a.parent, a.gpu_type, f"{a.requested:,}", f"{a.min_gpus:,}",
                       f"[bold]{a.allocated:,}[/]", a.reason)
     console.print(table)
+    if sc.other_period_requests:
+        console.print(f"left out {sc.other_period_requests} request(s) for other periods")
     for problem in result.infeasible:
         console.print(f"[bold red]cannot be met:[/] {problem}", highlight=False)
     if coop:

@@ -15,6 +15,7 @@
         children: [{name: llm-a}, {name: vision}]
     requests:
       - team: llm-a
+        period: 2026-12             # optional; requests for other periods are left out
         gpu_type: h100
         gpus: 8000                  # requested GPUs for the period
         min_gpus: 2000              # minimum viable: below this the project cannot run
@@ -64,6 +65,7 @@ class RequestSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     team: str = Field(min_length=1, max_length=128)
+    period: str | None = Field(default=None, max_length=64)
     gpu_type: str = Field(min_length=1, max_length=64)
     gpus: int = Field(ge=0, le=10_000_000)
     min_gpus: int = Field(default=0, ge=0)
@@ -101,11 +103,15 @@ class Scenario(BaseModel):
     org: list[OrgWeightSpec] = Field(min_length=1)
     requests: list[RequestSpec] = Field(default_factory=list)
     history: dict[str, HistorySpec] = Field(default_factory=dict)
+    other_period_requests: int = 0
 
     @model_validator(mode="after")
     def _inventory(self) -> Scenario:
         if (self.inventory is None) == (self.clusters is None):
             raise ValueError("give exactly one of inventory or clusters")
+        self.other_period_requests = sum(
+            1 for r in self.requests if r.period is not None and r.period != self.period)
+        self.requests = [r for r in self.requests if r.period in (None, self.period)]
         return self
 
     def capacity(self) -> dict[str, int]:
@@ -158,6 +164,8 @@ def parse_scenario(data: Any) -> Scenario:
     seen: set[tuple[str, str]] = set()
     for k, r in enumerate(sc.requests):
         where = f"requests[{k}]"
+        if r.period is not None and r.period != sc.period:
+            continue
         if r.team not in leaves:
             raise ScenarioError(f"{where}.team", f"unknown team {r.team!r} (not a leaf of org)")
         if r.gpu_type not in capacity:
