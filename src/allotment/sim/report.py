@@ -65,6 +65,16 @@ def table(results: Sequence[SimResult], title: str) -> Table:
     return t
 
 
+def _save(plt: Any, fig: Any, ax: Any, title: str, path: Path,
+          legend_size: int | None = None) -> Path:
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
     """utilisation.png, jct_cdf.png and team_share.png in ``out``."""
     import matplotlib
@@ -84,12 +94,7 @@ def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
     ax.set_xlabel("days since first submission")
     ax.set_ylabel("GPU utilisation (24 h mean)")
     ax.set_ylim(0, 1.05)
-    ax.legend()
-    ax.set_title("Utilisation over time")
-    fig.tight_layout()
-    paths.append(out / "utilisation.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, ax, "Utilisation over time", out / "utilisation.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
@@ -102,12 +107,7 @@ def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("job completion time (hours, log)")
     ax.set_ylabel("fraction of jobs")
-    ax.legend()
-    ax.set_title("JCT CDF")
-    fig.tight_layout()
-    paths.append(out / "jct_cdf.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, ax, "JCT CDF", out / "jct_cdf.png"))
 
     teams = sorted({t for r in results for t in r.metrics.teams})
     fig, ax = plt.subplots(figsize=(max(7, len(teams) * 0.7), 4))
@@ -124,10 +124,6 @@ def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
                label="guarantee", color="black", alpha=0.6)
     ax.set_xticks([i + 0.4 for i in range(len(teams))], teams, rotation=45, ha="right")
     ax.set_ylabel("GPUs")
-    ax.set_title("Per-team share vs guarantee")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "team_share.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(plt, fig, ax, "Per-team share vs guarantee", out / "team_share.png",
+                       legend_size=7))
     return paths

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -108,11 +109,18 @@ def _num(value: str, field: str, line: int, problems: Problems, integer: bool = 
     return x
 
 
-def _check_row(row: list[str], header: list[str], line: int, problems: Problems) -> bool:
-    if len(row) != len(header):
-        problems.append((line, "row", f"{len(row)} fields, header has {len(header)}"))
-        return False
-    return True
+def _rows(header: list[str], rows: list[list[str]],
+          problems: Problems) -> Iterator[tuple[int, int, list[str]]]:
+    """(index, 1-based line, row) for each non-blank row with as many fields as the
+    header; a row with another count is recorded in ``problems``."""
+    for k, row in enumerate(rows):
+        line = k + 2
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            problems.append((line, "row", f"{len(row)} fields, header has {len(header)}"))
+            continue
+        yield k, line, row
 
 
 def _generic(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> list[Workload]:
@@ -120,12 +128,7 @@ def _generic(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> 
     problems: Problems = []
     jobs: list[Workload] = []
     seen: set[str] = set()
-    for k, row in enumerate(rows):
-        line = k + 2
-        if not row or all(not c.strip() for c in row):
-            continue
-        if not _check_row(row, header, line, problems):
-            continue
+    for k, line, row in _rows(header, rows, problems):
         before = len(problems)
         job_id = row[col["job_id"]].strip()
         if not job_id:
@@ -160,12 +163,7 @@ def _philly(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> l
     col = {h: k for k, h in enumerate(header)}
     problems: Problems = []
     parsed: list[tuple[datetime, float, int, str, int]] = []
-    for k, row in enumerate(rows):
-        line = k + 2
-        if not row:
-            continue
-        if not _check_row(row, header, line, problems):
-            continue
+    for _k, line, row in _rows(header, rows, problems):
         try:
             ts = datetime.strptime(row[col["timestamp"]].strip(), "%Y-%m-%d %H:%M:%S")
         except ValueError:
@@ -193,12 +191,7 @@ def _tiresias(path: Path, header: list[str], rows: list[list[str]], gpu: str) ->
     col = {h: k for k, h in enumerate(header)}
     problems: Problems = []
     jobs: list[Workload] = []
-    for k, row in enumerate(rows):
-        line = k + 2
-        if not row:
-            continue
-        if not _check_row(row, header, line, problems):
-            continue
+    for k, line, row in _rows(header, rows, problems):
         before = len(problems)
         submit = _num(row[col["submit_time"]], "submit_time", line, problems)
         duration = _num(row[col["duration"]], "duration", line, problems)
