@@ -19,10 +19,11 @@ Per GPU type, independently:
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from datetime import date
 
-from allotment.planner.scenario import OrgWeightSpec, RequestSpec, Scenario
+from allotment.planner.scenario import RequestSpec, Scenario
 from allotment.planner.waterfill import split
 
 ROOT = "the organisation"
@@ -94,35 +95,6 @@ def idle_factor(used_h: float, idle_h: float, max_penalty: float) -> float:
     return 1.0 - min(max_penalty, idle_h / total)
 
 
-def _org_maps(org: list[OrgWeightSpec]) -> tuple[dict[str, str | None], dict[str, float],
-                                                 dict[str, list[str]]]:
-    parent: dict[str, str | None] = {}
-    weight: dict[str, float] = {}
-    children: dict[str, list[str]] = {}
-
-    def walk(nodes: list[OrgWeightSpec], up: str | None) -> None:
-        for n in nodes:
-            parent[n.name] = up
-            weight[n.name] = n.weight
-            children[n.name] = [c.name for c in n.children]
-            walk(n.children, n.name)
-
-    walk(org, None)
-    return parent, weight, children
-
-
-def _internal_deepest_first(parent: dict[str, str | None]) -> list[str]:
-    """Org nodes that are someone's parent, deepest first (ties: name)."""
-    internal = {p for p in parent.values() if p is not None}
-    depth: dict[str, int] = {}
-    for node in internal:
-        d, up = 0, parent[node]
-        while up is not None:
-            d, up = d + 1, parent[up]
-        depth[node] = d
-    return sorted(internal, key=lambda n: (-depth[n], n))
-
-
 def _items(sc: Scenario, gpu_type: str | None, parent: dict[str, str | None],
            weight: dict[str, float]) -> dict[str, list[_Item]]:
     """Requests as water-filling items with their effective weights, by GPU type (all
@@ -172,7 +144,7 @@ def _grant_floors(items: list[_Item], capacity: int, gpu_type: str) -> list[str]
 
 def plan_type(
     sc: Scenario, gpu_type: str, capacity: int, items: list[_Item],
-    parent: dict[str, str | None], weight: dict[str, float],
+    parent: dict[str, str | None], weight: dict[str, float], order: list[str],
 ) -> tuple[list[Allocation], list[str], dict[str, int]]:
     """Allocate one GPU type's capacity among ``items`` over the org tree."""
     problems = _grant_floors(items, capacity, gpu_type)
@@ -189,7 +161,7 @@ def plan_type(
             floor[it.parent] = floor.get(it.parent, 0) + it.floor
             demand[it.parent] = demand.get(it.parent, 0) + it.demand
     # roll the sums up: internal nodes deepest first (each internal node once)
-    for node in _internal_deepest_first(parent):
+    for node in order:
         if node not in floor:
             continue
         up = parent[node]
@@ -214,7 +186,7 @@ def plan_type(
 
     share(None, capacity)
     out = []
-    shares_text: dict[str, str] = {}  # per group: "(group X shares N)"
+    shares_text: dict[str, tuple[str, str]] = {}  # per group: text around the GPU count
     for it in items:
         r = it.request
         a = allocated.get(it.key, 0)
@@ -227,11 +199,12 @@ def plan_type(
         elif it.floor and a <= it.floor and fair <= it.floor:
             reason, status = f"minimum-viable floor ({it.floor:,} GPUs)", "binding"
         else:
-            where = "the organisation" if group == ROOT else f"group {group}"
-            tail = shares_text.get(group)
-            if tail is None:
-                tail = shares_text[group] = f"GPUs ({where} shares {budget:,})"
-            reason = f"water level of {where} reached at {a:,} {tail}"
+            texts = shares_text.get(group)
+            if texts is None:
+                where = "the organisation" if group == ROOT else f"group {group}"
+                texts = shares_text[group] = (f"water level of {where} reached at ",
+                                              f" GPUs ({where} shares {budget:,})")
+            reason = texts[0] + format(a, ",") + texts[1]
         org_w, tier, launch, idle = it.factors
         if tier != 1.0 or launch != 1.0 or idle != 1.0:
             notes = [reason]
@@ -253,8 +226,24 @@ def plan_type(
 
 
 def allocate(sc: Scenario, capacity_override: dict[str, int] | None = None) -> Plan:
-    """The plan for a scenario; ``capacity_override`` replaces capacity per GPU type."""
-    parent, weight, _ = _org_maps(sc.org)
+    """The plan for a scenario; ``capacity_override`` replaces capacity per GPU type.
+
+    The cyclic garbage collector is paused while the plan is built: it creates only
+    acyclic objects (about ten per request), and each full collection it would trigger
+    rescans the whole validated scenario, which for 10,000 teams costs more than the
+    allocation itself.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _allocate(sc, capacity_override)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _allocate(sc: Scenario, capacity_override: dict[str, int] | None) -> Plan:
+    parent, weight, order = sc.org_maps()
     capacity = dict(sc.capacity())
     capacity.update(capacity_override or {})
     allocations: list[Allocation] = []
@@ -262,7 +251,8 @@ def allocate(sc: Scenario, capacity_override: dict[str, int] | None = None) -> P
     groups: dict[str, dict[str, int]] = {}
     by_type = _items(sc, None, parent, weight)
     for t in sorted(capacity):
-        allocs, probs, grp = plan_type(sc, t, capacity[t], by_type.get(t, []), parent, weight)
+        allocs, probs, grp = plan_type(sc, t, capacity[t], by_type.get(t, []), parent, weight,
+                                       order)
         allocations.extend(allocs)
         problems.extend(probs)
         groups[t] = grp

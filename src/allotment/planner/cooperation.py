@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from allotment.planner.allocate import Allocation, Plan, _Item, _items, _org_maps, plan_type
+from allotment.planner.allocate import Allocation, Plan, _Item, _items, plan_type
 from allotment.planner.scenario import Scenario
 
 
@@ -89,7 +89,7 @@ def _lca(teams: tuple[str, ...], parent: dict[str, str | None]) -> str | None:
 
 
 def cooperation_options(sc: Scenario, plan: Plan) -> list[CooperationOption]:
-    parent, weight, _ = _org_maps(sc.org)
+    parent, weight, order = sc.org_maps()
     by_team = plan.by_team()
     out = []
     for kind, t, teams, tags in _groups(sc):
@@ -102,7 +102,8 @@ def cooperation_options(sc: Scenario, plan: Plan) -> list[CooperationOption]:
             max(it.floor for it in members), sum(it.demand for it in members), None,
             (1.0, 1.0, 1.0, 1.0), 0.0, teams, requested=sum(it.demand for it in members),
         )
-        allocs, _, _ = plan_type(sc, t, plan.capacity[t], [*rest, pooled], parent, weight)
+        allocs, _, _ = plan_type(sc, t, plan.capacity[t], [*rest, pooled], parent, weight,
+                                 order)
         mine: Allocation = next(a for a in allocs if a.team == pooled_key)
         separate = {m: by_team[(m, t)].allocated for m in teams}
         total = sum(separate.values())

@@ -37,7 +37,14 @@ from collections import Counter
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from allotment.errors import ScenarioError
 
@@ -104,6 +111,26 @@ class Scenario(BaseModel):
     requests: list[RequestSpec] = Field(default_factory=list)
     history: dict[str, HistorySpec] = Field(default_factory=dict)
     other_period_requests: int = 0
+    _org_maps: tuple[dict[str, str | None], dict[str, float], list[str]] | None = (
+        PrivateAttr(default=None))
+
+    def org_maps(self) -> tuple[dict[str, str | None], dict[str, float], list[str]]:
+        """(parent of each org node, its weight, internal nodes deepest first), built once."""
+        if self._org_maps is None:
+            parent: dict[str, str | None] = {}
+            weight: dict[str, float] = {}
+            depth: dict[str, int] = {}
+            stack: list[tuple[list[OrgWeightSpec], str | None, int]] = [(self.org, None, 0)]
+            while stack:
+                nodes, up, d = stack.pop()
+                for n in nodes:
+                    parent[n.name], weight[n.name], depth[n.name] = up, n.weight, d
+                    if n.children:
+                        stack.append((n.children, n.name, d + 1))
+            internal = {p for p in parent.values() if p is not None}
+            order = sorted(internal, key=lambda n: (-depth[n], n))
+            self._org_maps = (parent, weight, order)
+        return self._org_maps
 
     @model_validator(mode="after")
     def _inventory(self) -> Scenario:
@@ -184,4 +211,5 @@ def parse_scenario(data: Any) -> Scenario:
     for team in sc.history:
         if team not in leaves:
             raise ScenarioError(f"history.{team}", f"unknown team {team!r}")
+    sc.org_maps()
     return sc

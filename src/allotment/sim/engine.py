@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import heapq
 import time
-import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from allotment.domain.cluster import Cluster
 from allotment.domain.org import OrgTree
@@ -38,7 +37,6 @@ class SimConfig:
     checkpoint_interval_s: float | None = 1800.0
     record_events: bool = True
     bin_s: float = 3600.0
-    trace_memory: bool = False
 
 
 @dataclass(slots=True)
@@ -63,9 +61,7 @@ class SimResult:
     events: EventLog
     metrics: RunMetrics
     wall_s: float
-    peak_mem_mb: float | None = None
     cycles: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def simulate(
@@ -83,8 +79,6 @@ def simulate(
     """
     cfg = config or SimConfig()
     started = time.perf_counter()
-    if cfg.trace_memory:
-        tracemalloc.start()
     state = ClusterState(cluster, org, pending_key=policy.pending_key)
     jobs: dict[JobId, JobRecord] = {}
     events: EventLog = []
@@ -165,15 +159,11 @@ def simulate(
             push(d.wake_at, WAKE, JobId(""), 0)
         last_decisions = d
     recorder.advance(t_end, Decisions())
-    peak = None
-    if cfg.trace_memory:
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
     if progress is not None:
         progress(1.0)
     wall = time.perf_counter() - started
     metrics = recorder.finish(jobs, t_end)
-    return SimResult(policy.name, jobs, events, metrics, wall, peak, cycles)
+    return SimResult(policy.name, jobs, events, metrics, wall, cycles)
 
 
 def _apply(

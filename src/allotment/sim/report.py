@@ -19,8 +19,6 @@ def summary(results: Sequence[SimResult], meta: dict[str, Any]) -> dict[str, Any
         entry: dict[str, Any] = dict(r.metrics.summary())
         entry["wall_s"] = round(r.wall_s, 3)
         entry["cycles"] = r.cycles
-        if r.peak_mem_mb is not None:
-            entry["peak_mem_mb"] = round(r.peak_mem_mb, 1)
         entry["teams"] = {
             name: {
                 "guaranteed_gpus": tm.guaranteed,
