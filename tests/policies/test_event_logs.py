@@ -114,3 +114,12 @@ def test_fifo_backfill_uses_only_unreserved_nodes() -> None:
     # so small goes to node 3 (rack 1), not to the best-fit node 1
     assert (2.0, "admit", "small", "3:1") in log
     assert (100.0, "finish", "long2", "") in log
+
+
+def test_utilisation_ends_at_the_last_finish() -> None:
+    """A wake-up scheduled after the last job (fairshare's starvation guard at 3,610 s)
+    does not stretch the span: (8 x 100 + 4 x 100) / (8 x 200) = 0.75."""
+    jobs = trace(("j1", "a", 8, 0.0, 100.0), ("j2", "a", 4, 10.0, 100.0))
+    result = run("fairshare", jobs, cluster(8), org([team("a", 0)], 8))
+    assert result.metrics.utilization == 0.75
+    assert result.metrics.makespan_s == 200.0

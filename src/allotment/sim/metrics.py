@@ -1,7 +1,8 @@
 """Run metrics, integrated over the piecewise-constant state between events.
 
 Definitions (all GPU quantities per GPU type, then summed):
-- utilization = allocated GPU-time / (capacity x makespan).
+- utilization = allocated GPU-time / (capacity x time from first submission to last
+  finish).
 - idle-while-waiting GPU-hours: while some waiting gang would fit in the free GPUs that
   are not held for a reservation (same placement rules as the scheduler: a gang of at most
   one node needs one node with room; a larger one needs that many free GPUs), the free
@@ -221,7 +222,8 @@ class MetricsRecorder:
         jcts.sort()
         queues.sort()
         makespan = last_finish - first_submit
-        span = (self.t - self.t0) if self.t is not None and self.t0 is not None else 0.0
+        # up to the last finish: a wake-up event after the last job must not dilute it
+        span = (t_end - self.t0) if self.t0 is not None else 0.0
         xs = [
             tm.received_entitled_gpu_h / tm.demanded_entitled_gpu_h
             for tm in self.teams.values()
