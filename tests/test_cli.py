@@ -83,6 +83,7 @@ def test_bad_input_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     cases = [
         (["--policies", "fifo,nope"], "policies: unknown policy 'nope'"),
         (["--gpus", "0"], "gpus: must be >= 1"),
+        (["--las-preemption", "all"], "las-preemption: must be none, team or surplus"),
         (["--gpus", "4"], "gpus: job j3 needs 8 GPUs"),
     ]
     for extra, message in cases:

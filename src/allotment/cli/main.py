@@ -62,6 +62,8 @@ def simulate(
     grace_s: Annotated[float, typer.Option(help="preemption grace period (s)")] = 60.0,
     min_runtime_s: Annotated[float, typer.Option(help="never preempt younger jobs (s)")] = 300.0,
     checkpoint_s: Annotated[float, typer.Option(help="job checkpoint interval (s)")] = 1800.0,
+    las_preemption: Annotated[str, typer.Option(
+        help="fairshare: queue-2 jobs a queue-1 job may preempt: none, team or surplus")] = "none",
     limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
     plots: Annotated[bool, typer.Option(help="draw PNG plots")] = True,
     events: Annotated[bool, typer.Option(help="write events.csv per policy")] = False,
@@ -110,7 +112,11 @@ def simulate(
             w = too_big[0]
             raise InputError("gpus", f"job {w.id} needs {w.gpus} GPUs; the cluster has "
                              f"{capacity[w.gpu_type]} {w.gpu_type} (give a larger --gpus)")
-        cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s)
+        if las_preemption not in ("none", "team", "surplus"):
+            raise InputError("las-preemption",
+                             f"must be none, team or surplus, got {las_preemption!r}")
+        cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s,
+                              las_preemption=las_preemption)
         out.mkdir(parents=True, exist_ok=True)
     except AllotmentError as exc:
         _fail(exc)
@@ -136,7 +142,8 @@ def simulate(
                         writer.writerow([t, ev, jid, rec.workload.team if rec else "", detail])
     meta = {"trace": str(path), "gpus": cluster.total_gpus, "gpus_per_node": gpus_per_node,
             "nodes": len(cluster.nodes), "jobs": len(jobs), "grace_s": grace_s,
-            "min_runtime_s": min_runtime_s, "checkpoint_s": checkpoint_s}
+            "min_runtime_s": min_runtime_s, "checkpoint_s": checkpoint_s,
+            "las_preemption": las_preemption}
     doc = summary(results, meta)
     json_path = write_json(doc, out)
     console.print(table(results, f"{trace}: {len(jobs):,} jobs on {cluster.total_gpus} GPUs "
