@@ -90,12 +90,13 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
         #    backfill (every later job) cannot delay it
         scope = policy.reservation_scope(sc, w)
         if physical and scope not in reserved:
-            held = reserve(sc, w) if policy.may_reserve(sc, w) else None
+            may_reserve = policy.may_reserve(sc, w)
+            held = reserve(sc, w) if may_reserve else None
             if held is not None:
                 reserved.add(scope)
                 d.reservations.append(held)
                 block = f"{block}; GPUs reserved for it"
-            elif not policy.may_reserve(sc, w):
+            elif not may_reserve:
                 wake = policy.reserve_wakeup(sc, w)
                 if wake is not None and wake > now:
                     d.wake(wake)

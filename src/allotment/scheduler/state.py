@@ -125,10 +125,18 @@ class ClusterState:
 
     def remove_pending(self, job_id: JobId) -> tuple[Workload, float]:
         """Take a job out of its queue; returns it and its attained GPU-seconds."""
-        key = self.pending_index.pop(job_id)
+        key = self.pending_index[job_id]
         bucket = self.buckets[key]
-        pos = next(k for k, job in enumerate(bucket.jobs) if job.id == job_id)
+        return self._remove_at(bucket, self._position(bucket, job_id))
+
+    @staticmethod
+    def _position(bucket: Bucket, job_id: JobId) -> int:
+        return next(k for k, job in enumerate(bucket.jobs) if job.id == job_id)
+
+    def _remove_at(self, bucket: Bucket, pos: int) -> tuple[Workload, float]:
         w = bucket.jobs[pos]
+        key = bucket.key
+        del self.pending_index[w.id]
         del bucket.jobs[pos]
         del bucket.keys[pos]
         if not bucket.jobs:
@@ -138,7 +146,7 @@ class ClusterState:
         self.pending_sizes[sk] -= 1
         if not self.pending_sizes[sk]:
             del self.pending_sizes[sk]
-        return w, self.pending_attained.pop(job_id)
+        return w, self.pending_attained.pop(w.id)
 
     # -- running -------------------------------------------------------------------------
     def _account(self, team: str, gpu_type: GpuType, gpus: int, now: float) -> None:
@@ -162,14 +170,15 @@ class ClusterState:
         """Move a pending job onto ``placement`` (validated against free GPUs)."""
         free = self.free
         nodes = self.cluster.nodes
-        key = self.pending_index[job_id]
-        w = next(j for j in self.buckets[key].jobs if j.id == job_id)
+        bucket = self.buckets[self.pending_index[job_id]]
+        pos = self._position(bucket, job_id)
+        w = bucket.jobs[pos]
         if sum(g for _, g in placement) != w.gpus:
             raise ValueError(f"placement of {job_id} does not hold its {w.gpus} GPUs")
         for node, gpus in placement:
             if nodes[node].gpu_type != w.gpu_type or free[node] < gpus or gpus <= 0:
                 raise ValueError(f"placement of {job_id} on node {node} is not possible")
-        w, attained = self.remove_pending(job_id)
+        w, attained = self._remove_at(bucket, pos)
         for node, gpus in placement:
             free[node] -= gpus
         self._account(w.team, w.gpu_type, w.gpus, now)
