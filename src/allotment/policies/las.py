@@ -15,6 +15,19 @@ from allotment.policies.base import OrderKey, Policy
 from allotment.scheduler.scratch import Scratch
 
 
+def las_level(attained_gpu_s: float, threshold_gpu_s: float) -> int:
+    """Queue of a job by attained service: 0 (queue 1) below the threshold, else 1."""
+    return 0 if attained_gpu_s < threshold_gpu_s else 1
+
+
+def demotion_time(job: RunningJob, threshold_gpu_s: float) -> float | None:
+    """When a running job's attained service reaches the threshold (None: it already has)."""
+    remaining = threshold_gpu_s - job.attained_gpu_s
+    if remaining <= 0:
+        return None
+    return job.segment_start + remaining / job.workload.gpus
+
+
 class LasPolicy(Policy):
     """Discretised 2-queue LAS over attained GPU-time, preemptive between queues."""
 
@@ -22,7 +35,7 @@ class LasPolicy(Policy):
     preempts = True
 
     def level(self, attained_gpu_s: float) -> int:
-        return 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
+        return las_level(attained_gpu_s, self.config.las_threshold_gpu_s)
 
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (self.level(attained_gpu_s), w.submit_time, w.seq)
@@ -44,7 +57,4 @@ class LasPolicy(Policy):
         return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
 
     def start_wakeup(self, job: RunningJob) -> float | None:
-        remaining = self.config.las_threshold_gpu_s - job.attained_gpu_s
-        if remaining <= 0:
-            return None
-        return job.segment_start + remaining / job.workload.gpus
+        return demotion_time(job, self.config.las_threshold_gpu_s)
