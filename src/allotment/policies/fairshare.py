@@ -24,6 +24,7 @@ from allotment.domain.workload import RunningJob, Workload
 from allotment.policies.base import OrderKey, Policy
 from allotment.policies.las import demotion_time, las_level
 from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.state import ClusterState
 
 # Fair-share value of org node N (Slurm Fair Tree style, one level at a time), compared at
 # a resolution of 1/100 (RESOLUTION) so that one more GPU for a large group does not
@@ -99,6 +100,17 @@ class FairSharePolicy(Policy):
                 f" {w.gpu_type} GPUs) and so cannot borrow"
             )
         return sc.quota_block(w)
+
+    def never_fits(self, state: ClusterState, w: Workload) -> str | None:
+        """A non-preemptible gang larger than its team's whole guarantee could only ever
+        run on borrowed GPUs, which must stay reclaimable: it is rejected, not left waiting."""
+        if w.preemptible:
+            return None
+        share = state.org.guarantee_of(w.team, w.gpu_type)
+        if w.gpus > share:
+            return (f"non-preemptible gang of {w.gpus} exceeds team {w.team}'s guarantee of "
+                    f"{share} {w.gpu_type} GPUs; it could run only on borrowed GPUs")
+        return None
 
     def preempt_class(self, sc: Scratch, w: Workload) -> object:
         return (w.team, w.gpu_type, w.priority, sc.within_guarantee(w),
