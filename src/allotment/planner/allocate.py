@@ -77,6 +77,30 @@ class _Item:
     members: tuple[str, ...]
     floor_status: str = "none"
     requested: int = 0
+    # set by the water-filling: GPUs, lambda x weight, the group split, its budget
+    allocated: int = 0
+    fair: float = 0.0
+    group: str = ROOT
+    budget: int = 0
+
+
+@dataclass(slots=True)
+class _Group:
+    """An org node with requests below it, for one GPU type."""
+
+    key: str
+    weight: float
+    floor: int = 0
+    demand: int = 0
+    kids: list[_Item | _Group] = field(default_factory=list)
+    allocated: int = 0
+    fair: float = 0.0
+    group: str = ROOT
+    budget: int = 0
+
+
+def _by_key(node: _Item | _Group) -> str:
+    return node.key
 
 
 def launch_factor(launch: date | None, as_of: date, boost: float, horizon: float) -> float:
@@ -100,20 +124,28 @@ def _items(sc: Scenario, gpu_type: str | None, parent: dict[str, str | None],
     """Requests as water-filling items with their effective weights, by GPU type (all
     types, or only ``gpu_type``)."""
     rules = sc.rules
+    tiers, history, as_of = rules.tiers, sc.history, sc.as_of
+    boost, horizon, max_penalty = (rules.launch_boost, rules.launch_horizon_days,
+                                   rules.idle_penalty_max)
     out: dict[str, list[_Item]] = {}
     for r in sc.requests:
         if gpu_type is not None and r.gpu_type != gpu_type:
             continue
-        hist = sc.history.get(r.team)
-        tier = rules.tiers[r.tier]
-        launch = launch_factor(r.launch, sc.as_of, rules.launch_boost, rules.launch_horizon_days)
-        idle = idle_factor(hist.used_gpu_hours, hist.idle_gpu_hours,
-                           rules.idle_penalty_max) if hist else 1.0
-        w = weight[r.team] * tier * launch * idle
-        out.setdefault(r.gpu_type, []).append(
-            _Item(r.team, parent[r.team], w, r.min_gpus, r.gpus, r,
-                  (weight[r.team], tier, launch, idle),
-                  hist.idle_gpu_hours if hist else 0.0, (r.team,)))
+        team = r.team
+        hist = history.get(team) if history else None
+        tier = tiers[r.tier]
+        launch = 1.0 if r.launch is None else launch_factor(r.launch, as_of, boost, horizon)
+        idle = (idle_factor(hist.used_gpu_hours, hist.idle_gpu_hours, max_penalty)
+                if hist else 1.0)
+        org_w = weight[team]
+        item = _Item(team, parent[team], org_w * tier * launch * idle, r.min_gpus, r.gpus, r,
+                     (org_w, tier, launch, idle), hist.idle_gpu_hours if hist else 0.0,
+                     (team,))
+        bucket = out.get(r.gpu_type)
+        if bucket is None:
+            out[r.gpu_type] = [item]
+        else:
+            bucket.append(item)
     return out
 
 
@@ -148,49 +180,49 @@ def plan_type(
 ) -> tuple[list[Allocation], list[str], dict[str, int]]:
     """Allocate one GPU type's capacity among ``items`` over the org tree."""
     problems = _grant_floors(items, capacity, gpu_type)
-    # children of each org node (None = root): org nodes with items below, then items
-    kids: dict[str | None, list[str]] = {}
-    item_by_key = {it.key: it for it in items}
-    floor: dict[str, int] = {}
-    demand: dict[str, int] = {}
-    for it in items:
-        floor[it.key] = it.floor
-        demand[it.key] = it.demand
-        kids.setdefault(it.parent, []).append(it.key)
-        if it.parent is not None:
-            floor[it.parent] = floor.get(it.parent, 0) + it.floor
-            demand[it.parent] = demand.get(it.parent, 0) + it.demand
-    # roll the sums up: internal nodes deepest first (each internal node once)
-    for node in order:
-        if node not in floor:
-            continue
-        up = parent[node]
-        kids.setdefault(up, []).append(node)
-        if up is not None:
-            floor[up] = floor.get(up, 0) + floor[node]
-            demand[up] = demand.get(up, 0) + demand[node]
-    allocated: dict[str, int] = {}
-    level: dict[str, tuple[float, str, int]] = {}  # key -> (lambda, parent, parent budget)
+    # the tree of groups that have requests below them; each node sums its subtree
+    root = _Group(ROOT, 1.0)
+    groups: dict[str, _Group] = {}
 
-    def share(node: str | None, budget: int) -> None:
-        keys = sorted(kids.get(node, []))
-        if not keys:
+    def group_of(name: str | None) -> _Group:
+        if name is None:
+            return root
+        g = groups.get(name)
+        if g is None:
+            g = groups[name] = _Group(name, weight[name])
+        return g
+
+    for it in items:
+        g = group_of(it.parent)
+        g.kids.append(it)
+        g.floor += it.floor
+        g.demand += it.demand
+    for name in order:  # internal nodes deepest first: each rolls up into its parent once
+        sub = groups.get(name)
+        if sub is not None:
+            up = group_of(parent[name])
+            up.kids.append(sub)
+            up.floor += sub.floor
+            up.demand += sub.demand
+
+    def share(g: _Group, budget: int) -> None:
+        kids = sorted(g.kids, key=_by_key)
+        if not kids:
             return
-        ws = [item_by_key[k].weight if k in item_by_key else weight[k] for k in keys]
-        xs, lam = split(keys, ws, [floor[k] for k in keys], [demand[k] for k in keys], budget)
-        for k, x, w in zip(keys, xs, ws, strict=True):
-            allocated[k] = x
-            level[k] = (lam * w, node or ROOT, budget)
-            if k not in item_by_key:
+        ws = [k.weight for k in kids]
+        xs, lam = split([k.key for k in kids], ws, [k.floor for k in kids],
+                        [k.demand for k in kids], budget)
+        for k, x, w in zip(kids, xs, ws, strict=True):
+            k.allocated, k.fair, k.group, k.budget = x, lam * w, g.key, budget
+            if isinstance(k, _Group):
                 share(k, x)
 
-    share(None, capacity)
+    share(root, capacity)
     out = []
     shares_text: dict[str, tuple[str, str]] = {}  # per group: text around the GPU count
     for it in items:
         r = it.request
-        a = allocated.get(it.key, 0)
-        fair, group, budget = level.get(it.key, (0.0, ROOT, capacity))
+        a, fair, group, budget = it.allocated, it.fair, it.group, it.budget
         status = it.floor_status
         if status == "infeasible":
             reason = f"minimum-viable floor of {r.min_gpus if r else 0:,} GPUs does not fit"
@@ -221,8 +253,7 @@ def plan_type(
             a, reason, org_w, it.weight, r.tier if r else "", tier, launch, idle,
             it.idle_hours, status, it.parent or ROOT, r.justification if r else "", it.members,
         ))
-    groups = {k: v for k, v in allocated.items() if k not in item_by_key}
-    return out, problems, groups
+    return out, problems, {name: groups[name].allocated for name in sorted(groups)}
 
 
 def allocate(sc: Scenario, capacity_override: dict[str, int] | None = None) -> Plan:
