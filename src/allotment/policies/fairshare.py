@@ -21,8 +21,8 @@ its guarantee, and only if they run on borrowed GPUs.
 from __future__ import annotations
 
 from allotment.domain.workload import RunningJob, Workload
-from allotment.policies.base import OrderKey, Policy
-from allotment.policies.las import demotion_time, las_level
+from allotment.policies.base import OrderKey
+from allotment.policies.las import LasQueues
 from allotment.scheduler.scratch import Scratch
 from allotment.scheduler.state import ClusterState
 
@@ -64,15 +64,12 @@ def fair_share_path(sc: Scratch, team: str) -> tuple[int, ...]:
     return tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
 
 
-class FairSharePolicy(Policy):
+class FairSharePolicy(LasQueues):
     """Hierarchical guarantees with lending, reclaim by preemption and fair-share order."""
 
     name = "fairshare"
     preempts = True
     has_guarantees = True
-
-    def level(self, attained_gpu_s: float) -> int:
-        return las_level(attained_gpu_s, self.config.las_threshold_gpu_s)
 
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
@@ -114,7 +111,7 @@ class FairSharePolicy(Policy):
 
     def preempt_class(self, sc: Scratch, w: Workload) -> object:
         return (w.team, w.gpu_type, w.priority, sc.within_guarantee(w),
-                self.level(sc.state.pending_attained[w.id]))
+                self.pending_level(sc, w))
 
     def may_reserve(self, sc: Scratch, w: Workload) -> bool:
         if not self.config.backfill:
@@ -133,7 +130,7 @@ class FairSharePolicy(Policy):
         if sc.within_guarantee(w):
             return True
         return (self.config.las_preemption != "none"
-                and self.level(sc.state.pending_attained[w.id]) == 0)
+                and self.pending_level(sc, w) == 0)
 
     def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
         """Another team's job on borrowed GPUs (its team is above its guarantee) when ``w``
@@ -144,9 +141,8 @@ class FairSharePolicy(Policy):
         if v.gpu_type != w.gpu_type:
             return False
         if v.team == w.team:
-            return self.config.las_preemption != "none" and v.priority <= w.priority and (
-                self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
-            )
+            return (self.config.las_preemption != "none" and v.priority <= w.priority
+                    and self.demotes(sc, w, job))
         i = sc.state.org.index[v.team]
         if sc.usage[v.gpu_type][i] <= sc.state.org.guaranteed[v.gpu_type][i]:
             return False  # its team holds no borrowed GPUs
@@ -155,7 +151,7 @@ class FairSharePolicy(Policy):
         if self.config.las_preemption != "surplus" or v.priority > w.priority:
             return False
         # surplus GPUs follow LAS across teams: a queue-1 borrower displaces a queue-2 one
-        return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
+        return self.demotes(sc, w, job)
 
     def victim_teams(self, sc: Scratch, w: Workload) -> list[str] | None:
         if not sc.within_guarantee(w) and self.config.las_preemption != "surplus":
@@ -167,9 +163,7 @@ class FairSharePolicy(Policy):
                 if org.is_team[i] and usage[i] > guaranteed[i] and org.names[i] != w.team]
         return [w.team, *over]
 
-    def start_wakeup(self, job: RunningJob) -> float | None:
-        """A cycle when a running job passes into queue 2. Under ``las_preemption`` none
-        this moves no job by itself, but the extra cycle re-ranks borrowers by their
-        decayed usage; without it Philly's minimum guarantee satisfaction fell from 0.983 to
-        0.973 (measured with ``allot simulate``)."""
-        return demotion_time(job, self.config.las_threshold_gpu_s)
+    # start_wakeup (from LasQueues): a cycle when a running job passes into queue 2. Under
+    # las_preemption "none" it moves no job by itself, but the extra cycle re-ranks
+    # borrowers by their decayed usage; without it Philly's minimum guarantee satisfaction
+    # fell from 0.983 to 0.973 (measured with ``allot simulate``).

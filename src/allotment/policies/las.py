@@ -28,14 +28,29 @@ def demotion_time(job: RunningJob, threshold_gpu_s: float) -> float | None:
     return job.segment_start + remaining / job.workload.gpus
 
 
-class LasPolicy(Policy):
+class LasQueues(Policy):
+    """The two LAS queues of ``las`` and of ``fairshare`` (inside a team): a job's queue by
+    its attained service, and a cycle when a running job passes into queue 2."""
+
+    def level(self, attained_gpu_s: float) -> int:
+        return las_level(attained_gpu_s, self.config.las_threshold_gpu_s)
+
+    def pending_level(self, sc: Scratch, w: Workload) -> int:
+        return self.level(sc.state.pending_attained[w.id])
+
+    def demotes(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
+        """Whether running ``job`` sits in a lower queue than pending ``w``."""
+        return self.level(job.attained_at(sc.now)) > self.pending_level(sc, w)
+
+    def start_wakeup(self, job: RunningJob) -> float | None:
+        return demotion_time(job, self.config.las_threshold_gpu_s)
+
+
+class LasPolicy(LasQueues):
     """Discretised 2-queue LAS over attained GPU-time, preemptive between queues."""
 
     name = "las"
     preempts = True
-
-    def level(self, attained_gpu_s: float) -> int:
-        return las_level(attained_gpu_s, self.config.las_threshold_gpu_s)
 
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (self.level(attained_gpu_s), w.submit_time, w.seq)
@@ -48,13 +63,10 @@ class LasPolicy(Policy):
         return False
 
     def preempt_class(self, sc: Scratch, w: Workload) -> object:
-        return (w.gpu_type, w.priority, self.level(sc.state.pending_attained[w.id]))
+        return (w.gpu_type, w.priority, self.pending_level(sc, w))
 
     def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
-        return self.level(sc.state.pending_attained[w.id]) == 0
+        return self.pending_level(sc, w) == 0
 
     def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
-        return self.level(job.attained_at(sc.now)) > self.level(sc.state.pending_attained[w.id])
-
-    def start_wakeup(self, job: RunningJob) -> float | None:
-        return demotion_time(job, self.config.las_threshold_gpu_s)
+        return self.demotes(sc, w, job)

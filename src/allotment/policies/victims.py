@@ -33,9 +33,10 @@ def _candidates(
     out = []
     teams = policy.victim_teams(sc, w)
     running = sc.state.running
+    by_team = sc.state.running_by_team
     pool = (
         running.values() if teams is None
-        else [j for t in teams for j in running_of(sc, t)]
+        else [j for t in teams for j in by_team.get(t, {}).values()]
     )
     for job in pool:
         v = job.workload
@@ -55,15 +56,11 @@ def _candidates(
     return out
 
 
-def running_of(sc: Scratch, team: str) -> list[RunningJob]:
-    return list(sc.state.running_by_team.get(team, {}).values())
-
-
 def _claim_incoming(sc: Scratch, w: Workload) -> list[int] | None:
     """Nodes where GPUs already being released (plus free ones) can hold ``w``."""
     t = w.gpu_type
     ids = sc.state.cluster.nodes_by_type[t]
-    if w.gpus <= sc.max_node[t]:
+    if sc.single_node(w):
         best = None
         for i in sorted(sc.incoming):
             if sc.state.cluster.nodes[i].gpu_type != t:
@@ -94,7 +91,7 @@ def _choose_victims(
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
     t = w.gpu_type
-    if w.gpus <= sc.max_node[t]:
+    if sc.single_node(w):
         per_node: dict[int, list[tuple[Cost, RunningJob]]] = {}
         for cost, job in cands:
             for node, _ in job.placement:
@@ -139,7 +136,7 @@ def _choose_victims(
 
 
 def _fits_after_removal(sc: Scratch, w: Workload, nodes: list[int]) -> bool:
-    if w.gpus <= sc.max_node[w.gpu_type]:
+    if sc.single_node(w):
         return sc.room(nodes[0]) >= w.gpus
     return sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[w.gpu_type]
                if sc.usable_for_reclaim(i)) >= w.gpus
@@ -150,7 +147,7 @@ def _promise(sc: Scratch, w: Workload, nodes: list[int]) -> None:
     gang; spread in node order for a large one)."""
     need = w.gpus
     for node in nodes:
-        take = need if w.gpus <= sc.max_node[w.gpu_type] else min(need, max(sc.room(node), 0))
+        take = need if sc.single_node(w) else min(need, max(sc.room(node), 0))
         sc.claimed[node] = sc.claimed.get(node, 0) + take
         need -= take
         if need <= 0:

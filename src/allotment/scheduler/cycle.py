@@ -19,7 +19,7 @@ HeapEntry = tuple[OrderKey, int, Bucket, int]
 
 def _physical_reason(sc: Scratch, w: Workload) -> str:
     t = w.gpu_type
-    if w.gpus <= sc.max_node[t]:
+    if sc.single_node(w):
         return (f"waiting for {w.gpus} free {t} GPUs on one node "
                 f"(largest free block now: {sc.max_fit(t)})")
     return f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"

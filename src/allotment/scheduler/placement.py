@@ -18,6 +18,11 @@ from allotment.domain.cluster import Node
 Placement = tuple[tuple[int, int], ...]
 
 
+def on_one_node(gpus: int, node_gpus: int) -> bool:
+    """Whether a gang must go on a single node: it is no larger than the largest node."""
+    return gpus <= node_gpus
+
+
 def place_on_one_node(levels: list[set[int]], gpus: int) -> int | None:
     """Best-fit node for a small gang; ``levels[f]`` is the set of usable nodes with f free."""
     for f in range(gpus, len(levels)):

@@ -22,7 +22,7 @@ def reserve(sc: Scratch, w: Workload) -> Reservation | None:
     cluster = sc.state.cluster
     nodes = cluster.nodes
     previous = sc.state.last_reservations.get(w.id)
-    if w.gpus <= sc.max_node[w.gpu_type]:
+    if sc.single_node(w):
         node = None
         if previous is not None and previous[0] == "node":
             p = previous[1]

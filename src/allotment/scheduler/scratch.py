@@ -21,7 +21,12 @@ from __future__ import annotations
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, RunningJob, Workload
-from allotment.scheduler.placement import Placement, place_across_nodes, place_on_one_node
+from allotment.scheduler.placement import (
+    Placement,
+    on_one_node,
+    place_across_nodes,
+    place_on_one_node,
+)
 from allotment.scheduler.state import ClusterState
 
 
@@ -112,6 +117,10 @@ class Scratch:
         """Reclaims may share a node held for another reclaim, not one held by a reservation."""
         return node not in self.held or node in self.claimed
 
+    def single_node(self, w: Workload) -> bool:
+        """Whether ``w`` is placed on one node (the placement rule, ``on_one_node``)."""
+        return on_one_node(w.gpus, self.max_node[w.gpu_type])
+
     def max_fit(self, gpu_type: GpuType) -> int:
         """Largest single-node gang that fits on unheld nodes now."""
         lv = self.levels[gpu_type]
@@ -126,7 +135,7 @@ class Scratch:
     def place(self, w: Workload) -> Placement | None:
         """Where ``w`` would go now on unheld free GPUs, or None."""
         t = w.gpu_type
-        if w.gpus <= self.max_node[t]:
+        if self.single_node(w):
             node = place_on_one_node(self.levels[t], w.gpus)
             return None if node is None else ((node, w.gpus),)
         if self.type_free[t] < w.gpus:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from allotment.domain.workload import JobId
 from allotment.scheduler.decisions import Decisions
+from allotment.scheduler.placement import on_one_node
 from allotment.scheduler.state import ClusterState
 
 if TYPE_CHECKING:
@@ -152,7 +153,8 @@ class MetricsRecorder:
                 node_max = cluster.max_node_gpus(t)
                 fitting = 0
                 for (pt, size), count in state.pending_sizes.items():
-                    if pt == t and (size <= biggest if size <= node_max else size <= unheld):
+                    if pt == t and (size <= biggest if on_one_node(size, node_max)
+                                    else size <= unheld):
                         fitting += size * count
                 self.iww_gpu_s += min(unheld, fitting) * dt
         self._teams(dt)
