@@ -179,7 +179,12 @@ def parse_capacity(values: list[str], capacity: dict[str, int]) -> dict[str, int
 
 @app.command()
 def plan(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML/JSON")],
+    scenario: Annotated[Path, typer.Argument(
+        help="scenario YAML/JSON; or `publish FILE` / `publish --id N` to publish through "
+             "the service")],
+    target: Annotated[Path | None, typer.Argument(help="with publish: the scenario")] = None,
+    plan_id: Annotated[int | None, typer.Option("--id", help="with publish: a draft plan")]
+    = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the plan JSON here")
     ] = None,
@@ -190,6 +195,11 @@ def plan(
         help="capacity override: +2000, -500, h100=+2000 or h100=12000 (repeatable)")] = None,
 ) -> None:
     """Plan GPU quotas for a period from team requests, with reasons and what-ifs."""
+    if str(scenario) == "publish":
+        from allotment.cli.service import plan_publish
+
+        plan_publish(target, plan_id)
+        return
     from rich.table import Table
 
     from allotment.planner import allocate, cooperation_options, parse_scenario
@@ -248,6 +258,9 @@ def plan(
                            f"{d.delta:+,}", d.reason_after)
         console.print(dt)
     console.print(f"wrote {json_path}, {md_path}")
+
+
+from allotment.cli import service as _service  # noqa: E402,F401  (registers its commands)
 
 
 def main() -> None:  # pragma: no cover - console entry

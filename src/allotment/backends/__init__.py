@@ -1,0 +1,1 @@
+"""Backends run admitted jobs: ``local`` (processes on this machine), ``fake`` (tests)."""

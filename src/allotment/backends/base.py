@@ -1,0 +1,54 @@
+"""The one contract every backend keeps (local processes, fake, Slurm).
+
+A run is identified by ``(job_id, attempt)``; every call is idempotent for it:
+``launch`` of a run that is alive or has finished does nothing, and ``status`` answers the
+same after a restart of the service as before it. That is what lets the scheduler loop
+commit a decision first and act on it after, and recover from a crash between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from allotment.reclaim.samples import GpuSample
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    job_id: int
+    attempt: int
+    team: str
+    user: str
+    command: str
+    gpus: int
+    gpu_ids: dict[str, list[int]] = field(default_factory=dict)  # node -> GPU indices
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """``alive``; ``exited`` with ``exit_code``; ``gone`` (launched, vanished without an
+    exit code: killed with the service or by SIGKILL); ``never`` (no trace of a launch)."""
+
+    state: str
+    exit_code: int | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, spec: LaunchSpec) -> None: ...
+
+    def status(self, job_id: int, attempt: int) -> RunStatus: ...
+
+    def terminate(self, job_id: int, attempt: int) -> None:
+        """Ask the run to stop (SIGTERM): it may checkpoint during the grace period."""
+
+    def kill(self, job_id: int, attempt: int) -> None:
+        """Stop the run now (SIGKILL)."""
+
+    def samples(self, job_id: int, attempt: int, gpu_ids: dict[str, list[int]],
+                since: float | None) -> list[GpuSample]:
+        """Utilisation samples of the run's GPUs taken after ``since``."""
+
+    def log_path(self, job_id: int, attempt: int) -> str | None: ...

@@ -1,0 +1,1 @@
+"""The service: FastAPI app, auth, schemas, routes, and the live scheduler loop."""

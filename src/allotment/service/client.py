@@ -1,0 +1,75 @@
+"""A small HTTP client for the CLI: URL and token from the environment or a config file.
+
+    ALLOTMENT_URL     (default http://127.0.0.1:8787)
+    ALLOTMENT_TOKEN   the API token
+    ALLOTMENT_CONFIG  (default ~/.config/allotment/config.json) {"url": ..., "token": ...}
+The environment wins over the file. ``allot up`` and ``allot login`` write the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from allotment.errors import AllotmentError
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+
+
+class ServiceError(AllotmentError):
+    """The service refused a request (the message is its ``detail``) or cannot be reached."""
+
+
+def config_path() -> Path:
+    env = os.environ.get("ALLOTMENT_CONFIG")
+    return Path(env) if env else Path.home() / ".config" / "allotment" / "config.json"
+
+
+def read_config() -> dict[str, str]:
+    p = config_path()
+    try:
+        data = json.loads(p.read_text())
+        return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_config(url: str, token: str) -> Path:
+    p = config_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"url": url, "token": token}, indent=2) + "\n")
+    p.chmod(0o600)
+    return p
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        cfg = read_config()
+        self.url = (url or os.environ.get("ALLOTMENT_URL") or cfg.get("url")
+                    or DEFAULT_URL).rstrip("/")
+        self.token = token or os.environ.get("ALLOTMENT_TOKEN") or cfg.get("token") or ""
+        self.http = httpx.Client(base_url=self.url, timeout=60.0,
+                                 headers={"Authorization": f"Bearer {self.token}"})
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise ServiceError(f"cannot reach the service at {self.url} ({exc}); "
+                               "start it with `allot up` or set ALLOTMENT_URL") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            if r.status_code == 401 and not self.token:
+                detail = "no API token: set ALLOTMENT_TOKEN or run `allot login`"
+            raise ServiceError(f"{r.status_code}: {detail}")
+        if r.status_code == 204:
+            return None
+        ctype = r.headers.get("content-type", "")
+        return r.json() if "json" in ctype else r.text

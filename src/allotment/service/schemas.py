@@ -1,0 +1,291 @@
+"""API schemas: one per direction (``XCreate`` in, ``XUpdate`` partial, ``XPublic`` out)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
+T = TypeVar("T")
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class UserCreate(In):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["member", "lead", "admin"]
+    team: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class UserPublic(Out):
+    id: int
+    name: str
+    role: str
+    org_node: str | None
+
+
+class UserCreated(UserPublic):
+    token: str = Field(description="shown once; store it, it is kept only hashed")
+
+
+class NodeIn(In):
+    name: str = Name
+    gpu_type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    gpus: int = Field(ge=1, le=1024)
+    rack: int = Field(default=0, ge=0, le=10**6)
+    pod: int = Field(default=0, ge=0, le=10**6)
+    state: Literal["up", "down"] = "up"
+
+
+class InventoryUpdate(In):
+    nodes: list[NodeIn] = Field(min_length=1, max_length=100_000)
+
+
+class NodePublic(Out):
+    name: str
+    gpu_type: str
+    gpus: int
+    rack: int
+    pod: int
+    state: str
+
+
+class InventoryPublic(Out):
+    nodes: list[NodePublic]
+    gpus_by_type: dict[str, int]
+
+
+class OrgUpdate(In):
+    org: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+class QuotaPublic(Out):
+    period: str
+    org_node: str
+    gpu_type: str
+    guaranteed: int
+    borrow_limit: int | None
+    lend_limit: int | None
+    source: str
+
+
+class OrgNodePublic(Out):
+    name: str
+    parent: str | None
+    weight: float
+    is_team: bool
+    quotas: list[QuotaPublic]
+
+
+class OrgPublic(Out):
+    period: str
+    nodes: list[OrgNodePublic]
+
+
+class JobCreate(In):
+    team: str = Field(min_length=1, max_length=128)
+    gpu_type: str = Field(min_length=1, max_length=64)
+    gpus: int = Field(ge=1, le=100_000)
+    command: str = Field(min_length=1, max_length=8192)
+    name: str = Field(default="", max_length=128)
+    priority_class: Literal["low", "normal", "high"] = "normal"
+    preemptible: bool = True
+    time_limit_s: float | None = Field(default=None, gt=0, le=365 * 86400)
+
+
+class JobPublic(Out):
+    id: int
+    team: str
+    user: str
+    name: str
+    gpu_type: str
+    gpus: int
+    command: str
+    priority_class: str
+    preemptible: bool
+    time_limit_s: float | None
+    state: str
+    submit_time: float
+    reason: str
+    queue_position: int | None
+    estimated_start: float | None
+    placement: list[Any]
+    gpu_ids: dict[str, Any]
+    borrowed_gpus: int
+    start_time: float | None
+    first_start: float | None
+    end_time: float | None
+    attempts: int
+    preemptions: int
+    exit_code: int | None
+    hold_until: float | None
+    stop_reason: str
+    idle_warned_at: float | None
+    idle_gpu_hours: float
+    last_util_pct: float | None
+
+
+class SampleIn(In):
+    gpu: int = Field(default=0, ge=0, le=1024)
+    util_pct: float = Field(ge=0, le=100)
+    mem_used_mib: float = Field(default=0.0, ge=0, le=10**7)
+    time: float | None = Field(default=None, ge=0, le=10**11)
+
+
+class SamplesCreate(In):
+    samples: list[SampleIn] = Field(min_length=1, max_length=1024)
+
+
+class TeamQueue(Out):
+    team: str
+    pending_jobs: int
+    pending_gpus: int
+    running_jobs: int
+    running_gpus: int
+    borrowed_gpus: int
+
+
+class RequestCreate(In):
+    team: str = Field(min_length=1, max_length=128)
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    gpu_type: str = Field(min_length=1, max_length=64)
+    gpus: int = Field(ge=0, le=10_000_000)
+    min_gpus: int = Field(default=0, ge=0, le=10_000_000)
+    tier: str = Field(default="normal", min_length=1, max_length=32)
+    launch: date | None = None
+    justification: str = Field(default="", max_length=4000)
+    cooperates_with: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RequestUpdate(In):
+    gpus: int | None = Field(default=None, ge=0, le=10_000_000)
+    min_gpus: int | None = Field(default=None, ge=0, le=10_000_000)
+    tier: str | None = Field(default=None, min_length=1, max_length=32)
+    launch: date | None = None
+    justification: str | None = Field(default=None, max_length=4000)
+
+
+class RequestPublic(Out):
+    id: int
+    team: str
+    period: str
+    gpu_type: str
+    gpus: int
+    min_gpus: int
+    tier: str
+    launch: str | None
+    justification: str
+    cooperates_with: list[str]
+    created_by: str
+    updated_at: float
+
+
+class PlanCreate(In):
+    """Either a whole planner ``scenario`` (as in ``allot plan``) or a ``period`` to plan
+    from the stored org, inventory, requests and last period's usage."""
+
+    scenario: dict[str, Any] | None = None
+    period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    as_of: date | None = None
+    rules: dict[str, Any] | None = None
+    reserve: dict[str, int] | None = None
+
+
+class PlanPublic(Out):
+    id: int
+    period: str
+    status: str
+    created_by: str
+    created_at: float
+    published_at: float | None
+    result: dict[str, Any]
+
+
+class PlanCompare(In):
+    a: int = Field(ge=1)
+    b: int = Field(ge=1)
+
+
+class DisputeCreate(In):
+    team: str = Field(min_length=1, max_length=128)
+    subject_kind: Literal["plan", "preemption"]
+    subject_id: str = Field(min_length=1, max_length=64)
+    wants: str = Field(min_length=1, max_length=2000)
+    why: str = Field(min_length=1, max_length=4000)
+    gpu_type: str | None = Field(default=None, max_length=64)
+    wanted_gpus: int | None = Field(default=None, ge=0, le=10_000_000)
+    period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class DisputeResolve(In):
+    decision: Literal["granted", "partially_granted", "denied"]
+    reason: str = Field(min_length=1, max_length=4000)
+    guaranteed: int | None = Field(default=None, ge=0, le=10_000_000)
+
+
+class DisputePublic(Out):
+    id: int
+    team: str
+    filed_by: str
+    subject_kind: str
+    subject_id: str
+    wants: str
+    why: str
+    gpu_type: str | None
+    wanted_gpus: int | None
+    period: str | None
+    state: str
+    assigned_to: str | None
+    level: int
+    escalate_at: float | None
+    decision: str | None
+    decision_reason: str | None
+    resolved_by: str | None
+    resolved_at: float | None
+    quota_change: dict[str, Any]
+    history: list[Any]
+    created_at: float
+
+
+class AuditPublic(Out):
+    seq: int
+    time: float
+    actor: str
+    action: str
+    subject: str
+    reason: str
+    data: dict[str, Any]
+    hash: str
+
+
+class AuditVerifyPublic(Out):
+    ok: bool
+    entries: int
+    problems: list[str]
+
+
+class UsagePublic(Out):
+    team: str
+    gpu_type: str
+    period: str
+    used_gpu_hours: float
+    borrowed_gpu_hours: float
+    lent_gpu_hours: float
+    idle_allocated_gpu_hours: float
+    guaranteed_gpu_hours: float
+    hoarding_score: float

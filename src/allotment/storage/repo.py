@@ -1,0 +1,277 @@
+"""Repository functions for users, tokens, the org tree, quotas, inventory and settings.
+
+Routes and the scheduler loop call these; they never build queries themselves. Every
+function takes the caller's session (one transaction) and raises ``InputError`` naming the
+field for a user mistake, ``NotFound``/``Conflict`` for a missing or busy object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time as _time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from allotment.domain.cluster import Cluster, GpuType, Node
+from allotment.domain.org import OrgNode, OrgTree, Quota
+from allotment.domain.orgspec import org_from_data
+from allotment.errors import AllotmentError, InputError
+from allotment.storage import audit
+from allotment.storage.models import (
+    ApiToken,
+    JobRow,
+    NodeRow,
+    OrgNodeRow,
+    QuotaRow,
+    Setting,
+    User,
+)
+
+ROLES = ("member", "lead", "admin")
+ACTIVE_STATES = ("starting", "running", "terminating")
+PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class NotFound(AllotmentError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
+
+
+class Conflict(AllotmentError):
+    """The object exists but is in a state that forbids the change."""
+
+
+def period_of(t: float) -> str:
+    """The calendar month (UTC) of Unix time ``t``: ``YYYY-MM``."""
+    return _time.strftime("%Y-%m", _time.gmtime(t))
+
+
+# -- users and tokens -----------------------------------------------------------------
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(s: Session, name: str, role: str, org_node: str | None, now: float,
+                actor: str = "system") -> tuple[User, str]:
+    """Create a user and its first token; the token is returned once and stored hashed."""
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+        raise InputError("name", f"{name!r}: 1-64 letters, digits or _.@-")
+    if role not in ROLES:
+        raise InputError("role", f"{role!r}: choose from {', '.join(ROLES)}")
+    if role != "admin" and org_node is None:
+        raise InputError("team", f"a {role} belongs to a team or org node")
+    if org_node is not None and s.get(OrgNodeRow, org_node) is None:
+        raise InputError("team", f"unknown org node {org_node!r}")
+    if s.execute(select(User).where(User.name == name)).scalar() is not None:
+        raise InputError("name", f"user {name!r} already exists")
+    user = User(name=name, role=role, org_node=org_node, created_at=now)
+    s.add(user)
+    s.flush()
+    token = new_token(s, user, now)
+    audit.append(s, now, actor, "user.created", f"user:{name}",
+                 f"{role} of {org_node or 'the org'}", {"role": role, "org_node": org_node})
+    return user, token
+
+
+def new_token(s: Session, user: User, now: float) -> str:
+    token = "alt_" + secrets.token_urlsafe(32)
+    s.add(ApiToken(user_id=user.id, token_hash=hash_token(token), created_at=now))
+    s.flush()
+    return token
+
+
+def user_by_token(s: Session, token: str) -> User | None:
+    row = s.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar()
+    return None if row is None else s.get(User, row.user_id)
+
+
+def count_users(s: Session) -> int:
+    return int(s.execute(select(func.count()).select_from(User)).scalar_one())
+
+
+# -- settings -------------------------------------------------------------------------
+def get_setting(s: Session, key: str, default: str | None = None) -> str | None:
+    row = s.get(Setting, key)
+    return default if row is None else row.value
+
+
+def set_setting(s: Session, key: str, value: str) -> None:
+    row = s.get(Setting, key)
+    if row is None:
+        s.add(Setting(key=key, value=value))
+    else:
+        row.value = value
+
+
+# -- inventory ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    gpu_type: str
+    gpus: int
+    rack: int = 0
+    pod: int = 0
+    state: str = "up"
+
+
+def set_inventory(s: Session, nodes: Sequence[NodeSpec], actor: str, now: float) -> None:
+    """Replace the inventory. A node that holds a running job cannot be removed or shrunk."""
+    names: set[str] = set()
+    for k, n in enumerate(nodes):
+        if n.name in names:
+            raise InputError(f"nodes[{k}].name", f"duplicate node {n.name!r}")
+        names.add(n.name)
+    held: dict[str, int] = {}
+    for job in s.execute(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))).scalars():
+        for node, gpus in job.placement:
+            held[node] = held.get(node, 0) + gpus
+    new = {n.name: n for n in nodes}
+    for node, gpus in sorted(held.items()):
+        if node not in new or new[node].gpus < gpus:
+            raise Conflict(f"node {node!r} holds {gpus} GPUs of running jobs; drain it first")
+    s.execute(delete(NodeRow))
+    for k, n in enumerate(nodes):
+        s.add(NodeRow(name=n.name, gpu_type=n.gpu_type, gpus=n.gpus, rack=n.rack, pod=n.pod,
+                      position=k, state=n.state))
+    s.flush()
+    totals: dict[str, int] = {}
+    for n in nodes:
+        totals[n.gpu_type] = totals.get(n.gpu_type, 0) + n.gpus
+    audit.append(s, now, actor, "inventory.set", "inventory",
+                 f"{len(nodes)} nodes", {"gpus_by_type": totals})
+
+
+def node_rows(s: Session) -> list[NodeRow]:
+    return list(s.execute(select(NodeRow).order_by(NodeRow.position)).scalars())
+
+
+def load_cluster(s: Session) -> tuple[Cluster, list[str]]:
+    """The nodes that are up, as the core's ``Cluster``, and their names by index."""
+    rows = [r for r in node_rows(s) if r.state == "up"]
+    nodes = tuple(Node(k, r.name, GpuType(r.gpu_type), r.gpus, r.rack, r.pod)
+                  for k, r in enumerate(rows))
+    return Cluster(nodes), [r.name for r in rows]
+
+
+def capacity(s: Session) -> dict[GpuType, int]:
+    out: dict[GpuType, int] = {}
+    for r in node_rows(s):
+        if r.state == "up":
+            out[GpuType(r.gpu_type)] = out.get(GpuType(r.gpu_type), 0) + r.gpus
+    return out
+
+
+# -- org tree and quotas --------------------------------------------------------------
+def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
+    """Replace the org tree and its default quotas from an org file (``domain.orgspec``)."""
+    cap = capacity(s)
+    if not cap:
+        raise InputError("inventory", "set the inventory before the org tree")
+    tree = org_from_data(data, cap)
+    teams_in_use = {t for (t,) in s.execute(
+        select(JobRow.team).where(JobRow.state.in_(("pending", *ACTIVE_STATES))).distinct())}
+    missing = sorted(teams_in_use - set(tree.team_ids))
+    if missing:
+        raise Conflict(f"teams {missing} have queued or running jobs and must stay teams")
+    s.execute(delete(OrgNodeRow))
+    s.execute(delete(QuotaRow).where(QuotaRow.period == "default"))
+    for k, name in enumerate(tree.names[1:], start=1):
+        node = tree.nodes[k]
+        assert node is not None
+        s.add(OrgNodeRow(name=name, parent=node.parent, weight=node.weight, position=k))
+        for t, q in node.quotas.items():
+            s.add(QuotaRow(period="default", org_node=name, gpu_type=t,
+                           guaranteed=q.guaranteed, borrow_limit=q.borrow_limit,
+                           lend_limit=q.lend_limit, source="org"))
+    s.flush()
+    audit.append(s, now, actor, "org.set", "org", f"{len(tree.team_ids)} teams",
+                 {"teams": list(tree.team_ids)})
+    return tree
+
+
+def org_rows(s: Session) -> list[OrgNodeRow]:
+    return list(s.execute(select(OrgNodeRow).order_by(OrgNodeRow.position)).scalars())
+
+
+def effective_period(s: Session, now: float) -> str:
+    """The newest published period not after this month, else ``default``."""
+    current = period_of(now)
+    periods = [p for (p,) in s.execute(select(QuotaRow.period).distinct())
+               if p != "default" and p <= current]
+    return max(periods) if periods else "default"
+
+
+def quota_rows(s: Session, period: str) -> list[QuotaRow]:
+    return list(s.execute(select(QuotaRow).where(QuotaRow.period == period)).scalars())
+
+
+def load_org(s: Session, now: float, cap: dict[GpuType, int] | None = None) -> OrgTree | None:
+    """The org tree with the quotas in force at ``now``; None if no org is set."""
+    rows = org_rows(s)
+    if not rows:
+        return None
+    period = effective_period(s, now)
+    quotas: dict[str, dict[GpuType, Quota]] = {}
+    for q in quota_rows(s, "default"):
+        quotas.setdefault(q.org_node, {})[GpuType(q.gpu_type)] = Quota(
+            q.guaranteed, q.borrow_limit, q.lend_limit)
+    if period != "default":
+        for q in quota_rows(s, period):
+            quotas.setdefault(q.org_node, {})[GpuType(q.gpu_type)] = Quota(
+                q.guaranteed, q.borrow_limit, q.lend_limit)
+    cap = capacity(s) if cap is None else cap
+    nodes = []
+    for r in rows:
+        qs = {t: q for t, q in quotas.get(r.name, {}).items() if t in cap}
+        nodes.append(OrgNode(r.name, r.parent, qs, r.weight, explicit_guarantee=bool(qs)))
+    return OrgTree(nodes, cap)
+
+
+def teams_under(s: Session, node: str | None) -> set[str]:
+    """Leaf teams in the subtree of ``node`` (all teams for None)."""
+    rows = org_rows(s)
+    children: dict[str | None, list[str]] = {}
+    for r in rows:
+        children.setdefault(r.parent, []).append(r.name)
+    out: set[str] = set()
+    stack = [node] if node is not None else list(children.get(None, []))
+    while stack:
+        n = stack.pop()
+        kids = children.get(n, [])
+        if not kids and n is not None:
+            out.add(n)
+        stack.extend(kids)
+    return out
+
+
+def is_team(s: Session, name: str) -> bool:
+    row = s.get(OrgNodeRow, name)
+    if row is None:
+        return False
+    return s.execute(select(OrgNodeRow).where(OrgNodeRow.parent == name)).first() is None
+
+
+def set_quota(s: Session, period: str, team: str, gpu_type: str, guaranteed: int,
+              source: str, actor: str, now: float, reason: str) -> None:
+    """Set one team's guarantee for a period (a dispute's adjustment); audited."""
+    row = s.get(QuotaRow, (period, team, gpu_type))
+    base = s.get(QuotaRow, ("default", team, gpu_type))
+    old = row.guaranteed if row is not None else (base.guaranteed if base else 0)
+    if row is None:
+        row = QuotaRow(period=period, org_node=team, gpu_type=gpu_type, guaranteed=guaranteed,
+                       borrow_limit=base.borrow_limit if base else None,
+                       lend_limit=base.lend_limit if base else None, source=source)
+        s.add(row)
+    else:
+        row.guaranteed, row.source = guaranteed, source
+    s.flush()
+    audit.append(s, now, actor, "quota.changed", f"team:{team}", reason,
+                 {"period": period, "gpu_type": gpu_type, "from": old, "to": guaranteed,
+                  "source": source})
