@@ -57,8 +57,12 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
         errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         field = _field(tuple(first.get("loc", ())))
+        msg = first.get("msg", "invalid")
+        if first.get("type") == "json_invalid":
+            loc = first.get("loc", ())
+            field, msg = "body", f"malformed JSON (at character {loc[-1] if loc else '?'})"
         return JSONResponse(status_code=422, content={
-            "detail": f"{field}: {first.get('msg', 'invalid')}", "field": field,
+            "detail": f"{field}: {msg}", "field": field,
             "errors": errors})
 
     @app.exception_handler(InputError)

@@ -3,11 +3,12 @@ database, acting through a backend.
 
 Each tick, in order:
 1. lease: only the holder of the ``scheduler`` lease acts (a second process waits);
-2. reconcile: launch admitted runs, adopt live ones, record exits, signal terminating runs
+2. accounting: integrate GPU-seconds used, borrowed, lent and idle since the last tick,
+   with the jobs as they were over that interval (before this tick changes them);
+3. reconcile: launch admitted runs, adopt live ones, record exits, signal terminating runs
    (SIGTERM, then SIGKILL after the grace period), requeue preempted ones;
-3. idle: feed utilisation samples to the idle rule; warn, then reclaim;
-4. disputes: escalate unanswered ones one level up the org tree;
-5. accounting: integrate GPU-seconds used, borrowed, lent and idle since the last tick;
+4. idle: feed utilisation samples to the idle rule; warn, then reclaim;
+5. disputes: escalate unanswered ones one level up the org tree;
 6. schedule: build a ``ClusterState`` from the database, ``decide()``, commit admissions,
    preemptions, rejections and every waiting job's reason, position and estimated start;
 7. reconcile again, so a decision is acted on in the tick that made it.
@@ -97,10 +98,10 @@ class SchedulerLoop:
         if not self._lease(now):
             report.acted = False
             return report
+        self.account(now)
         self.reconcile(now, report)
         self.idle(now, report)
         self.escalate(now, report)
-        self.account(now)
         self.schedule(now, report)
         self.reconcile(now, report)
         return report
@@ -221,7 +222,7 @@ class SchedulerLoop:
                 by_time[t] = max(by_time.get(t, 0.0), u)
             window = windows.get(job.team) or cfg.idle_window_s
             tracker = IdleTracker(cfg.idle_threshold_pct, window, cfg.idle_reclaim_after_s,
-                                  cfg.idle_reclaim and job.preemptible)
+                                  cfg.idle_reclaim)
             key = str(job.id)
             tracker.jobs[key] = _JobIdle(job.gpus, job.idle_below_since, job.idle_last_time,
                                          job.idle_last_below, job.idle_warned_at, False,

@@ -190,7 +190,7 @@ class DisputeRow(Base):
     assigned_to: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: admins
     level: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(32), nullable=True)
     decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -53,7 +53,7 @@ def upgrade() -> None:
     sa.Column('assigned_to', sa.String(length=128), nullable=True),
     sa.Column('level', sa.Integer(), nullable=False),
     sa.Column('escalate_at', sa.Float(), nullable=True),
-    sa.Column('decision', sa.String(length=16), nullable=True),
+    sa.Column('decision', sa.String(length=32), nullable=True),
     sa.Column('decision_reason', sa.Text(), nullable=True),
     sa.Column('resolved_by', sa.String(length=64), nullable=True),
     sa.Column('resolved_at', sa.Float(), nullable=True),
