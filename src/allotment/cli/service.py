@@ -4,6 +4,7 @@ database (``admin create-user``, ``audit verify``), and talk to it over HTTP (``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -195,6 +196,8 @@ def scheduler_cmd(
     idle_threshold: Annotated[float, typer.Option(help="idle below this % utilisation")] = 5.0,
     escalation_s: Annotated[float, typer.Option(help="dispute escalates after")] = 172800.0,
     webhook: Annotated[str | None, typer.Option(help="URL to POST idle warnings to")] = None,
+    lease_ttl_s: Annotated[float, typer.Option(help="another scheduler may take over after "
+                                               "this long without a tick")] = 10.0,
 ) -> None:
     """Run only the scheduler loop and the local executor (the API runs elsewhere)."""
     from allotment.backends.local import LocalBackend
@@ -202,8 +205,9 @@ def scheduler_cmd(
     from allotment.storage.db import Database
 
     try:
-        cfg = _loop_config(policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s,
-                           idle_threshold, escalation_s, webhook)
+        cfg = dataclasses.replace(_loop_config(
+            policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
+            escalation_s, webhook), lease_ttl_s=lease_ttl_s)
         database = Database(db)
         database.upgrade()
         loop = SchedulerLoop(database, LocalBackend(data_dir / "runs", fake_gpus=fake_gpus), cfg)

@@ -37,6 +37,13 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A request holds SQLite's write lock (BEGIN IMMEDIATE) from its first query to its
+        # commit, and may need a worker thread in between (response validation). With too
+        # few worker threads, waiting requests could hold them all: a deadlock. 256 threads
+        # covers 256 concurrent requests; past that, use PostgreSQL.
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
         thread = None
         if loop is not None:
             thread = threading.Thread(target=loop.run, args=(stop,), daemon=True,

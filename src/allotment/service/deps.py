@@ -29,12 +29,20 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_user(request: Request, s: SessionDep) -> User:
+def current_user(request: Request) -> User:
+    """The token's user, looked up in a short transaction of its own (so the request's
+    transaction, and on SQLite its write lock, starts only in the route itself)."""
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
     if not token:
         token = request.cookies.get("allotment_token", "")
-    user = repo.user_by_token(s, token) if token else None
+    user = None
+    if token:
+        db: Database = request.app.state.db
+        with db.sessions() as s:
+            user = repo.user_by_token(s, token)
+            if user is not None:
+                s.expunge(user)
     if user is None:
         raise HTTPException(401, "missing or invalid API token (Authorization: Bearer ...)",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, or_, select
 
@@ -29,7 +30,8 @@ from allotment.storage.models import AuditRow, DisputeRow, JobRow, RequestRow, U
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
-Period = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+Id = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
+Period = Annotated[str | None, Query(pattern=sch.PERIOD)]
 
 
 def _now(request: Request) -> float:
@@ -144,12 +146,12 @@ def list_jobs(s: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offs
 
 
 @router.get("/v1/jobs/{job_id}", response_model=sch.JobPublic, tags=["jobs"])
-def get_job(job_id: int, s: SessionDep, user: CurrentUser) -> dict[str, Any]:
+def get_job(job_id: Id, s: SessionDep, user: CurrentUser) -> dict[str, Any]:
     return _job_public(_own_job(s, user, job_id))
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=sch.JobPublic, tags=["jobs"])
-def cancel_job(job_id: int, request: Request, s: SessionDep,
+def cancel_job(job_id: Id, request: Request, s: SessionDep,
                user: CurrentUser) -> dict[str, Any]:
     job = _own_job(s, user, job_id)
     jobrepo.cancel(s, job, user.name, _now(request))
@@ -157,7 +159,7 @@ def cancel_job(job_id: int, request: Request, s: SessionDep,
 
 
 @router.get("/v1/jobs/{job_id}/log", response_class=PlainTextResponse, tags=["jobs"])
-def job_log(job_id: int, request: Request, s: SessionDep, user: CurrentUser) -> str:
+def job_log(job_id: Id, request: Request, s: SessionDep, user: CurrentUser) -> str:
     job = _own_job(s, user, job_id)
     runs = request.app.state.settings.get("runs_dir")
     if runs is None:
@@ -170,7 +172,7 @@ def job_log(job_id: int, request: Request, s: SessionDep, user: CurrentUser) -> 
 
 
 @router.post("/v1/jobs/{job_id}/samples", status_code=202, tags=["jobs"])
-def push_samples(job_id: int, body: sch.SamplesCreate, request: Request, s: SessionDep,
+def push_samples(job_id: Id, body: sch.SamplesCreate, request: Request, s: SessionDep,
                  user: CurrentUser) -> dict[str, int]:
     from allotment.storage.models import SampleRow
 
@@ -253,7 +255,7 @@ def create_request(body: sch.RequestCreate, request: Request, s: SessionDep,
 
 
 @router.patch("/v1/requests/{request_id}", response_model=sch.RequestPublic, tags=["plans"])
-def update_request(request_id: int, body: sch.RequestUpdate, request: Request, s: SessionDep,
+def update_request(request_id: Id, body: sch.RequestUpdate, request: Request, s: SessionDep,
                    user: CurrentUser) -> RequestRow:
     require_role(user, "lead")
     row: RequestRow = _request_row(s, request_id)
@@ -267,7 +269,7 @@ def update_request(request_id: int, body: sch.RequestUpdate, request: Request, s
 
 
 @router.delete("/v1/requests/{request_id}", status_code=204, tags=["plans"])
-def delete_request(request_id: int, s: SessionDep, user: CurrentUser) -> None:
+def delete_request(request_id: Id, s: SessionDep, user: CurrentUser) -> None:
     require_role(user, "lead")
     row = _request_row(s, request_id)
     require_team(s, user, row.team)
@@ -304,7 +306,7 @@ def list_plans(s: SessionDep, user: CurrentUser, period: Period = None, limit: L
 
 
 @router.get("/v1/plans/{plan_id}", response_model=sch.PlanPublic, tags=["plans"])
-def get_plan(plan_id: int, s: SessionDep, user: CurrentUser) -> Any:
+def get_plan(plan_id: Id, s: SessionDep, user: CurrentUser) -> Any:
     return governance.get_plan(s, plan_id)
 
 
@@ -315,7 +317,7 @@ def compare_plans(body: sch.PlanCompare, s: SessionDep, user: CurrentUser) -> di
 
 
 @router.post("/v1/plans/{plan_id}/publish", response_model=sch.PlanPublic, tags=["plans"])
-def publish_plan(plan_id: int, request: Request, s: SessionDep, user: CurrentUser) -> Any:
+def publish_plan(plan_id: Id, request: Request, s: SessionDep, user: CurrentUser) -> Any:
     require_role(user, "admin")
     row = governance.get_plan(s, plan_id)
     governance.publish(s, row, user.name, _now(request))
@@ -361,13 +363,13 @@ def _visible_dispute(s: Any, user: User, dispute_id: int) -> DisputeRow:
 
 
 @router.get("/v1/disputes/{dispute_id}", response_model=sch.DisputePublic, tags=["disputes"])
-def get_dispute(dispute_id: int, s: SessionDep, user: CurrentUser) -> DisputeRow:
+def get_dispute(dispute_id: Id, s: SessionDep, user: CurrentUser) -> DisputeRow:
     return _visible_dispute(s, user, dispute_id)
 
 
 @router.post("/v1/disputes/{dispute_id}/resolve", response_model=sch.DisputePublic,
              tags=["disputes"])
-def resolve_dispute(dispute_id: int, body: sch.DisputeResolve, request: Request,
+def resolve_dispute(dispute_id: Id, body: sch.DisputeResolve, request: Request,
                     s: SessionDep, user: CurrentUser) -> DisputeRow:
     row = governance.get_dispute(s, dispute_id)
     if user.role != "admin":

@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+PERIOD = r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$"
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
 T = TypeVar("T")
 
@@ -162,7 +163,7 @@ class TeamQueue(Out):
 
 class RequestCreate(In):
     team: str = Field(min_length=1, max_length=128)
-    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    period: str = Field(pattern=PERIOD)
     gpu_type: str = Field(min_length=1, max_length=64)
     gpus: int = Field(ge=0, le=10_000_000)
     min_gpus: int = Field(default=0, ge=0, le=10_000_000)
@@ -200,7 +201,7 @@ class PlanCreate(In):
     from the stored org, inventory, requests and last period's usage."""
 
     scenario: dict[str, Any] | None = None
-    period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    period: str | None = Field(default=None, pattern=PERIOD)
     as_of: date | None = None
     rules: dict[str, Any] | None = None
     reserve: dict[str, int] | None = None
@@ -217,8 +218,8 @@ class PlanPublic(Out):
 
 
 class PlanCompare(In):
-    a: int = Field(ge=1)
-    b: int = Field(ge=1)
+    a: int = Field(ge=1, le=2_147_483_647)
+    b: int = Field(ge=1, le=2_147_483_647)
 
 
 class DisputeCreate(In):
@@ -229,7 +230,7 @@ class DisputeCreate(In):
     why: str = Field(min_length=1, max_length=4000)
     gpu_type: str | None = Field(default=None, max_length=64)
     wanted_gpus: int | None = Field(default=None, ge=0, le=10_000_000)
-    period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    period: str | None = Field(default=None, pattern=PERIOD)
 
 
 class DisputeResolve(In):

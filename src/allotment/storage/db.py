@@ -26,7 +26,8 @@ def default_url() -> str:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                               pool_size=50, max_overflow=50, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -44,7 +45,8 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+        return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True,
+                             pool_timeout=120)
     raise ConfigurationError(f"database URL {url!r}: use sqlite:///PATH or postgresql+psycopg://")
 
 

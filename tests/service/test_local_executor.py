@@ -1,0 +1,98 @@
+"""The local executor with real processes, and the crash test: kill -9 the scheduler in the
+middle of a run of admissions, restart it, and every job runs exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from allotment.backends.base import LaunchSpec
+from allotment.backends.local import LocalBackend
+from allotment.storage import repo
+from allotment.storage.db import Database
+from allotment.storage.jobs import JobSpec, submit
+
+
+def _wait(backend: LocalBackend, job: int, state: str, timeout: float = 20) -> str:
+    end = time.time() + timeout
+    while time.time() < end:
+        st = backend.status(job, 0)
+        if st.state == state:
+            return st.state
+        time.sleep(0.05)
+    return backend.status(job, 0).state
+
+
+def test_runs_with_visible_devices_and_exit_code(tmp_path: Path) -> None:
+    """The job sees CUDA_VISIBLE_DEVICES of its placement; its exit code is recorded, and a
+    second launch of the same run starts nothing."""
+    b = LocalBackend(tmp_path)
+    spec = LaunchSpec(1, 0, "llama", "ann", "echo $CUDA_VISIBLE_DEVICES > seen; exit 3", 2,
+                      {"local": [2, 5]})
+    b.launch(spec)
+    assert _wait(b, 1, "exited") == "exited"
+    b.launch(spec)
+    assert b.status(1, 0).exit_code == 3
+    assert (b.run_dir(1, 0) / "seen").read_text().strip() == "2,5"
+
+
+def test_sigterm_then_sigkill(tmp_path: Path) -> None:
+    """A job that checkpoints on SIGTERM exits with its own code; one that ignores SIGTERM
+    dies by SIGKILL and is reported gone (requeued by the loop)."""
+    b = LocalBackend(tmp_path)
+    b.launch(LaunchSpec(1, 0, "t", "u", "trap 'exit 7' TERM; sleep 30 & wait", 1))
+    b.launch(LaunchSpec(2, 0, "t", "u", "trap '' TERM; sleep 30", 1))
+    assert _wait(b, 1, "alive") == "alive" and _wait(b, 2, "alive") == "alive"
+    time.sleep(0.3)
+    b.terminate(1, 0)
+    b.terminate(2, 0)
+    assert _wait(b, 1, "exited") == "exited" and b.status(1, 0).exit_code == 7
+    time.sleep(0.5)
+    assert b.status(2, 0).state == "alive"
+    b.kill(2, 0)
+    assert _wait(b, 2, "gone") == "gone"
+
+
+def _start(db: Database, data: Path) -> subprocess.Popen[bytes]:
+    allot = str(Path(sys.executable).parent / "allot")
+    return subprocess.Popen([allot, "scheduler", "--db", db.url, "--data-dir", str(data),
+                             "--fake-gpus", "--tick-s", "0.2", "--lease-ttl-s", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_kill_9_mid_run_never_runs_a_job_twice(db: Database, tmp_path: Path) -> None:
+    """Two kill -9 of the scheduler during admissions: every job ends succeeded, and each
+    job's command ran exactly once."""
+    ran = tmp_path / "ran.txt"
+    now = time.time()
+    with db.session() as s:
+        repo.set_inventory(s, [repo.NodeSpec("local", "fake", 8)], "test", now)
+        repo.set_org(s, {"org": [{"name": "a", "guaranteed": 4}, {"name": "b"}]}, "test", now)
+        for k in range(40):
+            submit(s, "u", JobSpec("a" if k % 2 else "b", "fake", 1 + k % 3,
+                                   f"echo $ALLOTMENT_JOB_ID >> {ran}; sleep 0.4"), now)
+    data = tmp_path / "data"
+    for _ in range(2):
+        proc = _start(db, data)
+        time.sleep(1.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    proc = _start(db, data)
+    try:
+        end = time.time() + 120
+        while time.time() < end:
+            with db.session() as s:
+                states = [j.state for j in s.query(repo.JobRow).all()]  # type: ignore[attr-defined]
+            if all(st == "succeeded" for st in states):
+                break
+            time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert states == ["succeeded"] * 40
+    ids = ran.read_text().split()
+    assert sorted(ids, key=int) == [str(k) for k in range(1, 41)]
