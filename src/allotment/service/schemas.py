@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PERIOD = r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$"
+PERIOD = r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$"
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
 T = TypeVar("T")
 

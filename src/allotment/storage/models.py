@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -166,7 +166,7 @@ class UsageRow(Base):
     __tablename__ = "usage"
     team: Mapped[str] = mapped_column(String(128), primary_key=True)
     gpu_type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[int] = mapped_column(Integer, primary_key=True)  # Unix hour start
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # Unix hour start
     used_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     borrowed_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     lent_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)

@@ -35,7 +35,7 @@ from allotment.storage.models import (
 
 ROLES = ("member", "lead", "admin")
 ACTIVE_STATES = ("starting", "running", "terminating")
-PERIOD_RE = re.compile(r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$")
+PERIOD_RE = re.compile(r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$")
 
 
 class NotFound(AllotmentError):

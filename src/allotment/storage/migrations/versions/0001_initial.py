@@ -187,7 +187,7 @@ def upgrade() -> None:
     op.create_table('usage',
     sa.Column('team', sa.String(length=128), nullable=False),
     sa.Column('gpu_type', sa.String(length=64), nullable=False),
-    sa.Column('hour', sa.Integer(), nullable=False),
+    sa.Column('hour', sa.BigInteger(), nullable=False),
     sa.Column('used_gpu_s', sa.Float(), nullable=False),
     sa.Column('borrowed_gpu_s', sa.Float(), nullable=False),
     sa.Column('lent_gpu_s', sa.Float(), nullable=False),
