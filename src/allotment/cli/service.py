@@ -155,6 +155,15 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
 
 
 Policy = Annotated[str, typer.Option(help="scheduling policy")]
+DataDir = Annotated[Path, typer.Option(help="logs and run folders")]
+FakeGpus = Annotated[bool, typer.Option(help="jobs get fake GPUs (no NVML)")]
+TickS = Annotated[float, typer.Option(help="seconds between scheduling cycles")]
+GraceS = Annotated[float, typer.Option(help="SIGTERM to SIGKILL on preemption")]
+IdleWindowS = Annotated[float, typer.Option(help="idle this long: warned")]
+IdleReclaimAfterS = Annotated[float, typer.Option(help="then reclaimed after")]
+IdleThreshold = Annotated[float, typer.Option(help="idle below this % utilisation")]
+EscalationS = Annotated[float, typer.Option(help="dispute escalates after")]
+Webhook = Annotated[str | None, typer.Option(help="URL to POST idle warnings to")]
 
 
 @app.command()
@@ -162,17 +171,17 @@ def serve(
     db: DbOpt = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8787,
-    data_dir: Annotated[Path, typer.Option(help="logs and run folders")] = Path(".allotment"),
+    data_dir: DataDir = Path(".allotment"),
     scheduler: Annotated[bool, typer.Option(help="run the scheduler loop in this process")] = True,
-    fake_gpus: Annotated[bool, typer.Option(help="jobs get fake GPUs (no NVML)")] = False,
+    fake_gpus: FakeGpus = False,
     policy: Policy = "fairshare",
-    tick_s: Annotated[float, typer.Option(help="seconds between scheduling cycles")] = 2.0,
-    grace_s: Annotated[float, typer.Option(help="SIGTERM to SIGKILL on preemption")] = 30.0,
-    idle_window_s: Annotated[float, typer.Option(help="idle this long: warned")] = 1800.0,
-    idle_reclaim_after_s: Annotated[float, typer.Option(help="then reclaimed after")] = 600.0,
-    idle_threshold: Annotated[float, typer.Option(help="idle below this % utilisation")] = 5.0,
-    escalation_s: Annotated[float, typer.Option(help="dispute escalates after")] = 172800.0,
-    webhook: Annotated[str | None, typer.Option(help="URL to POST idle warnings to")] = None,
+    tick_s: TickS = 2.0,
+    grace_s: GraceS = 30.0,
+    idle_window_s: IdleWindowS = 1800.0,
+    idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
+    idle_threshold: IdleThreshold = 5.0,
+    escalation_s: EscalationS = 172800.0,
+    webhook: Webhook = None,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
@@ -186,16 +195,16 @@ def serve(
 @app.command("scheduler")
 def scheduler_cmd(
     db: DbOpt = None,
-    data_dir: Annotated[Path, typer.Option(help="logs and run folders")] = Path(".allotment"),
-    fake_gpus: Annotated[bool, typer.Option(help="jobs get fake GPUs (no NVML)")] = False,
+    data_dir: DataDir = Path(".allotment"),
+    fake_gpus: FakeGpus = False,
     policy: Policy = "fairshare",
-    tick_s: Annotated[float, typer.Option(help="seconds between scheduling cycles")] = 2.0,
-    grace_s: Annotated[float, typer.Option(help="SIGTERM to SIGKILL on preemption")] = 30.0,
-    idle_window_s: Annotated[float, typer.Option(help="idle this long: warned")] = 1800.0,
-    idle_reclaim_after_s: Annotated[float, typer.Option(help="then reclaimed after")] = 600.0,
-    idle_threshold: Annotated[float, typer.Option(help="idle below this % utilisation")] = 5.0,
-    escalation_s: Annotated[float, typer.Option(help="dispute escalates after")] = 172800.0,
-    webhook: Annotated[str | None, typer.Option(help="URL to POST idle warnings to")] = None,
+    tick_s: TickS = 2.0,
+    grace_s: GraceS = 30.0,
+    idle_window_s: IdleWindowS = 1800.0,
+    idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
+    idle_threshold: IdleThreshold = 5.0,
+    escalation_s: EscalationS = 172800.0,
+    webhook: Webhook = None,
     lease_ttl_s: Annotated[float, typer.Option(help="another scheduler may take over after "
                                                "this long without a tick")] = 10.0,
 ) -> None:
@@ -226,13 +235,13 @@ def scheduler_cmd(
 def up(
     port: Annotated[int, typer.Option(help="port")] = 8787,
     db: DbOpt = None,
-    data_dir: Annotated[Path, typer.Option(help="logs and run folders")] = Path(".allotment"),
+    data_dir: DataDir = Path(".allotment"),
     fake_gpus: Annotated[int | None, typer.Option(
         help="pretend this machine has N GPUs (default: its NVIDIA GPUs, else 8 fake)")] = None,
     gpu_type: Annotated[str | None, typer.Option(help="GPU type name of this machine")] = None,
     demo: Annotated[bool, typer.Option(help="run the scripted demo, then stop")] = False,
     policy: Policy = "fairshare",
-    grace_s: Annotated[float, typer.Option(help="SIGTERM to SIGKILL on preemption")] = 30.0,
+    grace_s: GraceS = 30.0,
 ) -> None:
     """Start the service, scheduler and local executor on SQLite, on this machine.
 

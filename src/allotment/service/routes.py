@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,9 +61,8 @@ def create_user(body: sch.UserCreate, request: Request, s: SessionDep,
 def list_users(s: SessionDep, user: CurrentUser, limit: Limit = 100,
                offset: Offset = 0) -> dict[str, Any]:
     require_role(user, "admin")
-    total = int(s.execute(select(func.count()).select_from(User)).scalar_one())
-    rows = s.execute(select(User).order_by(User.id).limit(limit).offset(offset)).scalars()
-    return {"items": list(rows), "total": total, "limit": limit, "offset": offset}
+    rows, total = repo.paginate(s, User, [], User.id, limit, offset)
+    return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
 # -- org and inventory ------------------------------------------------------------------
@@ -297,11 +295,8 @@ def list_plans(s: SessionDep, user: CurrentUser, period: Period = None, limit: L
                offset: Offset = 0) -> dict[str, Any]:
     from allotment.storage.models import PlanRow
 
-    q, c = select(PlanRow), select(func.count()).select_from(PlanRow)
-    if period:
-        q, c = q.where(PlanRow.period == period), c.where(PlanRow.period == period)
-    total = int(s.execute(c).scalar_one())
-    rows = list(s.execute(q.order_by(PlanRow.id.desc()).limit(limit).offset(offset)).scalars())
+    where = [PlanRow.period == period] if period else []
+    rows, total = repo.paginate(s, PlanRow, where, PlanRow.id.desc(), limit, offset)
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
@@ -392,13 +387,10 @@ def resolve_dispute(dispute_id: Id, body: sch.DisputeResolve, request: Request,
 def list_audit(s: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0,
                action: Annotated[str | None, Query(max_length=64)] = None,
                subject: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
-    q, c = select(AuditRow), select(func.count()).select_from(AuditRow)
-    if action:
-        q, c = q.where(AuditRow.action == action), c.where(AuditRow.action == action)
+    where = [AuditRow.action == action] if action else []
     if subject:
-        q, c = q.where(AuditRow.subject == subject), c.where(AuditRow.subject == subject)
-    total = int(s.execute(c).scalar_one())
-    rows = list(s.execute(q.order_by(AuditRow.seq.desc()).limit(limit).offset(offset)).scalars())
+        where.append(AuditRow.subject == subject)
+    rows, total = repo.paginate(s, AuditRow, where, AuditRow.seq.desc(), limit, offset)
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
@@ -406,5 +398,3 @@ def list_audit(s: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Off
 def verify_audit(s: SessionDep, user: CurrentUser) -> Any:
     return audit.verify(s)
 
-
-_ = time

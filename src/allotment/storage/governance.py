@@ -15,10 +15,10 @@ import time as _time
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from allotment.errors import InputError, ScenarioError
+from allotment.errors import InputError
 from allotment.planner.allocate import Plan, allocate
 from allotment.planner.cooperation import cooperation_options
 from allotment.planner.report import compare, to_json
@@ -30,13 +30,10 @@ from allotment.storage.models import DisputeRow, OrgNodeRow, PlanRow, QuotaRow, 
 # -- requests -------------------------------------------------------------------------
 def request_page(s: Session, period: str | None, teams: set[str] | None, limit: int,
                  offset: int) -> tuple[list[RequestRow], int]:
-    q, c = select(RequestRow), select(func.count()).select_from(RequestRow)
-    if period:
-        q, c = q.where(RequestRow.period == period), c.where(RequestRow.period == period)
+    where = [RequestRow.period == period] if period else []
     if teams is not None:
-        q, c = q.where(RequestRow.team.in_(teams)), c.where(RequestRow.team.in_(teams))
-    total = int(s.execute(c).scalar_one())
-    return list(s.execute(q.order_by(RequestRow.id).limit(limit).offset(offset)).scalars()), total
+        where.append(RequestRow.team.in_(teams))
+    return repo.paginate(s, RequestRow, where, RequestRow.id, limit, offset)
 
 
 def check_request(s: Session, team: str, period: str, gpu_type: str, gpus: int,
@@ -229,11 +226,8 @@ def get_dispute(s: Session, dispute_id: int) -> DisputeRow:
 
 
 def dispute_page(s: Session, visible: Any, limit: int, offset: int) -> tuple[list[DisputeRow], int]:
-    q, c = select(DisputeRow), select(func.count()).select_from(DisputeRow)
-    if visible is not None:
-        q, c = q.where(visible), c.where(visible)
-    total = int(s.execute(c).scalar_one())
-    return list(s.execute(q.order_by(DisputeRow.id).limit(limit).offset(offset)).scalars()), total
+    where = [visible] if visible is not None else []
+    return repo.paginate(s, DisputeRow, where, DisputeRow.id, limit, offset)
 
 
 def resolve_dispute(s: Session, row: DisputeRow, by: str, decision: str, reason: str,
@@ -321,5 +315,3 @@ def usage_summary(s: Session, period: str) -> list[dict[str, Any]]:
 def today(now: float) -> date:
     return date(*_time.gmtime(now)[:3])
 
-
-__all__ = ["ScenarioError"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from allotment.errors import InputError
@@ -71,15 +71,10 @@ def get(s: Session, job_id: int) -> JobRow:
 def page(s: Session, teams: set[str] | None, states: Sequence[str] | None, limit: int,
          offset: int) -> tuple[list[JobRow], int]:
     """Jobs of ``teams`` (None: all), newest first."""
-    q = select(JobRow)
-    c = select(func.count()).select_from(JobRow)
-    if teams is not None:
-        q, c = q.where(JobRow.team.in_(teams)), c.where(JobRow.team.in_(teams))
+    where = [JobRow.team.in_(teams)] if teams is not None else []
     if states:
-        q, c = q.where(JobRow.state.in_(states)), c.where(JobRow.state.in_(states))
-    total = int(s.execute(c).scalar_one())
-    rows = list(s.execute(q.order_by(JobRow.id.desc()).limit(limit).offset(offset)).scalars())
-    return rows, total
+        where.append(JobRow.state.in_(states))
+    return repo.paginate(s, JobRow, where, JobRow.id.desc(), limit, offset)
 
 
 def move(s: Session, job_id: int, old: str | Sequence[str], **values: Any) -> bool:

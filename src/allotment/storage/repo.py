@@ -48,6 +48,17 @@ class Conflict(AllotmentError):
     """The object exists but is in a state that forbids the change."""
 
 
+def paginate(s: Session, model: Any, where: Sequence[Any], order: Any, limit: int,
+             offset: int) -> tuple[list[Any], int]:
+    """Rows of ``model`` matching every condition in ``where``, in ``order``, one page of
+    them, and how many match in all (for ``Page.total``)."""
+    q, c = select(model), select(func.count()).select_from(model)
+    for cond in where:
+        q, c = q.where(cond), c.where(cond)
+    total = int(s.execute(c).scalar_one())
+    return list(s.execute(q.order_by(order).limit(limit).offset(offset)).scalars()), total
+
+
 def period_of(t: float) -> str:
     """The calendar month (UTC) of Unix time ``t``: ``YYYY-MM``."""
     return _time.strftime("%Y-%m", _time.gmtime(t))
