@@ -60,6 +60,7 @@ BAD = [  # (body or raw text, field named in the message)
     ({"team": "l" * 500, "gpu_type": "a100", "gpus": 1, "command": "x"}, "team"),
     ({"team": "llama", "gpu_type": "a100", "gpus": 1, "command": "x", "colour": 1}, "colour"),
     ({"team": "research", "gpu_type": "a100", "gpus": 1, "command": "x"}, "team"),
+    ({"team": "lla\u0000ma", "gpu_type": "a100", "gpus": 1, "command": "x"}, "team"),
 ]
 
 

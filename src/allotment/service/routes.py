@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -29,6 +29,9 @@ from allotment.storage.models import AuditRow, DisputeRow, JobRow, RequestRow, U
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
+NO_NUL = r"^[^\x00]*$"
+JobState = Literal["pending", "starting", "running", "terminating", "succeeded", "failed",
+                   "cancelled", "rejected"]
 Id = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 Period = Annotated[str | None, Query(pattern=sch.PERIOD)]
 
@@ -131,8 +134,9 @@ def submit_job(body: sch.JobCreate, request: Request, s: SessionDep,
 
 @router.get("/v1/jobs", response_model=sch.Page[sch.JobPublic], tags=["jobs"])
 def list_jobs(s: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0,
-              state: Annotated[list[str] | None, Query(max_length=10)] = None,
-              team: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+              state: Annotated[list[JobState] | None, Query(max_length=10)] = None,
+              team: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+              ) -> dict[str, Any]:
     teams = teams_of(s, user)
     if team is not None:
         if teams is not None and team not in teams:
@@ -385,8 +389,9 @@ def resolve_dispute(dispute_id: Id, body: sch.DisputeResolve, request: Request,
 # -- audit ------------------------------------------------------------------------------
 @router.get("/v1/audit", response_model=sch.Page[sch.AuditPublic], tags=["audit"])
 def list_audit(s: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0,
-               action: Annotated[str | None, Query(max_length=64)] = None,
-               subject: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+               action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+               subject: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+               ) -> dict[str, Any]:
     where = [AuditRow.action == action] if action else []
     if subject:
         where.append(AuditRow.subject == subject)

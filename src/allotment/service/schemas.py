@@ -5,15 +5,35 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PERIOD = r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$"
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
 T = TypeVar("T")
 
 
+def _no_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(_no_nul(k) and _no_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_no_nul(v) for v in value)
+    return True
+
+
 class In(BaseModel):
+    """Every request body: unknown fields and NUL characters (which no database text
+    column can hold) are refused, with the field named."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _text_without_nul(cls, value: Any) -> Any:
+        if not _no_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class Out(BaseModel):
