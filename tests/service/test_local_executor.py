@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from allotment.backends.base import LaunchSpec
 from allotment.backends.local import LocalBackend
 from allotment.storage import repo
 from allotment.storage.db import Database
 from allotment.storage.jobs import JobSpec, submit
+from tests.service.conftest import free_port
 
 
 def _wait(backend: LocalBackend, job: int, state: str, timeout: float = 20) -> str:
@@ -57,16 +60,23 @@ def test_sigterm_then_sigkill(tmp_path: Path) -> None:
     assert _wait(b, 2, "gone") == "gone"
 
 
-def _start(db: Database, data: Path) -> subprocess.Popen[bytes]:
+def _start(db: Database, data: Path, how: str) -> subprocess.Popen[bytes]:
     allot = str(Path(sys.executable).parent / "allot")
-    return subprocess.Popen([allot, "scheduler", "--db", db.url, "--data-dir", str(data),
-                             "--fake-gpus", "--tick-s", "0.2", "--lease-ttl-s", "1"],
+    extra = ["--port", str(free_port())] if how == "serve" else []
+    return subprocess.Popen([allot, how, "--db", db.url, "--data-dir", str(data),
+                             "--fake-gpus", "--tick-s", "0.2", "--lease-ttl-s", "1", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_kill_9_mid_run_never_runs_a_job_twice(db: Database, tmp_path: Path) -> None:
-    """Two kill -9 of the scheduler during admissions: every job ends succeeded, and each
-    job's command ran exactly once."""
+def _done(db: Database) -> int:
+    with db.session() as s:
+        return sum(j.state != "pending" for j in s.query(repo.JobRow).all())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["scheduler", "serve"])
+def test_kill_9_mid_run_never_runs_a_job_twice(db: Database, tmp_path: Path, how: str) -> None:
+    """Two kill -9 of the scheduler (alone, or the service process with its loop) during
+    admissions: every job ends succeeded, and each job's command ran exactly once."""
     ran = tmp_path / "ran.txt"
     now = time.time()
     with db.session() as s:
@@ -77,11 +87,15 @@ def test_kill_9_mid_run_never_runs_a_job_twice(db: Database, tmp_path: Path) -> 
                                    f"echo $ALLOTMENT_JOB_ID >> {ran}; sleep 0.4"), now)
     data = tmp_path / "data"
     for _ in range(2):
-        proc = _start(db, data)
-        time.sleep(1.5)
+        proc = _start(db, data, how)
+        before = _done(db)
+        end = time.time() + 30
+        while _done(db) == before and time.time() < end:  # kill it mid-run, not at start
+            time.sleep(0.1)
+        time.sleep(0.3)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    proc = _start(db, data)
+    proc = _start(db, data, how)
     try:
         end = time.time() + 120
         while time.time() < end:

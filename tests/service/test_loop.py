@@ -159,3 +159,57 @@ def test_accounting_integrates_gpu_time(world: World) -> None:
     assert rows["llama"]["used_gpu_hours"] == 12.0  # 12 GPUs x 1 h (admitted to finish)
     assert rows["llama"]["borrowed_gpu_hours"] == 4.0
     assert rows["vision"]["lent_gpu_hours"] == 4.0
+
+
+def test_jobs_on_a_node_marked_down_are_stopped_and_requeued(world: World) -> None:
+    """Marking a node down stops its jobs (TERM, grace, KILL) and requeues them, as Slurm
+    does for a DOWN node; they run again on the nodes that are up."""
+    fb = FakeBackend(exit_on_term=False)
+    loop = loop_for(world, fb)
+    jid = world.submit("member_own", gpus=8)["id"]
+    loop.tick()
+    node = job(world, jid)["placement"][0][0]
+    other = "n2" if node == "n1" else "n1"
+    nodes = [{"name": n, "gpu_type": "a100", "gpus": 8, "rack": k,
+              "state": "down" if n == node else "up"} for k, n in enumerate(("n1", "n2"))]
+    assert world.call("admin", "PUT", "/v1/inventory", json={"nodes": nodes}).status_code == 200
+    report = loop.tick()
+    assert report.preempted == [jid] and fb.signals == [(jid, 0, "TERM")]
+    assert job(world, jid)["state"] == "terminating"
+    world.clock.advance(31)
+    loop.tick()
+    assert fb.signals[-1] == (jid, 0, "KILL")
+    world.clock.advance(1)
+    loop.tick()
+    j = job(world, jid)
+    assert j["state"] == "running" and j["placement"] == [[other, 8]] and j["attempts"] == 1
+    actions = [a["action"] for a in world.call("admin", "GET", "/v1/audit").json()["items"]]
+    assert "job.requeued" in actions
+
+
+def test_idle_window_is_set_per_team_in_the_org_file(world: World) -> None:
+    """An org node's ``idle_window_s`` applies to the teams under it; other teams keep the
+    loop's default window."""
+    from tests.service.conftest import ORG
+
+    org = [dict(ORG[0], idle_window_s=60), ORG[1]]
+    r = world.call("admin", "PUT", "/v1/org", json={"org": org})
+    assert r.status_code == 200, r.text
+    windows = {n["name"]: n["idle_window_s"] for n in r.json()["nodes"]}
+    assert windows["research"] == 60 and windows["llama"] is None and windows["infra"] is None
+    fb = FakeBackend()
+    loop = loop_for(world, fb, idle_window_s=3600, idle_reclaim_after_s=3600)
+    short = world.submit("member_own", gpus=4)["id"]  # llama, under research: 60 s
+    default = world.submit("admin", team="infra", gpus=4)["id"]  # platform: 3600 s
+    loop.tick()
+    for _ in range(4):
+        for jid in (short, default):
+            world.call("admin", "POST", f"/v1/jobs/{jid}/samples",
+                       json={"samples": [{"gpu": g, "util_pct": 0.0} for g in range(4)]})
+        loop.tick()
+        world.clock.advance(30)
+    assert job(world, short)["idle_warned_at"] is not None
+    assert job(world, default)["idle_warned_at"] is None
+    bad = [dict(ORG[0], idle_window_s=-5), ORG[1]]
+    r = world.call("admin", "PUT", "/v1/org", json={"org": bad})
+    assert r.status_code == 422 and "idle_window_s" in r.text

@@ -164,6 +164,8 @@ IdleReclaimAfterS = Annotated[float, typer.Option(help="then reclaimed after")]
 IdleThreshold = Annotated[float, typer.Option(help="idle below this % utilisation")]
 EscalationS = Annotated[float, typer.Option(help="dispute escalates after")]
 Webhook = Annotated[str | None, typer.Option(help="URL to POST idle warnings to")]
+LeaseTtlS = Annotated[float, typer.Option(help="another scheduler may take over after this "
+                                          "long without a tick")]
 
 
 @app.command()
@@ -182,11 +184,13 @@ def serve(
     idle_threshold: IdleThreshold = 5.0,
     escalation_s: EscalationS = 172800.0,
     webhook: Webhook = None,
+    lease_ttl_s: LeaseTtlS = 10.0,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
-        cfg = _loop_config(policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s,
-                           idle_threshold, escalation_s, webhook)
+        cfg = dataclasses.replace(_loop_config(
+            policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
+            escalation_s, webhook), lease_ttl_s=lease_ttl_s)
         _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s)
     except AllotmentError as exc:
         _fail(exc)
@@ -205,8 +209,7 @@ def scheduler_cmd(
     idle_threshold: IdleThreshold = 5.0,
     escalation_s: EscalationS = 172800.0,
     webhook: Webhook = None,
-    lease_ttl_s: Annotated[float, typer.Option(help="another scheduler may take over after "
-                                               "this long without a tick")] = 10.0,
+    lease_ttl_s: LeaseTtlS = 10.0,
 ) -> None:
     """Run only the scheduler loop and the local executor (the API runs elsewhere)."""
     from allotment.backends.local import LocalBackend

@@ -9,6 +9,7 @@
             borrow_limit: {gpu: 100}
             lend_limit: {gpu: 50}
             weight: 1
+            idle_window_s: 3600   # optional: idle-GPU window for this node's teams
       - name: product
         guaranteed: {gpu: 100}    # a group may set its own guarantee (>= its children's)
         children: [...]
@@ -40,6 +41,7 @@ class OrgNodeSpec(BaseModel):
     guaranteed: GpuMap | None = None
     borrow_limit: GpuMap | None = None
     lend_limit: GpuMap | None = None
+    idle_window_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     children: list[OrgNodeSpec] = Field(default_factory=list)
 
     @field_validator("guaranteed", "borrow_limit", "lend_limit")
@@ -55,6 +57,18 @@ class OrgSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     org: list[OrgNodeSpec] = Field(min_length=1)
+
+
+def idle_windows(data: Any) -> dict[str, float]:
+    """``idle_window_s`` by node name, for the nodes that set one (a valid org file)."""
+    out: dict[str, float] = {}
+    stack = list(OrgSpec.model_validate(data).org)
+    while stack:
+        s = stack.pop()
+        if s.idle_window_s is not None:
+            out[s.name] = s.idle_window_s
+        stack.extend(s.children)
+    return out
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

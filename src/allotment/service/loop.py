@@ -205,7 +205,7 @@ class SchedulerLoop:
         cfg = self.config
         with self.db.session() as s:
             running = [j for j in jobrepo.active(s) if j.state == "running"]
-            windows = {r.name: r.idle_window_s for r in s.execute(select(OrgNodeRow)).scalars()}
+            windows = _idle_windows(list(s.execute(select(OrgNodeRow)).scalars()))
             pushed: dict[int, list[tuple[float, int, float]]] = {}
             for smp in s.execute(select(SampleRow)).scalars():
                 pushed.setdefault(smp.job_id, []).append((smp.time, smp.gpu, smp.util_pct))
@@ -338,7 +338,7 @@ class SchedulerLoop:
                                   for j in pend})
             return
         cap = {t: cluster.capacity(t) for t in cluster.gpu_types}
-        org = load_org_safe(s, now, cap)
+        org = load_org_safe(s, now)
         if org is None:
             _set_reasons(s, pend, {j.id: "no org tree: an admin must set it" for j in pend})
             return
@@ -347,8 +347,18 @@ class SchedulerLoop:
         state = ClusterState(cluster, org, pending_key=policy.pending_key)
         used_ids: dict[str, set[int]] = {}
         for j in jobrepo.active(s):
-            if any(node not in index for node, _ in j.placement):
-                continue  # on a node no longer in the inventory: cannot be counted
+            gone = sorted({node for node, _ in j.placement if node not in index})
+            if gone:
+                # its node is marked down or was removed: stop it and requeue it, as Slurm
+                # requeues the jobs of a node that goes DOWN
+                why = f"node {', '.join(gone)} is down or no longer in the inventory"
+                if jobrepo.move(s, j.id, ("starting", "running"), state="terminating",
+                                terminating_since=now, requeue=True,
+                                stop_reason=f"requeued: {why}"):
+                    audit.append(s, now, "scheduler", "job.requeued", f"job:{j.id}", why,
+                                 {"team": j.team, "nodes": gone})
+                    report.preempted.append(j.id)
+                continue
             w = _workload(j)
             state.submit(w, j.attained_gpu_s)
             state.start(w.id, tuple((index[n], g) for n, g in j.placement),
@@ -392,7 +402,10 @@ class SchedulerLoop:
                              {"team": j.team, "gpus": j.gpus, "placement": placement,
                               "borrowed_gpus": a.borrowed_gpus})
                 report.admitted.append(j.id)
-            state.start(a.job_id, a.placement, now, None, a.borrowed_gpus)
+                state.start(a.job_id, a.placement, now, None, a.borrowed_gpus)
+            else:  # it was cancelled meanwhile: its GPUs stay free for this cycle too
+                for node_name, ids in gpu_ids.items():
+                    used_ids[node_name].difference_update(ids)
         for p in d.preempts:
             if jobrepo.move(s, int(p.job_id), ("starting", "running"), state="terminating",
                             terminating_since=now, requeue=True,
@@ -468,6 +481,20 @@ def _set_reasons(s: Session, pend: list[JobRow], reasons: dict[int, str]) -> Non
         r = reasons.get(j.id)
         if r is not None and r != j.reason:
             jobrepo.move(s, j.id, "pending", reason=r, queue_position=None, estimated_start=None)
+
+
+def _idle_windows(rows: list[OrgNodeRow]) -> dict[str, float]:
+    """Each node's idle window: its own, else its nearest ancestor's (absent: the default)."""
+    own = {r.name: r.idle_window_s for r in rows}
+    parent = {r.name: r.parent for r in rows}
+    out: dict[str, float] = {}
+    for name in own:
+        node: str | None = name
+        while node is not None and own.get(node) is None:
+            node = parent.get(node)
+        if node is not None and own[node] is not None:
+            out[name] = float(own[node])  # type: ignore[arg-type]
+    return out
 
 
 def _iso(t: float) -> str:

@@ -96,7 +96,8 @@ def get_org(request: Request, s: SessionDep, user: CurrentUser) -> dict[str, Any
     parents = {r.parent for r in rows}
     return {"period": period, "nodes": [
         {"name": r.name, "parent": r.parent, "weight": r.weight, "is_team": r.name not in parents,
-         "quotas": list(quotas.get(r.name, {}).values())} for r in rows]}
+         "idle_window_s": r.idle_window_s, "quotas": list(quotas.get(r.name, {}).values())}
+        for r in rows]}
 
 
 @router.put("/v1/org", response_model=sch.OrgPublic, tags=["org"])
@@ -355,8 +356,9 @@ def list_disputes(s: SessionDep, user: CurrentUser, limit: Limit = 100,
 
 def _visible_dispute(s: Any, user: User, dispute_id: int) -> DisputeRow:
     row = governance.get_dispute(s, dispute_id)
-    if user.role != "admin" and row.team not in repo.teams_under(s, user.org_node) and \
-            row.assigned_to not in nodes_under(s, user.org_node):
+    visible = _dispute_visible(s, user)
+    if visible is not None and s.scalar(
+            select(DisputeRow.id).where(DisputeRow.id == dispute_id, visible)) is None:
         raise HTTPException(403, f"dispute {dispute_id} is not of your teams")
     return row
 

@@ -110,6 +110,8 @@ class OrgNodePublic(Out):
     parent: str | None
     weight: float
     is_team: bool
+    idle_window_s: float | None = Field(
+        description="idle-GPU window of this node's teams (None: inherited or the default)")
     quotas: list[QuotaPublic]
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from allotment.domain.cluster import Cluster, GpuType, Node
 from allotment.domain.org import OrgNode, OrgTree, Quota
-from allotment.domain.orgspec import org_from_data
+from allotment.domain.orgspec import idle_windows, org_from_data
 from allotment.errors import AllotmentError, InputError
 from allotment.storage import audit
 from allotment.storage.models import (
@@ -172,10 +172,12 @@ def load_cluster(s: Session) -> tuple[Cluster, list[str]]:
 
 
 def capacity(s: Session) -> dict[GpuType, int]:
+    """Installed GPUs by type, down nodes included: quotas are planned against what is
+    installed, so a node going down does not void the plan (its guarantees then wait or
+    reclaim borrowed GPUs, as Kueue's nominal quotas do)."""
     out: dict[GpuType, int] = {}
     for r in node_rows(s):
-        if r.state == "up":
-            out[GpuType(r.gpu_type)] = out.get(GpuType(r.gpu_type), 0) + r.gpus
+        out[GpuType(r.gpu_type)] = out.get(GpuType(r.gpu_type), 0) + r.gpus
     return out
 
 
@@ -186,6 +188,7 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
     if not cap:
         raise InputError("inventory", "set the inventory before the org tree")
     tree = org_from_data(data, cap)
+    windows = idle_windows(data)
     teams_in_use = {t for (t,) in s.execute(
         select(JobRow.team).where(JobRow.state.in_(("pending", *ACTIVE_STATES))).distinct())}
     missing = sorted(teams_in_use - set(tree.team_ids))
@@ -196,7 +199,8 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
     for k, name in enumerate(tree.names[1:], start=1):
         node = tree.nodes[k]
         assert node is not None
-        s.add(OrgNodeRow(name=name, parent=node.parent, weight=node.weight, position=k))
+        s.add(OrgNodeRow(name=name, parent=node.parent, weight=node.weight, position=k,
+                         idle_window_s=windows.get(name)))
         for t, q in node.quotas.items():
             s.add(QuotaRow(period="default", org_node=name, gpu_type=t,
                            guaranteed=q.guaranteed, borrow_limit=q.borrow_limit,
