@@ -6,6 +6,8 @@
     |   +-- OrgFileError           an org YAML file is wrong
     |   +-- ScenarioError          a planner scenario file is wrong
     +-- ConfigurationError         a cluster/org combination that cannot work (quota over capacity)
+    +-- BackendError               a backend command failed (Slurm refused a request)
+        +-- BackendUnavailable     the backend cannot be reached now (slurmctld down): retry later
 """
 
 from __future__ import annotations
@@ -48,3 +50,11 @@ class ScenarioError(InputError):
 
 class ConfigurationError(AllotmentError):
     """A combination of cluster and org that cannot work, e.g. guarantees above capacity."""
+
+
+class BackendError(AllotmentError):
+    """A backend (e.g. Slurm) refused a request; the message has its own words."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached now (e.g. slurmctld is down); nothing was done."""

@@ -23,18 +23,26 @@ class LaunchSpec:
     command: str
     gpus: int
     gpu_ids: dict[str, list[int]] = field(default_factory=dict)  # node -> GPU indices
+    gpu_type: str = ""
+    borrowed_gpus: int = 0  # > 0: runs beyond the team's guarantee, preemptible
 
 
 @dataclass(frozen=True, slots=True)
 class RunStatus:
-    """``alive``; ``exited`` with ``exit_code``; ``gone`` (launched, vanished without an
-    exit code: killed with the service or by SIGKILL); ``never`` (no trace of a launch)."""
+    """``alive``; ``queued`` (handed to a workload manager that has not started it yet, or
+    requeued it: ``detail`` says why, e.g. Slurm's Reason); ``exited`` with ``exit_code``;
+    ``gone`` (launched, vanished without an exit code: killed with the service or by
+    SIGKILL); ``never`` (no trace of a launch)."""
 
     state: str
     exit_code: int | None = None
+    detail: str | None = None
 
 
 class Backend(Protocol):
+    """Every method may raise ``BackendUnavailable`` when the backend cannot be reached;
+    the loop then acts on nothing until it can."""
+
     name: str
 
     def launch(self, spec: LaunchSpec) -> None: ...
@@ -52,3 +60,6 @@ class Backend(Protocol):
         """Utilisation samples of the run's GPUs taken after ``since``."""
 
     def log_path(self, job_id: int, attempt: int) -> str | None: ...
+
+    def run_id(self, job_id: int, attempt: int) -> str | None:
+        """The backend's own id of the run (Slurm job id, runner pid), if it has one."""

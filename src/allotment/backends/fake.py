@@ -46,3 +46,6 @@ class FakeBackend:
 
     def log_path(self, job_id: int, attempt: int) -> str | None:
         return None
+
+    def run_id(self, job_id: int, attempt: int) -> str | None:
+        return f"fake-{job_id}-{attempt}" if (job_id, attempt) in self.runs else None

@@ -43,6 +43,13 @@ class LocalBackend:
         p = self.run_dir(job_id, attempt) / "log"
         return str(p) if p.exists() else None
 
+    def run_id(self, job_id: int, attempt: int) -> str | None:
+        """The runner's pid (its process group holds the job's processes)."""
+        try:
+            return "pid " + (self.run_dir(job_id, attempt) / "pid").read_text().strip()
+        except OSError:
+            return None
+
     def launch(self, spec: LaunchSpec) -> None:
         d = self.run_dir(spec.job_id, spec.attempt)
         d.mkdir(parents=True, exist_ok=True)

@@ -261,6 +261,7 @@ def plan(
 
 
 from allotment.cli import service as _service  # noqa: E402,F401  (registers its commands)
+from allotment.cli import slurm as _slurm  # noqa: E402,F401  (registers allot slurm)
 
 
 def main() -> None:  # pragma: no cover - console entry

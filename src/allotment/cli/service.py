@@ -128,12 +128,25 @@ def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: floa
                       webhook_url=webhook)
 
 
+def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None) -> Any:
+    runs = data_dir / "runs"
+    if kind == "slurm":
+        from allotment.backends.slurm.backend import SlurmBackend
+        from allotment.backends.slurm.cmd import Slurm
+
+        return SlurmBackend(Slurm(slurm_conf), runs)
+    if kind != "local":
+        raise AllotmentError(f"--backend: {kind!r} is not a backend (local or slurm)")
+    from allotment.backends.local import LocalBackend
+
+    return LocalBackend(runs, fake_gpus=fake)
+
+
 def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
            with_scheduler: bool, cfg: Any, escalation_s: float,
-           on_ready: Any = None) -> None:
+           on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None) -> None:
     import uvicorn
 
-    from allotment.backends.local import LocalBackend
     from allotment.service.app import create_app
     from allotment.service.loop import SchedulerLoop
     from allotment.storage.db import Database
@@ -141,7 +154,7 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     database = Database(db)
     database.upgrade()
     runs = data_dir / "runs"
-    loop = SchedulerLoop(database, LocalBackend(runs, fake_gpus=fake), cfg) \
+    loop = SchedulerLoop(database, _backend(backend, data_dir, fake, slurm_conf), cfg) \
         if with_scheduler else None
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs)})
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
@@ -164,6 +177,9 @@ IdleReclaimAfterS = Annotated[float, typer.Option(help="then reclaimed after")]
 IdleThreshold = Annotated[float, typer.Option(help="idle below this % utilisation")]
 EscalationS = Annotated[float, typer.Option(help="dispute escalates after")]
 Webhook = Annotated[str | None, typer.Option(help="URL to POST idle warnings to")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="where jobs run: local or slurm")]
+SlurmConf = Annotated[str | None, typer.Option(help="slurm.conf for the slurm backend "
+                                               "(default $SLURM_CONF)")]
 LeaseTtlS = Annotated[float, typer.Option(help="another scheduler may take over after this "
                                           "long without a tick")]
 
@@ -185,13 +201,16 @@ def serve(
     escalation_s: EscalationS = 172800.0,
     webhook: Webhook = None,
     lease_ttl_s: LeaseTtlS = 10.0,
+    backend: BackendOpt = "local",
+    slurm_conf: SlurmConf = None,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
-        _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s)
+        _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s,
+               backend=backend, slurm_conf=slurm_conf)
     except AllotmentError as exc:
         _fail(exc)
 
@@ -210,9 +229,10 @@ def scheduler_cmd(
     escalation_s: EscalationS = 172800.0,
     webhook: Webhook = None,
     lease_ttl_s: LeaseTtlS = 10.0,
+    backend: BackendOpt = "local",
+    slurm_conf: SlurmConf = None,
 ) -> None:
-    """Run only the scheduler loop and the local executor (the API runs elsewhere)."""
-    from allotment.backends.local import LocalBackend
+    """Run only the scheduler loop and its executor (the API runs elsewhere)."""
     from allotment.service.loop import SchedulerLoop
     from allotment.storage.db import Database
 
@@ -222,7 +242,7 @@ def scheduler_cmd(
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
         database = Database(db)
         database.upgrade()
-        loop = SchedulerLoop(database, LocalBackend(data_dir / "runs", fake_gpus=fake_gpus), cfg)
+        loop = SchedulerLoop(database, _backend(backend, data_dir, fake_gpus, slurm_conf), cfg)
     except AllotmentError as exc:
         _fail(exc)
         return

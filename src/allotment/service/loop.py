@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from allotment.backends.base import Backend, LaunchSpec
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
+from allotment.errors import BackendUnavailable
 from allotment.policies import make_policy
 from allotment.policies.base import SchedulerConfig
 from allotment.policies.idle import IdleTracker, _JobIdle
@@ -78,6 +79,7 @@ class TickReport:
     warned: list[int] = field(default_factory=list)
     reclaimed: list[int] = field(default_factory=list)
     escalated: list[int] = field(default_factory=list)
+    backend_error: str | None = None
 
 
 class SchedulerLoop:
@@ -87,6 +89,7 @@ class SchedulerLoop:
         self.backend = backend
         self.config = config or LoopConfig()
         self.clock = clock
+        self._usage_at = float("-inf")
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.policy = make_policy(self.config.policy, SchedulerConfig(
             grace_s=self.config.grace_s, min_runtime_s=self.config.min_runtime_s))
@@ -99,12 +102,43 @@ class SchedulerLoop:
             report.acted = False
             return report
         self.account(now)
-        self.reconcile(now, report)
-        self.idle(now, report)
-        self.escalate(now, report)
-        self.schedule(now, report)
-        self.reconcile(now, report)
+        try:
+            self.reconcile(now, report)
+            self.idle(now, report)
+            self.escalate(now, report)
+            self.schedule(now, report)
+            self.reconcile(now, report)
+            self._import_usage(now)
+        except BackendUnavailable as exc:
+            # decide nothing on a state we cannot see; every step is retried next tick
+            report.backend_error = str(exc)
+        self._health(now, report.backend_error)
         return report
+
+    def _import_usage(self, now: float) -> None:
+        """Backends with their own accounting (Slurm's sacct) are the truth for usage."""
+        imp = getattr(self.backend, "import_usage", None)
+        every = float(getattr(self.backend, "usage_every_s", 60.0))
+        if imp is None or now - self._usage_at < every:
+            return
+        imp(self.db, now - 3 * 3600, now + 1, now)
+        self._usage_at = now
+
+    def _health(self, now: float, error: str | None) -> None:
+        with self.db.session() as s:
+            old = json.loads(repo.get_setting(s, "backend_health") or "{}")
+            if old.get("error") == error and old.get("backend") == self.backend.name:
+                return
+            if error:
+                log.error("backend %s unavailable: %s", self.backend.name, error)
+                audit.append(s, now, "scheduler", "backend.unavailable", self.backend.name,
+                             error, {})
+            elif old.get("error"):
+                audit.append(s, now, "scheduler", "backend.available", self.backend.name,
+                             "reachable again", {})
+            repo.set_setting(s, "backend_health", json.dumps(
+                {"backend": self.backend.name, "state": "unavailable" if error else "ok",
+                 "error": error, "since": now}))
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``tick_s`` until ``stop`` is set; an error in one tick is logged and
@@ -142,19 +176,25 @@ class SchedulerLoop:
             rows = jobrepo.active(s)
         for job in rows:
             st = self.backend.status(job.id, job.attempts)
-            if job.state == "starting":
-                if st.state == "never":
-                    self.backend.launch(LaunchSpec(job.id, job.attempts, job.team, job.user,
-                                                   job.command, job.gpus, job.gpu_ids))
-                    st = self.backend.status(job.id, job.attempts)
-                if st.state == "alive":
-                    with self.db.session() as s:
-                        jobrepo.move(s, job.id, "starting", state="running",
-                                     reason="running")
-                    continue
-            if st.state == "alive":
+            if job.state == "starting" and st.state == "never":
+                self.backend.launch(LaunchSpec(job.id, job.attempts, job.team, job.user,
+                                               job.command, job.gpus, job.gpu_ids,
+                                               job.gpu_type, job.borrowed_gpus))
+                st = self.backend.status(job.id, job.attempts)
+            if st.state in ("alive", "queued"):
                 if job.state == "terminating":
                     self._signal(job, now)
+                    continue
+                run_id = job.external_id or self.backend.run_id(job.id, job.attempts)
+                if st.state == "alive":
+                    new = ("running", "running")
+                else:  # handed over but waiting in the workload manager (or requeued by it)
+                    new = ("starting", f"queued in {self.backend.name}: {st.detail}")
+                if job.state == "starting" or job.external_id != run_id or (
+                        st.state == "queued" and job.reason != new[1]):
+                    with self.db.session() as s:
+                        jobrepo.move(s, job.id, ("starting", "running"), state=new[0],
+                                     reason=new[1], external_id=run_id)
                 continue
             # the run has ended (exit code), vanished (gone) or never started after all
             with self.db.session() as s:
@@ -189,11 +229,14 @@ class SchedulerLoop:
                 attained_gpu_s=attained, placement=[], gpu_ids={}, borrowed_gpus=0,
                 start_time=None, terminating_since=None, term_sent_at=None, kill_sent=False,
                 idle_below_since=None, idle_last_time=None, idle_last_below=False,
-                idle_warned_at=None, exit_code=code, reason=f"requeued: {why}")
+                idle_warned_at=None, exit_code=code, external_id=None,
+                reason=f"requeued: {why}")
             if moved:
                 audit.append(s, now, "scheduler", "job.requeued", f"job:{job.id}", why,
                              {"team": job.team, "attempt": job.attempts + 1, "exit_code": code})
                 report.requeued.append(job.id)
+                if job.state == "terminating" and job.stop_reason.startswith("preempted"):
+                    _count_preemption(s, job, now)
             return
         state = "succeeded" if code == 0 else "failed"
         jobrepo.move(s, job.id, job.state, state=state, end_time=now, exit_code=code,
@@ -481,6 +524,17 @@ def _set_reasons(s: Session, pend: list[JobRow], reasons: dict[int, str]) -> Non
         r = reasons.get(j.id)
         if r is not None and r != j.reason:
             jobrepo.move(s, j.id, "pending", reason=r, queue_position=None, estimated_start=None)
+
+
+def _count_preemption(s: Session, job: JobRow, now: float) -> None:
+    hour = int(now // 3600 * 3600)
+    row = s.get(UsageRow, (job.team, job.gpu_type, hour))
+    if row is None:
+        row = UsageRow(team=job.team, gpu_type=job.gpu_type, hour=hour, used_gpu_s=0.0,
+                       borrowed_gpu_s=0.0, lent_gpu_s=0.0, idle_gpu_s=0.0,
+                       guaranteed_gpu_s=0.0, preemptions=0)
+        s.add(row)
+    row.preemptions = (row.preemptions or 0) + 1
 
 
 def _idle_windows(rows: list[OrgNodeRow]) -> dict[str, float]:

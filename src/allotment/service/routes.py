@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,8 +42,11 @@ def _now(request: Request) -> float:
 
 
 @router.get("/health", tags=["meta"])
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+def health(s: SessionDep) -> dict[str, Any]:
+    """The service answers; ``backend`` is the scheduler loop's last word on its backend
+    (``unavailable`` with Slurm's error while slurmctld cannot be reached)."""
+    backend = json.loads(repo.get_setting(s, "backend_health") or "null")
+    return {"status": "ok", "backend": backend}
 
 
 # -- users ------------------------------------------------------------------------------

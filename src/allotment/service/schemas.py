@@ -155,6 +155,8 @@ class JobPublic(Out):
     end_time: float | None
     attempts: int
     preemptions: int
+    external_id: str | None = Field(
+        description="the backend's id of the current attempt (Slurm job id, runner pid)")
     exit_code: int | None
     hold_until: float | None
     stop_reason: str
@@ -312,3 +314,4 @@ class UsagePublic(Out):
     idle_allocated_gpu_hours: float
     guaranteed_gpu_hours: float
     hoarding_score: float
+    preemptions: int = Field(description="runs of this team preempted in the period")

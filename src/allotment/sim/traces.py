@@ -1,8 +1,14 @@
-"""Trace readers: Philly (Sia's per-job CSV), Tiresias' 60-job CSV, and the generic CSV.
+r"""Trace readers: Philly (Sia's per-job CSV), Tiresias' 60-job CSV, and the generic CSV.
 
 Generic CSV (the format for bringing your own ``sacct`` export):
     header  job_id,submit_time,duration,num_gpus,team   [,gpu_type][,user]
     times in seconds (float); num_gpus an integer >= 1; duration >= 0; team non-empty.
+Slurm ``sacct`` export (``|``-separated, with its header line):
+    sacct -a -X -D -P -S 2026-01-01 \
+          -o jobidraw,account,user,submit,start,elapsedraw,alloctres,reqtres,state
+    team = account; GPUs from AllocTRES (else ReqTRES) ``gres/gpu[:type]=N``; a job requeued
+    (several records, ``-D``) is one job: its first submit, its last run's duration. Jobs
+    without GPUs or that never started are left out (counted, not errors). Times: ISO or epoch.
 Every bad row is reported with its 1-based line number; none is dropped silently.
 Jobs are returned sorted by (submit_time, file order); ``seq`` is that order.
 """
@@ -23,6 +29,7 @@ from allotment.errors import InputError, TraceFormatError
 
 GENERIC_REQUIRED = ("job_id", "submit_time", "duration", "num_gpus", "team")
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
+SACCT_REQUIRED = ("jobidraw", "account", "submit", "elapsedraw")
 TIRESIAS_COLUMNS = ("job_id", "num_gpu", "submit_time", "duration")
 KNOWN_TRACES = {
     "philly": Path("philly") / "philly.csv",
@@ -69,13 +76,18 @@ def load_trace(name_or_path: str, default_gpu_type: str = "gpu") -> list[Workloa
     path = resolve_trace(name_or_path)
     try:
         with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
+            first = fh.readline()
+            fh.seek(0)
+            rows = list(csv.reader(fh, delimiter="|" if "|" in first else ","))
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError("trace", f"cannot read {path}: {exc}") from exc
     if not rows:
         raise TraceFormatError(str(path), [(1, "header", "empty file")])
     header = [h.strip() for h in rows[0]]
-    if all(c in header for c in GENERIC_REQUIRED):
+    lower = [h.lower() for h in header]
+    if "|" in first and all(c in lower for c in SACCT_REQUIRED):
+        jobs = _sacct(path, lower, rows[1:], default_gpu_type)
+    elif all(c in header for c in GENERIC_REQUIRED):
         jobs = _generic(path, header, rows[1:], default_gpu_type)
     elif all(c in header for c in PHILLY_COLUMNS):
         jobs = _philly(path, header, rows[1:], default_gpu_type)
@@ -204,3 +216,51 @@ def _tiresias(path: Path, header: list[str], rows: list[list[str]], gpu: str) ->
     if problems:
         raise TraceFormatError(str(path), problems)
     return jobs
+
+
+def _sacct(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> list[Workload]:
+    from allotment.backends.slurm.accounting import _time, parse_gpus
+
+    col = {h: k for k, h in enumerate(header)}
+    problems: Problems = []
+    jobs: dict[str, Workload] = {}
+    last_start: dict[str, float] = {}
+    for k, line, row in _rows(header, [r for r in rows if r], problems):
+        def get(name: str, row: list[str] = row) -> str:
+            return row[col[name]].strip() if name in col else ""
+
+        job_id = get("jobidraw")
+        if not job_id:
+            problems.append((line, "JobIDRaw", "empty"))
+            continue
+        submit = _time(get("submit"))
+        if submit is None:
+            problems.append((line, "Submit", f"not a time: {get('submit')!r}"))
+            continue
+        try:
+            elapsed = float(get("elapsedraw") or 0)
+        except ValueError:
+            problems.append((line, "ElapsedRaw", f"not a number: {get('elapsedraw')!r}"))
+            continue
+        gpus = parse_gpus(get("alloctres")) or parse_gpus(get("reqtres"))
+        typed = {t: n for t, n in gpus.items() if t}
+        n = sum(typed.values()) if typed else gpus.get("", 0)
+        start = _time(get("start")) if "start" in col else submit
+        if n <= 0 or elapsed <= 0 or start is None:
+            continue  # a CPU job, or one that never ran
+        team = get("account") or "unknown"
+        gpu_type = next(iter(typed), "") or gpu
+        old = jobs.get(job_id)
+        if old is not None:
+            submit = min(submit, old.submit_time)
+            if start < last_start[job_id]:
+                elapsed = old.duration or 0.0
+        last_start[job_id] = max(start, last_start.get(job_id, start))
+        jobs[job_id] = Workload(JobId(job_id), TeamId(team), GpuType(gpu_type), n, submit, k,
+                                duration=elapsed, user=get("user") or None)
+    if problems:
+        raise TraceFormatError(str(path), problems)
+    if not jobs:
+        raise TraceFormatError(str(path), [(1, "rows", "no job with GPUs that ran")])
+    t0 = min(w.submit_time for w in jobs.values())
+    return [replace(w, submit_time=w.submit_time - t0) for w in jobs.values()]

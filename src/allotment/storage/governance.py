@@ -296,15 +296,19 @@ def usage_summary(s: Session, period: str) -> list[dict[str, Any]]:
     """Per team and GPU type: GPU-hours used, borrowed, lent, idle-allocated, guaranteed,
     and the hoarding score = idle-allocated / used GPU-hours (0 = every held GPU worked)."""
     acc: dict[tuple[str, str], list[float]] = {}
+    preemptions: dict[tuple[str, str], int] = {}
     for r in usage_rows(s, period):
         a = acc.setdefault((r.team, r.gpu_type), [0.0] * 5)
         for k, v in enumerate((r.used_gpu_s, r.borrowed_gpu_s, r.lent_gpu_s, r.idle_gpu_s,
                                r.guaranteed_gpu_s)):
             a[k] += v
+        preemptions[(r.team, r.gpu_type)] = (preemptions.get((r.team, r.gpu_type), 0)
+                                             + (r.preemptions or 0))
     out = []
     for (team, t), a in sorted(acc.items()):
         used, borrowed, lent, idle, guaranteed = (x / 3600 for x in a)
         out.append({"team": team, "gpu_type": t, "period": period,
+                    "preemptions": preemptions[(team, t)],
                     "used_gpu_hours": round(used, 4), "borrowed_gpu_hours": round(borrowed, 4),
                     "lent_gpu_hours": round(lent, 4), "idle_allocated_gpu_hours": round(idle, 4),
                     "guaranteed_gpu_hours": round(guaranteed, 4),

@@ -131,6 +131,8 @@ class JobRow(Base):
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
     attained_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the backend's id of the current attempt (Slurm job id, runner pid)
+    external_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hold_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     terminating_since: Mapped[float | None] = mapped_column(Float, nullable=True)
     term_sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -172,6 +174,7 @@ class UsageRow(Base):
     lent_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     idle_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     guaranteed_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DisputeRow(Base):

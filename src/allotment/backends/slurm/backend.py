@@ -1,0 +1,154 @@
+"""The Slurm backend: Allotment's admitted jobs run as Slurm batch jobs.
+
+A run ``(job, attempt)`` is the Slurm job named ``allot-<job>-<attempt>``: ``launch`` looks
+the name up first, so a launch repeated after a crash (or after slurmctld comes back) never
+submits twice. The account is the team's (``sync.account_name``); the QOS is
+``allot_borrow`` for a job with borrowed GPUs (Slurm may requeue it for guaranteed work) and
+``allot_guaranteed`` otherwise; ``--nodelist`` pins it to the nodes Allotment placed it on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from allotment.backends.base import LaunchSpec, RunStatus
+from allotment.backends.slurm.cmd import Slurm
+from allotment.backends.slurm.sync import BORROW_QOS, GUARANTEED_QOS, account_name
+from allotment.errors import BackendError
+from allotment.reclaim.samples import GpuSample
+
+QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+          "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+ALIVE = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING",
+         "STOPPED"}
+GONE = {"NODE_FAIL", "BOOT_FAIL", "REVOKED"}
+
+
+def exit_code(text: str) -> int | None:
+    """Slurm's ``ExitCode=code:signal`` as a shell would report it (128 + signal)."""
+    code, _, sig = text.partition(":")
+    try:
+        c, s = int(code), int(sig or 0)
+    except ValueError:
+        return None
+    return 128 + s if s else c
+
+
+def run_status(state: str, reason: str, code: str) -> RunStatus:
+    """A Slurm job state (squeue ``%T`` / sacct ``State``) as a ``RunStatus``."""
+    state = state.split()[0].rstrip("+") if state else ""
+    if state in QUEUED:
+        return RunStatus("queued", detail=f"{state} (Reason={reason or 'None'})")
+    if state in ALIVE:
+        return RunStatus("alive", detail=state)
+    if state in GONE:
+        return RunStatus("gone", detail=state)
+    if state == "COMPLETED":
+        return RunStatus("exited", exit_code(code) or 0, state)
+    c = exit_code(code)
+    if state == "CANCELLED" and not c:
+        c = 143
+    return RunStatus("exited", c if c else 1, state)
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, slurm: Slurm, runs_dir: Path, prefix: str = "allot",
+                 partition: str | None = None, usage_every_s: float = 60.0) -> None:
+        self.usage_every_s = usage_every_s
+        self.slurm = slurm
+        self.runs_dir = Path(runs_dir)
+        self.prefix = prefix
+        self.partition = partition
+
+    def job_name(self, job_id: int, attempt: int) -> str:
+        return f"{self.prefix}-{job_id}-{attempt}"
+
+    def find(self, job_id: int, attempt: int) -> tuple[str, RunStatus] | None:
+        """The Slurm job id and status of a run, or None if Slurm never had it."""
+        name = self.job_name(job_id, attempt)
+        rows = self.slurm.rows(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i|%T|%r"])
+        if rows:
+            sid, state, reason = (rows[-1] + ["", "", ""])[:3]
+            code = ""
+            if state not in QUEUED and state not in ALIVE:
+                code = self._scontrol_exit(sid)
+            return sid, run_status(state, reason, code)
+        rows = self.slurm.rows(["sacct", "-X", "-n", "-P", "-a", "--name", name,
+                                "-S", "now-60days", "-o", "jobidraw,state,exitcode"])
+        if rows:
+            sid, state, code = (rows[-1] + ["", "", ""])[:3]
+            return sid, run_status(state, "", code)
+        return None
+
+    def _scontrol_exit(self, sid: str) -> str:
+        try:
+            out = self.slurm.run(["scontrol", "-o", "show", "job", sid])
+        except BackendError:
+            return ""
+        for part in out.split():
+            if part.startswith("ExitCode="):
+                return part.split("=", 1)[1]
+        return ""
+
+    def launch(self, spec: LaunchSpec) -> None:
+        if self.find(spec.job_id, spec.attempt) is not None:
+            return
+        name = self.job_name(spec.job_id, spec.attempt)
+        log = self.log_path(spec.job_id, spec.attempt)
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        nodes = [n for n, ids in spec.gpu_ids.items() if ids]
+        args = ["sbatch", "--parsable", "-J", name, "-A", account_name(spec.team),
+                "-q", BORROW_QOS if spec.borrowed_gpus else GUARANTEED_QOS,
+                "--requeue", "-o", log, "--comment", f"allotment job {spec.job_id}",
+                f"--export=ALL,ALLOTMENT_JOB_ID={spec.job_id},"
+                f"ALLOTMENT_ATTEMPT={spec.attempt}"]
+        if self.partition:
+            args += ["-p", self.partition]
+        if len(nodes) <= 1:
+            args += [f"--gres=gpu:{spec.gpus}"]
+        else:
+            args += [f"--nodes={len(nodes)}", f"--gpus={spec.gpus}"]
+        if nodes:
+            args += [f"--nodelist={','.join(nodes)}"]
+        self.slurm.run([*args, "--wrap", spec.command])
+
+    def run_id(self, job_id: int, attempt: int) -> str | None:
+        found = self.find(job_id, attempt)
+        return None if found is None else found[0]
+
+    def status(self, job_id: int, attempt: int) -> RunStatus:
+        found = self.find(job_id, attempt)
+        return RunStatus("never") if found is None else found[1]
+
+    def terminate(self, job_id: int, attempt: int) -> None:
+        found = self.find(job_id, attempt)
+        if found is None:
+            return
+        sid, st = found
+        if st.state == "queued":  # nothing to checkpoint: cancel it
+            self.slurm.run(["scancel", sid], check=False)
+        elif st.state == "alive":
+            self.slurm.run(["scancel", "--full", "-s", "TERM", sid], check=False)
+
+    def kill(self, job_id: int, attempt: int) -> None:
+        found = self.find(job_id, attempt)
+        if found is not None and found[1].state in ("queued", "alive"):
+            self.slurm.run(["scancel", found[0]], check=False)
+
+    def samples(self, job_id: int, attempt: int, gpu_ids: dict[str, list[int]],
+                since: float | None) -> list[GpuSample]:
+        """Slurm samples GPU utilisation only on real NVIDIA GPUs (``gres/gpuutil``); the
+        push and file samplers feed the idle rule everywhere else."""
+        return []
+
+    def import_usage(self, db: Any, start: float, end: float, now: float) -> int:
+        """Usage per team and hour from ``sacct`` into the service's accounting."""
+        from allotment.backends.slurm.service import import_usage
+
+        return import_usage(db, self.slurm, start, end, now)
+
+    def log_path(self, job_id: int, attempt: int) -> str:
+        return str(self.runs_dir / "slurm" / f"{self.job_name(job_id, attempt)}.log")
