@@ -49,7 +49,8 @@ def version() -> None:
 
 @app.command()
 def simulate(
-    trace: Annotated[str, typer.Option(help="philly, tiresias-60, or a CSV path")] = "philly",
+    trace: Annotated[str, typer.Option(
+        help="philly, tiresias-60, a CSV path, or an sacct -P export")] = "philly",
     gpus: Annotated[int, typer.Option(help="cluster size in GPUs")] = 512,
     gpus_per_node: Annotated[int, typer.Option(help="GPUs per node")] = 8,
     nodes_per_rack: Annotated[int, typer.Option(help="nodes per rack / NVLink island")] = 4,

@@ -128,13 +128,17 @@ def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: floa
                       webhook_url=webhook)
 
 
-def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None) -> Any:
+def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
+             database: Any) -> Any:
     runs = data_dir / "runs"
     if kind == "slurm":
         from allotment.backends.slurm.backend import SlurmBackend
         from allotment.backends.slurm.cmd import Slurm
+        from allotment.storage import repo
 
-        return SlurmBackend(Slurm(slurm_conf), runs)
+        with database.session() as s:
+            prefix = f"allot{repo.install_id(s)}"
+        return SlurmBackend(Slurm(slurm_conf), runs, prefix=prefix)
     if kind != "local":
         raise AllotmentError(f"--backend: {kind!r} is not a backend (local or slurm)")
     from allotment.backends.local import LocalBackend
@@ -154,8 +158,8 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     database = Database(db)
     database.upgrade()
     runs = data_dir / "runs"
-    loop = SchedulerLoop(database, _backend(backend, data_dir, fake, slurm_conf), cfg) \
-        if with_scheduler else None
+    executor = _backend(backend, data_dir, fake, slurm_conf, database)
+    loop = SchedulerLoop(database, executor, cfg) if with_scheduler else None
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs)})
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     if on_ready is not None:
@@ -242,7 +246,8 @@ def scheduler_cmd(
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
         database = Database(db)
         database.upgrade()
-        loop = SchedulerLoop(database, _backend(backend, data_dir, fake_gpus, slurm_conf), cfg)
+        executor = _backend(backend, data_dir, fake_gpus, slurm_conf, database)
+        loop = SchedulerLoop(database, executor, cfg)
     except AllotmentError as exc:
         _fail(exc)
         return

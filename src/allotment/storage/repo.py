@@ -113,6 +113,18 @@ def get_setting(s: Session, key: str, default: str | None = None) -> str | None:
     return default if row is None else row.value
 
 
+def install_id(s: Session) -> str:
+    """A random id of this database, made once: names runs in a shared workload manager
+    (Slurm), so two installations, or one whose database was reset, never mix up job ids."""
+    got = get_setting(s, "install_id")
+    if got is None:
+        import secrets
+
+        got = secrets.token_hex(3)
+        set_setting(s, "install_id", got)
+    return got
+
+
 def set_setting(s: Session, key: str, value: str) -> None:
     row = s.get(Setting, key)
     if row is None:

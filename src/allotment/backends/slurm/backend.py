@@ -1,6 +1,7 @@
 """The Slurm backend: Allotment's admitted jobs run as Slurm batch jobs.
 
-A run ``(job, attempt)`` is the Slurm job named ``allot-<job>-<attempt>``: ``launch`` looks
+A run ``(job, attempt)`` is the Slurm job named ``<prefix>-<job>-<attempt>`` (the prefix
+carries the database's ``install_id``, so job ids of two databases never meet): ``launch`` looks
 the name up first, so a launch repeated after a crash (or after slurmctld comes back) never
 submits twice. The account is the team's (``sync.account_name``); the QOS is
 ``allot_borrow`` for a job with borrowed GPUs (Slurm may requeue it for guaranteed work) and
