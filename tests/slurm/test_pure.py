@@ -1,0 +1,126 @@
+"""The Slurm backend's pure parts, without a Slurm: the sync diff, sacct parsing and
+clipping, state mapping, the importer's parsers, and sacct exports as traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from allotment.backends.slurm import sync
+from allotment.backends.slurm.accounting import parse_gpus, parse_sacct, usage_by_hour
+from allotment.backends.slurm.backend import run_status
+from allotment.backends.slurm.importer import org_from_accounts, parse_accounts, parse_sinfo
+from allotment.domain.cluster import GpuType
+from allotment.domain.orgspec import org_from_data
+from allotment.errors import ConfigurationError, TraceFormatError
+from allotment.sim.traces import load_trace
+
+ORG = {"org": [{"name": "research", "children": [
+    {"name": "Llama", "guaranteed": 4}, {"name": "vision", "guaranteed": 8}]}]}
+
+
+def tree(data: dict = ORG, cap: int = 16):  # type: ignore[no-untyped-def,type-arg]
+    return org_from_data(data, {GpuType("gpu"): cap})
+
+
+def test_diff_from_nothing_orders_parents_first_and_qos_before_users() -> None:
+    want = sync.desired(tree(), {"Llama": ["ann"]})
+    lines = [c.line() for c in sync.diff(sync.SlurmState(), want)]
+    assert lines[0].startswith("+ qos allot_borrow") and lines[1].startswith("+ qos allot_g")
+    assert lines.index("+ account research: parent=root") < \
+        lines.index("+ account llama: parent=research")
+    assert "+ account llama: GrpTRES - -> gres/gpu=4" in lines
+    assert not any(line.startswith("+ account research: GrpTRES") for line in lines)
+    assert lines[-1] == "+ user ann@llama: QOS=allot_borrow,allot_guaranteed " \
+        "DefaultQOS=allot_guaranteed"
+
+
+def test_diff_of_the_same_state_is_empty_and_foreign_accounts_are_left_alone() -> None:
+    want = sync.desired(tree(), {"Llama": ["ann"]})
+    have = sync.SlurmState(dict(want.accounts), dict(want.qos), dict(want.users))
+    have.accounts["physics"] = sync.Account("physics", "root", (("gres/gpu", 2),), ours=False)
+    have.accounts["old"] = sync.Account("old", "root", (), ours=True)
+    assert [c.line() for c in sync.diff(have, want)] == \
+        ["- account old: no longer in the org tree"]
+
+
+def test_grptres_of_a_type_no_longer_limited_is_cleared() -> None:
+    want = sync.desired(tree(), {})
+    have = sync.SlurmState(dict(want.accounts), dict(want.qos), {})
+    have.accounts["llama"] = sync.Account("llama", "research",
+                                          (("gres/gpu", 2), ("gres/gpu:v100", 1)))
+    (change,) = sync.diff(have, want)
+    assert change.args[-1] == "grptres=gres/gpu=4,gres/gpu:v100=-1"
+
+
+def test_several_gpu_types_are_typed_tres_and_case_clashes_are_refused() -> None:
+    assert sync.gpu_tres(["a100"]) == {"a100": "gres/gpu"}
+    assert sync.gpu_tres(["A100", "h100"]) == {"A100": "gres/gpu:a100", "h100": "gres/gpu:h100"}
+    with pytest.raises(ConfigurationError, match="one Slurm account 'llama'"):
+        sync.desired(tree({"org": [{"name": "llama"}, {"name": "Llama"}]}), {})
+
+
+def test_sacct_records_are_clipped_to_the_window_and_split_by_hour() -> None:
+    text = "\n".join([
+        # id|name|account|user|qos|state|submit|start|end|elapsed|alloctres|reqtres|partition
+        "1|a|llama|ann|allot_guaranteed|COMPLETED|0|3000|4200|1200|cpu=1,gres/gpu=2||gpu",
+        "2|b|llama|ann|allot_borrow|PREEMPTED|0|3500|3700|200|gres/gpu=4||gpu",
+        "3|c|physics|bob|normal|COMPLETED|0|3000|4000|1000|gres/gpu=8||gpu",
+        "4|d|vision|vic|allot_guaranteed|RUNNING|0|3900|Unknown|100|gres/gpu:a100=1||gpu",
+    ])
+    recs = parse_sacct(text)
+    assert recs[3].gpus == {"a100": 1} and recs[3].end is None
+    teams = {"llama": "Llama", "vision": "vision"}
+    out = usage_by_hour(recs, 3300, 4000, teams.get, lambda a: "gpu", now=4000)
+    assert out[("Llama", "gpu", 0)].used_gpu_s == 2 * 300 + 4 * 100
+    assert out[("Llama", "gpu", 0)].borrowed_gpu_s == 4 * 100
+    assert out[("Llama", "gpu", 3600)].used_gpu_s == 2 * 400 + 4 * 100
+    assert out[("Llama", "gpu", 3600)].preemptions == 1  # counted in the hour it ended
+    assert out[("vision", "a100", 3600)].used_gpu_s == 100
+    assert not any(k[0] == "physics" for k in out)  # not a team: left out
+
+
+def test_slurm_states_map_to_run_states() -> None:
+    assert run_status("PENDING", "AssocGrpGRES", "").detail == "PENDING (Reason=AssocGrpGRES)"
+    assert run_status("RUNNING", "None", "").state == "alive"
+    assert run_status("COMPLETED", "", "0:0").exit_code == 0
+    assert run_status("FAILED", "", "3:0").exit_code == 3
+    assert run_status("CANCELLED+", "", "0:15").exit_code == 143
+    assert run_status("NODE_FAIL", "", "").state == "gone"
+    assert run_status("REQUEUED", "", "").state == "queued"
+    assert parse_gpus("billing=1,gres/gpu=4,gres/gpu:a100=4") == {"": 4, "a100": 4}
+
+
+def test_import_parsers_build_inventory_and_org() -> None:
+    nodes = parse_sinfo("n1|gpu:a100:8(S:0-1)|idle\nn1|gpu:a100:8(S:0-1)|idle\n"
+                        "n2|gpu:8|down*\nc1|(null)|idle\n", "h100")
+    assert [(n.name, n.gpu_type, n.gpus, n.state) for n in nodes] == \
+        [("n1", "a100", 8, "up"), ("n2", "h100", 8, "down")]
+    rows = parse_accounts("root||||1\nroot||root||1\nresearch|root|||1\n"
+                          "llama|research||gres/gpu=4|2\nllama||ann|||\nphysics|root|||parent\n")
+    org = org_from_accounts(rows, ["gpu"])
+    assert org == [{"name": "physics"}, {"name": "research", "weight": 1, "children": [
+        {"name": "llama", "weight": 2, "guaranteed": {"gpu": 4}}]}]
+
+
+def test_an_sacct_export_is_a_trace(tmp_path: Path) -> None:
+    p = tmp_path / "sacct.txt"
+    p.write_text(
+        "JobIDRaw|Account|User|Submit|Start|ElapsedRaw|AllocTRES|ReqTRES|State|\n"
+        "10|llama|ann|2026-01-01T10:00:00|2026-01-01T10:00:05|100|gres/gpu=4|gres/gpu=4|"
+        "PREEMPTED|\n"
+        "10|llama|ann|2026-01-01T10:00:00|2026-01-01T10:05:00|600|gres/gpu=4|gres/gpu=4|"
+        "COMPLETED|\n"
+        "11|vision|vic|2026-01-01T10:01:00|2026-01-01T10:01:00|50|gres/gpu:a100=2|"
+        "gres/gpu:a100=2|COMPLETED|\n"
+        "12|vision|vic|2026-01-01T10:02:00|2026-01-01T10:02:00|50|cpu=1|cpu=1|COMPLETED|\n"
+        "13|vision|vic|2026-01-01T10:03:00|Unknown|0||gres/gpu=1|CANCELLED by 0|\n")
+    jobs = load_trace(str(p))
+    assert [(w.id, w.team, w.gpus, w.submit_time, w.duration, w.gpu_type) for w in jobs] == [
+        ("10", "llama", 4, 0.0, 600.0, "gpu"), ("11", "vision", 2, 60.0, 50.0, "a100")]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("JobIDRaw|Account|Submit|ElapsedRaw|AllocTRES|\n"
+                   "1|llama|yesterday|10|gres/gpu=1|\n")
+    with pytest.raises(TraceFormatError, match="line 2: Submit"):
+        load_trace(str(bad))
