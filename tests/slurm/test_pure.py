@@ -9,7 +9,7 @@ import pytest
 
 from allotment.backends.slurm import sync
 from allotment.backends.slurm.accounting import parse_gpus, parse_sacct, usage_by_hour
-from allotment.backends.slurm.backend import run_status
+from allotment.backends.slurm.backend import gpu_util, run_status
 from allotment.backends.slurm.importer import org_from_accounts, parse_accounts, parse_sinfo
 from allotment.domain.cluster import GpuType
 from allotment.domain.orgspec import org_from_data
@@ -124,3 +124,10 @@ def test_an_sacct_export_is_a_trace(tmp_path: Path) -> None:
                    "1|llama|yesterday|10|gres/gpu=1|\n")
     with pytest.raises(TraceFormatError, match="line 2: Submit"):
         load_trace(str(bad))
+
+
+def test_gpu_utilisation_from_sstat() -> None:
+    out = ("cpu=00:00:01,gres/gpumem=1024M,gres/gpuutil=3,mem=4M\n"
+           "cpu=00:00:09,gres/gpuutil=41\n")
+    assert gpu_util(out) == 41.0
+    assert gpu_util("cpu=00:00:01,mem=4M\n") is None  # fake GPUs: nothing gathered

@@ -36,6 +36,22 @@ def exit_code(text: str) -> int | None:
     return 128 + s if s else c
 
 
+def gpu_util(sstat_out: str) -> float | None:
+    """The highest ``gres/gpuutil`` of a job's steps in ``sstat -o TRESUsageInAve`` output
+    (percent), or None where Slurm gathers none (fake GPUs, no NVML plugin)."""
+    best = None
+    for line in sstat_out.splitlines():
+        for part in line.split(","):
+            key, _, value = part.strip().partition("=")
+            if key == "gres/gpuutil":
+                try:
+                    v = float(value)
+                except ValueError:
+                    continue
+                best = v if best is None else max(best, v)
+    return best
+
+
 def run_status(state: str, reason: str, code: str) -> RunStatus:
     """A Slurm job state (squeue ``%T`` / sacct ``State``) as a ``RunStatus``."""
     state = state.split()[0].rstrip("+") if state else ""
@@ -141,9 +157,25 @@ class SlurmBackend:
 
     def samples(self, job_id: int, attempt: int, gpu_ids: dict[str, list[int]],
                 since: float | None) -> list[GpuSample]:
-        """Slurm samples GPU utilisation only on real NVIDIA GPUs (``gres/gpuutil``); the
-        push and file samplers feed the idle rule everywhere else."""
-        return []
+        """GPU utilisation from Slurm's job accounting (``sstat``'s ``gres/gpuutil``), which
+        Slurm gathers only on real NVIDIA GPUs with ``AccountingStorageTRES=gres/gpuutil``;
+        the push and file samplers feed the idle rule everywhere else."""
+        found = self.find(job_id, attempt)
+        if found is None or found[1].state != "alive":
+            return []
+        try:
+            out = self.slurm.run(["sstat", "-n", "-P", "-a", "-j", found[0],
+                                  "-o", "TRESUsageInAve"], check=False)
+        except BackendError:
+            return []
+        util = gpu_util(out)
+        if util is None:
+            return []
+        import time
+
+        now = time.time()
+        ids = [i for node_ids in gpu_ids.values() for i in node_ids] or [0]
+        return [GpuSample(now, g, util, 0.0) for g in ids]
 
     def import_usage(self, db: Any, start: float, end: float, now: float) -> int:
         """Usage per team and hour from ``sacct`` into the service's accounting."""
