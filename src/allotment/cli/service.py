@@ -160,7 +160,8 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     runs = data_dir / "runs"
     executor = _backend(backend, data_dir, fake, slurm_conf, database)
     loop = SchedulerLoop(database, executor, cfg) if with_scheduler else None
-    api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs)})
+    api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs),
+                                     "reports_dir": str(data_dir / "reports")})
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     if on_ready is not None:
         def ready() -> None:

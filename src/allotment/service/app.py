@@ -7,6 +7,7 @@ and the transaction is rolled back, so nothing is written.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -15,14 +16,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from allotment import __version__
 from allotment.errors import AllotmentError, InputError
 from allotment.service.loop import SchedulerLoop
-from allotment.storage import repo
 from allotment.storage.db import Database
+
+log = logging.getLogger("allotment.service")
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -59,12 +63,32 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
     app.state.db = db
     app.state.settings = {"escalation_s": 2 * 86400.0, "clock": time.time, **(settings or {})}
 
+    from allotment.service import ui
+
+    def _html(r: Request) -> bool:
+        return r.url.path == "/ui" or r.url.path.startswith("/ui/")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(r: Request, exc: StarletteHTTPException) -> Any:
+        if _html(r):
+            return ui.error_page(r, exc.status_code, str(exc.detail))
+        return await http_exception_handler(r, exc)
+
+    @app.exception_handler(Exception)
+    async def _crash(r: Request, exc: Exception) -> Any:
+        log.exception("unhandled error on %s", r.url.path)
+        if _html(r):
+            return ui.error_page(r, 500, ui.handles(exc)[1])
+        return JSONResponse(status_code=500, content={"detail": "internal error; it was logged"})
+
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(r: Request, exc: RequestValidationError) -> Any:
         errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         field = _field(tuple(first.get("loc", ())))
         msg = first.get("msg", "invalid")
+        if _html(r):
+            return ui.error_page(r, 422, f"{field}: {msg}")
         if first.get("type") == "json_invalid":
             loc = first.get("loc", ())
             field, msg = "body", f"malformed JSON (at character {loc[-1] if loc else '?'})"
@@ -72,23 +96,24 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
             "detail": f"{field}: {msg}", "field": field,
             "errors": errors})
 
-    @app.exception_handler(InputError)
-    async def _input(_r: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc), "field": exc.field})
-
-    @app.exception_handler(repo.NotFound)
-    async def _missing(_r: Request, exc: repo.NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
-
-    @app.exception_handler(repo.Conflict)
-    async def _conflict(_r: Request, exc: repo.Conflict) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
-
     @app.exception_handler(AllotmentError)
-    async def _other(_r: Request, exc: AllotmentError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+    async def _mistake(r: Request, exc: AllotmentError) -> Any:
+        # InputError 422 (naming the field), NotFound 404, Conflict 409, any other 400
+        status, message = ui.handles(exc)
+        if _html(r):
+            return ui.error_page(r, status, message)
+        content: dict[str, Any] = {"detail": str(exc)}
+        if isinstance(exc, InputError):
+            content["field"] = exc.field
+        return JSONResponse(status_code=status, content=content)
 
     from allotment.service import routes
 
     app.include_router(routes.router)
+    app.include_router(ui.router)
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=307)
+
     return app

@@ -1,0 +1,369 @@
+"""The web dashboard: server-rendered pages (Jinja2) under ``/ui``, same auth as the API.
+
+Log in with an API token; the token is then kept in an HttpOnly, SameSite=Strict cookie
+(the API accepts it too). Every form carries a CSRF field derived from the token. A user
+mistake is shown on the page next to its field; no page shows a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import or_, select
+
+from allotment.errors import AllotmentError, InputError
+from allotment.service import views
+from allotment.service.deps import current_user, nodes_under, require_role, teams_of
+from allotment.storage import audit, governance, repo
+from allotment.storage import jobs as jobrepo
+from allotment.storage.models import AuditRow, DisputeRow, User
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+STATIC = Path(__file__).parent / "static"
+env = Environment(loader=PackageLoader("allotment.service", "templates"),
+                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+NAV = [("cluster", "/ui", "Cluster now"), ("teams", "/ui/teams", "Teams"),
+       ("jobs", "/ui/jobs", "My jobs and queue"), ("plans", "/ui/plans", "Plans"),
+       ("disputes", "/ui/disputes", "Disputes"), ("audit", "/ui/audit", "Audit log"),
+       ("reports", "/ui/reports", "Simulator reports")]
+
+
+def _ts(t: float | None) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) + " UTC"
+
+
+env.filters["ts"] = _ts
+env.filters["gpuh"] = lambda x: f"{x:,.1f}"
+
+
+def csrf_of(token: str) -> str:
+    return hmac.new(token.encode(), b"allotment-csrf", hashlib.sha256).hexdigest()[:32]
+
+
+def _now(request: Request) -> float:
+    return float(request.app.state.settings["clock"]())
+
+
+def page(request: Request, template: str, user: User | None, status: int = 200,
+         **ctx: Any) -> HTMLResponse:
+    token = request.cookies.get("allotment_token", "")
+    html = env.get_template(template).render(
+        user=user, nav=NAV, csrf=csrf_of(token) if token else "", request=request, **ctx)
+    return HTMLResponse(html, status_code=status)
+
+
+def _user(request: Request) -> User:
+    return current_user(request)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode(errors="replace")
+    form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    token = request.cookies.get("allotment_token", "")
+    if not token or not hmac.compare_digest(form.get("csrf", ""), csrf_of(token)):
+        raise HTTPException(403, "the form is stale or came from another site: reload the page")
+    return form
+
+
+def _session(request: Request) -> Any:
+    return request.app.state.db.session()
+
+
+# -- login -----------------------------------------------------------------------------
+@router.get("/login")
+def login_form(request: Request, next: str = "/ui") -> HTMLResponse:
+    return page(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith("/ui") and "//" not in target else "/ui"
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    body = (await request.body()).decode(errors="replace")
+    form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    token = form.get("token", "").strip()
+    target = _safe_next(form.get("next", "/ui"))
+    user = None
+    if token and len(token) < 512:
+        with request.app.state.db.sessions() as s:
+            user = repo.user_by_token(s, token)
+    if user is None:
+        return page(request, "login.html", None, 401, next=target,
+                    error="token: not a valid API token (ask an admin for one)")
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie("allotment_token", token, httponly=True, samesite="strict", path="/",
+                    max_age=7 * 86400, secure=request.url.scheme == "https")
+    return resp
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    await _form(request)
+    resp = RedirectResponse("/ui/login", status_code=303)
+    resp.delete_cookie("allotment_token", path="/")
+    return resp
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    path = STATIC / name
+    if "/" in name or not path.is_file():
+        raise HTTPException(404, f"no static file {name}")
+    return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+
+
+# -- cluster now -----------------------------------------------------------------------
+@router.get("")
+def cluster(request: Request) -> HTMLResponse:
+    user = _user(request)
+    with _session(request) as s:
+        view = views.cluster_view(s)
+    return page(request, "cluster.html", user, active="cluster", v=view,
+                states=views.GPU_STATES)
+
+
+# -- teams -----------------------------------------------------------------------------
+WINDOWS = {"24h": 24, "7d": 24 * 7, "period": 24 * 31}
+
+
+@router.get("/teams")
+def teams(request: Request, window: str = "24h") -> HTMLResponse:
+    user = _user(request)
+    if window not in WINDOWS:
+        raise InputError("window", f"{window!r}: choose 24h, 7d or period")
+    with _session(request) as s:
+        rows = views.team_rows(s, _now(request), WINDOWS[window])
+    scale = max([max(r.guaranteed, r.in_use, 1) for r in rows] or [1])
+    return page(request, "teams.html", user, active="teams", rows=rows, scale=scale,
+                window=window, windows=list(WINDOWS), spark=views.sparkline)
+
+
+# -- jobs ------------------------------------------------------------------------------
+JOB_STATES = ("pending", "starting", "running", "terminating", "succeeded", "failed",
+              "cancelled", "rejected")
+
+
+def _jobs_page(request: Request, user: User, state: str | None, offset: int,
+               errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+               notice: str | None = None, status: int = 200) -> HTMLResponse:
+    if state is not None and state not in JOB_STATES:
+        raise InputError("state", f"{state!r} is not a job state")
+    with _session(request) as s:
+        teams = teams_of(s, user)
+        rows, total = jobrepo.page(s, teams, [state] if state else None, 50, max(0, offset))
+        my_teams = sorted(teams if teams is not None else repo.teams_under(s, None))
+        types = sorted(repo.capacity(s))
+        queue = views_queue(s)
+        for r in rows:
+            s.expunge(r)
+    return page(request, "jobs.html", user, status, active="jobs", rows=rows, total=total,
+                offset=offset, state=state, states=JOB_STATES, teams=my_teams, types=types,
+                errors=errors or {}, values=values or {}, notice=notice, queue=queue)
+
+
+def views_queue(s: Any) -> list[dict[str, Any]]:
+    from sqlalchemy import func
+
+    from allotment.storage.models import JobRow
+
+    out: dict[str, dict[str, int]] = {}
+    for team, st, n, gpus in s.execute(
+            select(JobRow.team, JobRow.state, func.count(), func.sum(JobRow.gpus))
+            .where(JobRow.state.in_(("pending", *repo.ACTIVE_STATES)))
+            .group_by(JobRow.team, JobRow.state)):
+        a = out.setdefault(team, {"pending_jobs": 0, "pending_gpus": 0, "running_gpus": 0})
+        if st == "pending":
+            a["pending_jobs"] += n
+            a["pending_gpus"] += int(gpus or 0)
+        else:
+            a["running_gpus"] += int(gpus or 0)
+    return [{"team": t, **out[t]} for t in sorted(out)]
+
+
+@router.get("/jobs")
+def jobs(request: Request, state: str | None = None, offset: int = 0) -> HTMLResponse:
+    return _jobs_page(request, _user(request), state or None, offset)
+
+
+@router.post("/jobs")
+async def submit(request: Request) -> Response:
+    user = _user(request)
+    form = await _form(request)
+    values = {k: form.get(k, "") for k in ("team", "gpu_type", "gpus", "command", "name",
+                                           "priority_class")}
+    from pydantic import ValidationError
+
+    from allotment.service.schemas import JobCreate
+
+    try:
+        body = JobCreate.model_validate({**values, "gpus": values["gpus"] or None,
+                                         "priority_class": values["priority_class"] or "normal"})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "form"
+        return _jobs_page(request, user, None, 0, {field: f"{field}: {err['msg']}"}, values,
+                          status=422)
+    try:
+        with _session(request) as s:
+            if not repo.is_team(s, body.team):
+                raise InputError("team", f"unknown team {body.team!r}")
+            teams = teams_of(s, user)
+            if teams is not None and body.team not in teams:
+                raise InputError("team", f"you do not belong to team {body.team}")
+            job = jobrepo.submit(s, user.name, jobrepo.JobSpec(
+                body.team, body.gpu_type, body.gpus, body.command, body.name,
+                body.priority_class, body.preemptible, body.time_limit_s), _now(request))
+            jid = job.id
+    except InputError as exc:
+        return _jobs_page(request, user, None, 0, {exc.field: str(exc)}, values, status=422)
+    return RedirectResponse(f"/ui/jobs/{jid}?submitted=1", status_code=303)
+
+
+def _job_for(s: Any, user: User, job_id: int) -> Any:
+    job = jobrepo.get(s, job_id)
+    teams = teams_of(s, user)
+    if teams is not None and job.team not in teams:
+        raise HTTPException(403, f"job {job_id} belongs to team {job.team}; you are not in it")
+    return job
+
+
+@router.get("/jobs/{job_id}")
+def job_detail(request: Request, job_id: int, submitted: int = 0) -> HTMLResponse:
+    user = _user(request)
+    with _session(request) as s:
+        job = _job_for(s, user, job_id)
+        s.expunge(job)
+    return page(request, "job.html", user, active="jobs", j=job,
+                notice="Submitted." if submitted else None)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel(request: Request, job_id: int) -> Response:
+    user = _user(request)
+    await _form(request)
+    with _session(request) as s:
+        job = _job_for(s, user, job_id)
+        jobrepo.cancel(s, job, user.name, _now(request))
+    return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+
+
+# -- plans -----------------------------------------------------------------------------
+@router.get("/plans")
+def plans(request: Request, draft: int | None = None) -> HTMLResponse:
+    user = _user(request)
+    with _session(request) as s:
+        v = views.plan_side_by_side(s, _now(request), draft)
+        for p in v["plans"]:
+            s.expunge(p)
+    return page(request, "plans.html", user, active="plans", v=v)
+
+
+@router.post("/plans/{plan_id}/publish")
+async def publish(request: Request, plan_id: int) -> Response:
+    user = _user(request)
+    await _form(request)
+    require_role(user, "admin")
+    with _session(request) as s:
+        governance.publish(s, governance.get_plan(s, plan_id), user.name, _now(request))
+    return RedirectResponse(f"/ui/plans?draft={plan_id}", status_code=303)
+
+
+# -- disputes and audit ------------------------------------------------------------------
+@router.get("/disputes")
+def disputes(request: Request) -> HTMLResponse:
+    user = _user(request)
+    with _session(request) as s:
+        q = select(DisputeRow).order_by(DisputeRow.id.desc()).limit(500)
+        if user.role != "admin":
+            q = q.where(or_(DisputeRow.team.in_(repo.teams_under(s, user.org_node)),
+                            DisputeRow.assigned_to.in_(nodes_under(s, user.org_node))))
+        rows = list(s.execute(q).scalars())
+        for r in rows:
+            s.expunge(r)
+    open_by_level: dict[int, list[DisputeRow]] = {}
+    for r in rows:
+        if r.state == "open":
+            open_by_level.setdefault(r.level, []).append(r)
+    return page(request, "disputes.html", user, active="disputes",
+                levels=sorted(open_by_level.items()), rows=rows)
+
+
+@router.get("/audit")
+def audit_log(request: Request, action: str = "", subject: str = "",
+              offset: int = 0) -> HTMLResponse:
+    user = _user(request)
+    if len(action) > 64 or len(subject) > 128 or "\x00" in action + subject:
+        raise InputError("action", "filters are at most 64/128 characters")
+    with _session(request) as s:
+        where = []
+        if action:
+            where.append(AuditRow.action.contains(action))
+        if subject:
+            where.append(AuditRow.subject.contains(subject))
+        rows, total = repo.paginate(s, AuditRow, where, AuditRow.seq.desc(), 100, max(0, offset))
+        check = audit.verify(s)
+        for r in rows:
+            s.expunge(r)
+    return page(request, "audit.html", user, active="audit", rows=rows, total=total,
+                offset=offset, action=action, subject=subject, check=check)
+
+
+# -- simulator reports -------------------------------------------------------------------
+def _reports_dir(request: Request) -> Path | None:
+    d = request.app.state.settings.get("reports_dir")
+    return Path(d) if d else None
+
+
+@router.get("/reports")
+def reports(request: Request) -> HTMLResponse:
+    user = _user(request)
+    return page(request, "reports.html", user, active="reports",
+                reports=views.reports(_reports_dir(request)), folder=_reports_dir(request))
+
+
+@router.get("/reports/{name}/{plot}")
+def report_plot(request: Request, name: str, plot: str) -> FileResponse:
+    _user(request)
+    folder = _reports_dir(request)
+    if folder is None or not (views.REPORT_NAME.match(name) and views.REPORT_NAME.match(plot)
+                              and plot.endswith(".png")):
+        raise HTTPException(404, "no such plot")
+    path = folder / name / plot
+    if not path.is_file():
+        raise HTTPException(404, "no such plot")
+    return FileResponse(path)
+
+
+# -- errors: a page in words, never a traceback ------------------------------------------
+def error_page(request: Request, status: int, message: str) -> Response:
+    if status == 401:
+        return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
+    user = None
+    with contextlib.suppress(HTTPException):
+        user = current_user(request)
+    return page(request, "error.html", user, status, message=message, code=status)
+
+
+def handles(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    if isinstance(exc, InputError):
+        return 422, str(exc)
+    if isinstance(exc, repo.NotFound):
+        return 404, f"not found: {exc}"
+    if isinstance(exc, repo.Conflict):
+        return 409, str(exc)
+    if isinstance(exc, AllotmentError):
+        return 400, str(exc)
+    return 500, "something went wrong on our side; it was logged. Try again, or tell an admin."

@@ -1,0 +1,202 @@
+"""What the dashboard shows, computed from the database: pure functions of rows and time,
+no HTML. ``ui.py`` renders them."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from allotment.storage import governance, repo
+from allotment.storage import jobs as jobrepo
+from allotment.storage.models import JobRow, PlanRow, UsageRow
+
+GPU_STATES = ("guaranteed", "borrowed", "reserved", "idle", "down")
+
+
+@dataclass
+class NodeView:
+    name: str
+    gpu_type: str
+    rack: int
+    pod: int
+    cells: list[str]  # one GPU state per GPU index
+    jobs: dict[int, int]  # GPU index -> job id
+
+
+@dataclass
+class ClusterView:
+    by_type: dict[str, dict[str, int]]  # gpu type -> state -> GPUs
+    domains: dict[tuple[str, int, int], list[NodeView]]  # (type, pod, rack) -> nodes
+    pending_jobs: int
+    pending_gpus: int
+    idle_while_waiting: int  # idle GPUs of the types that jobs wait for
+    total: int
+
+
+def cluster_view(s: Session) -> ClusterView:
+    nodes = repo.node_rows(s)
+    cells: dict[str, list[str]] = {
+        n.name: ["down" if n.state != "up" else "idle"] * n.gpus for n in nodes}
+    owners: dict[str, dict[int, int]] = {n.name: {} for n in nodes}
+    for j in jobrepo.active(s):
+        state = "reserved" if j.state in ("starting", "terminating") else "guaranteed"
+        ids = [(node, i) for node, gs in sorted(j.gpu_ids.items()) for i in gs]
+        borrowed_from = len(ids) - j.borrowed_gpus  # the last ones count as borrowed
+        for k, (node, i) in enumerate(ids):
+            row = cells.get(node)
+            if row is None or i >= len(row) or row[i] == "down":
+                continue
+            row[i] = "borrowed" if state == "guaranteed" and k >= borrowed_from else state
+            owners[node][i] = j.id
+    by_type: dict[str, dict[str, int]] = {}
+    domains: dict[tuple[str, int, int], list[NodeView]] = {}
+    for n in nodes:
+        counts = by_type.setdefault(n.gpu_type, dict.fromkeys(GPU_STATES, 0))
+        for c in cells[n.name]:
+            counts[c] += 1
+        domains.setdefault((n.gpu_type, n.pod, n.rack), []).append(
+            NodeView(n.name, n.gpu_type, n.rack, n.pod, cells[n.name], owners[n.name]))
+    waiting_types: dict[str, int] = {}
+    pend = 0
+    for gpu_type, gpus in s.execute(select(JobRow.gpu_type, JobRow.gpus)
+                                    .where(JobRow.state == "pending")):
+        waiting_types[gpu_type] = waiting_types.get(gpu_type, 0) + gpus
+        pend += 1
+    idle_waiting = sum(by_type.get(t, {}).get("idle", 0) for t in waiting_types)
+    return ClusterView(by_type, dict(sorted(domains.items())), pend,
+                       sum(waiting_types.values()), idle_waiting,
+                       sum(n.gpus for n in nodes))
+
+
+@dataclass
+class TeamRow:
+    team: str
+    gpu_type: str
+    parent: str | None
+    guaranteed: int = 0
+    in_use: int = 0
+    borrowed: int = 0
+    lent: float = 0.0
+    idle_allocated: int = 0
+    pending_gpus: int = 0
+    hoarding: float = 0.0
+    used_gpu_hours: float = 0.0
+    explanation: str = ""
+    series: list[float] = field(default_factory=list)  # GPUs in use, per hour
+
+
+def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
+    """Per team and GPU type: the guarantee in force, what it holds now, borrowed, lent
+    (pro rata of unused guarantee), idle-allocated, hoarding score this period, the
+    planner's explanation of its quota, and GPUs in use per hour over ``window_h``."""
+    org = repo.load_org(s, now)
+    parents = {r.name: r.parent for r in repo.org_rows(s)}
+    rows: dict[tuple[str, str], TeamRow] = {}
+
+    def row(team: str, t: str) -> TeamRow:
+        if (team, t) not in rows:
+            rows[(team, t)] = TeamRow(team, t, parents.get(team))
+        return rows[(team, t)]
+
+    if org is not None:
+        for t in org.gpu_types:
+            for team in org.team_ids:
+                g = org.guaranteed[t][org.index[team]]
+                if g:
+                    row(team, t).guaranteed = g
+    for j in jobrepo.active(s):
+        r = row(j.team, j.gpu_type)
+        r.in_use += j.gpus
+        r.borrowed += j.borrowed_gpus
+        if j.state == "running" and j.idle_last_below:
+            r.idle_allocated += j.gpus
+    for p_team, p_type, gpus in s.execute(select(JobRow.team, JobRow.gpu_type, JobRow.gpus)
+                                          .where(JobRow.state == "pending")):
+        row(p_team, p_type).pending_gpus += gpus
+    for kind in {k[1] for k in rows}:
+        total_b = sum(r.borrowed for k, r in rows.items() if k[1] == kind)
+        unused = {k: max(0, r.guaranteed - r.in_use) for k, r in rows.items() if k[1] == kind}
+        pool = sum(unused.values())
+        if total_b and pool:
+            for k, u in unused.items():
+                rows[k].lent = min(float(u), total_b * u / pool)
+    period = repo.period_of(now)
+    for summary in governance.usage_summary(s, period):
+        if (summary["team"], summary["gpu_type"]) in rows or summary["used_gpu_hours"]:
+            r = row(summary["team"], summary["gpu_type"])
+            r.hoarding = summary["hoarding_score"]
+            r.used_gpu_hours = summary["used_gpu_hours"]
+    plan = s.execute(select(PlanRow).where(PlanRow.period == period,
+                                           PlanRow.status == "published")).scalar()
+    if plan is not None:
+        for a in plan.result.get("teams", {}).values():
+            for team in a.get("members") or [a["team"]]:
+                if (team, a["gpu_type"]) in rows:
+                    rows[(team, a["gpu_type"])].explanation = f"plan {plan.id}: {a['reason']}"
+    start = int(now // 3600 * 3600) - (window_h - 1) * 3600
+    for k in rows:
+        rows[k].series = [0.0] * window_h
+    for hour in s.execute(select(UsageRow).where(UsageRow.hour >= start)).scalars():
+        tr = rows.get((hour.team, hour.gpu_type))
+        slot = (hour.hour - start) // 3600
+        if tr is not None and 0 <= slot < window_h:
+            tr.series[slot] = hour.used_gpu_s / 3600
+    return [rows[k] for k in sorted(rows)]
+
+
+def sparkline(series: list[float], width: int = 160, height: int = 28) -> str:
+    """SVG polyline points for a series (0 at the bottom)."""
+    if not series:
+        return ""
+    top = max(max(series), 1e-9)
+    step = width / max(1, len(series) - 1)
+    return " ".join(f"{k * step:.1f},{height - v / top * (height - 2) - 1:.1f}"
+                    for k, v in enumerate(series))
+
+
+def plan_side_by_side(s: Session, now: float, draft_id: int | None) -> dict[str, Any]:
+    plans = list(s.execute(select(PlanRow).order_by(PlanRow.id.desc()).limit(200)).scalars())
+    period = repo.period_of(now)
+    current = next((p for p in plans if p.status == "published" and p.period == period), None) \
+        or next((p for p in plans if p.status == "published"), None)
+    drafts = [p for p in plans if p.status == "draft"]
+    draft = next((p for p in plans if p.id == draft_id), None) if draft_id is not None \
+        else (drafts[0] if drafts else None)
+    rows: list[dict[str, Any]] = []
+    if draft is not None and current is not None and draft.id != current.id:
+        rows = governance.compare_plans(current, draft)
+    elif draft is not None:
+        rows = [{"team": a["team"], "gpu_type": a["gpu_type"], "a": None, "b": a["allocated"],
+                 "delta": a["allocated"], "reason_a": "", "reason_b": a["reason"]}
+                for a in draft.result.get("teams", {}).values()]
+    return {"current": current, "draft": draft, "drafts": drafts, "rows": rows,
+            "plans": plans}
+
+
+REPORT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def reports(folder: Path | None) -> list[dict[str, Any]]:
+    """Simulator runs stored under the service's reports folder (``allot simulate --out
+    DATA_DIR/reports/NAME``): their summary and plots."""
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    for d in sorted(folder.iterdir()):
+        summary = d / "summary.json"
+        if not (d.is_dir() and REPORT_NAME.match(d.name) and summary.is_file()):
+            continue
+        try:
+            data = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append({"name": d.name, "summary": data,
+                    "plots": sorted(p.name for p in d.glob("*.png")
+                                    if REPORT_NAME.match(p.name))})
+    return out
