@@ -140,22 +140,11 @@ def wait(d: Any, cond: Any, timeout: float = 30) -> Any:
         if got:
             return got
         time.sleep(0.2)
-    raise AssertionError(f"timed out on {d.current_url}:\n{d.find_element('tag name', 'main').text[:2000]}")
+    main = d.find_element("tag name", "main").text[:2000]
+    raise AssertionError(f"timed out on {d.current_url}:\n{main}")
 
 
-CONTRAST_JS = """
-function lum(c){var m=c.match(/[\\d.]+/g).map(Number);var a=m.length>3?m[3]:1;
- var v=m.slice(0,3).map(function(x){x/=255;return x<=0.03928?x/12.92:Math.pow((x+0.055)/1.055,2.4)});
- return [0.2126*v[0]+0.7152*v[1]+0.0722*v[2],a];}
-function bg(el){while(el){var c=getComputedStyle(el).backgroundColor;var l=lum(c);if(l[1]>0.5)return l[0];el=el.parentElement;}return 1;}
-var bad=[];var all=document.querySelectorAll('body *');
-for(var i=0;i<all.length;i++){var el=all[i];
- var own=Array.prototype.some.call(el.childNodes,function(n){return n.nodeType===3&&n.textContent.trim()});
- if(!own||el.offsetParent===null&&el.tagName!=='BODY')continue;
- var f=lum(getComputedStyle(el).color)[0],b=bg(el);
- var r=(Math.max(f,b)+0.05)/(Math.min(f,b)+0.05);
- if(r<4.5)bad.push(el.tagName+' '+r.toFixed(2)+' '+el.textContent.trim().slice(0,40));}
-return bad;"""
+CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
 
 
 def check_page(d: Any, name: str, fresh: bool = True) -> str:
@@ -173,7 +162,7 @@ def check_page(d: Any, name: str, fresh: bool = True) -> str:
         d.get(d.current_url)
         d.find_element("tag name", "body").send_keys(Keys.TAB)
         first = d.switch_to.active_element
-        assert first.get_attribute("class") == "skip", f"{name}: first Tab stop is not the skip link"
+        assert first.get_attribute("class") == "skip", f"{name}: first Tab stop is not skip link"
         assert first.is_displayed(), f"{name}: the focused skip link is not visible"
     else:  # the page of a form post: start from the focused skip link
         d.execute_script("document.querySelector('.skip').focus()")
@@ -205,6 +194,11 @@ def test_member_sees_wait_reason_then_runs_after_reclaim(site: dict[str, Any],
         time.sleep(0.2)
     d = browser
     login(d, site, "ann")
+    # the contrast check itself finds light grey text on white
+    d.execute_script("var p=document.createElement('p');p.id='probe';p.style.color='#bbb';"
+                     "p.textContent='faint';document.querySelector('main').appendChild(p)")
+    assert any("faint" in x for x in d.execute_script(CONTRAST_JS))
+    d.execute_script("document.getElementById('probe').remove()")
     text = check_page(d, "01-cluster-full")
     assert "GPUs by state" in text and "a100" in text
     d.get(site["url"] + "/ui/jobs")
