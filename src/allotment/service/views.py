@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from allotment.storage import governance, repo
@@ -106,16 +106,19 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
 
     if org is not None:
         for t in org.gpu_types:
-            for team in org.team_ids:
-                g = org.guaranteed[t][org.index[team]]
+            for tid in org.team_ids:
+                g = org.guaranteed[t][org.index[tid]]
                 if g:
-                    row(team, t).guaranteed = g
-    for j in jobrepo.active(s):
-        r = row(j.team, j.gpu_type)
-        r.in_use += j.gpus
-        r.borrowed += j.borrowed_gpus
-        if j.state == "running" and j.idle_last_below:
-            r.idle_allocated += j.gpus
+                    row(tid, t).guaranteed = g
+    for team, gtype, state, gpus, borrowed, idle_below in s.execute(
+            select(JobRow.team, JobRow.gpu_type, JobRow.state, JobRow.gpus,
+                   JobRow.borrowed_gpus, JobRow.idle_last_below)
+            .where(JobRow.state.in_(repo.ACTIVE_STATES))):
+        r = row(team, gtype)
+        r.in_use += gpus
+        r.borrowed += borrowed
+        if state == "running" and idle_below:
+            r.idle_allocated += gpus
     for p_team, p_type, gpus in s.execute(select(JobRow.team, JobRow.gpu_type, JobRow.gpus)
                                           .where(JobRow.state == "pending")):
         row(p_team, p_type).pending_gpus += gpus
@@ -127,11 +130,16 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
             for k, u in unused.items():
                 rows[k].lent = min(float(u), total_b * u / pool)
     period = repo.period_of(now)
-    for summary in governance.usage_summary(s, period):
-        if (summary["team"], summary["gpu_type"]) in rows or summary["used_gpu_hours"]:
-            r = row(summary["team"], summary["gpu_type"])
-            r.hoarding = summary["hoarding_score"]
-            r.used_gpu_hours = summary["used_gpu_hours"]
+    p_start, p_end = governance.period_bounds(period)
+    for team, gtype, used, idle in s.execute(
+            select(UsageRow.team, UsageRow.gpu_type, func.sum(UsageRow.used_gpu_s),
+                   func.sum(UsageRow.idle_gpu_s))
+            .where(UsageRow.hour >= p_start, UsageRow.hour < p_end)
+            .group_by(UsageRow.team, UsageRow.gpu_type)):
+        if (team, gtype) in rows or used:
+            r = row(team, gtype)
+            r.used_gpu_hours = (used or 0.0) / 3600
+            r.hoarding = governance.hoarding_score(idle or 0.0, used or 0.0)
     plan = s.execute(select(PlanRow).where(PlanRow.period == period,
                                            PlanRow.status == "published")).scalar()
     if plan is not None:
@@ -139,14 +147,19 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
             for team in a.get("members") or [a["team"]]:
                 if (team, a["gpu_type"]) in rows:
                     rows[(team, a["gpu_type"])].explanation = f"plan {plan.id}: {a['reason']}"
+    # GPUs in use per time slot: hourly usage averaged into at most 48 slots
     start = int(now // 3600 * 3600) - (window_h - 1) * 3600
+    per = max(1, -(-window_h // 48))
+    slots = -(-window_h // per)
     for k in rows:
-        rows[k].series = [0.0] * window_h
-    for hour in s.execute(select(UsageRow).where(UsageRow.hour >= start)).scalars():
-        tr = rows.get((hour.team, hour.gpu_type))
-        slot = (hour.hour - start) // 3600
-        if tr is not None and 0 <= slot < window_h:
-            tr.series[slot] = hour.used_gpu_s / 3600
+        rows[k].series = [0.0] * slots
+    for team, gtype, hour, used in s.execute(
+            select(UsageRow.team, UsageRow.gpu_type, UsageRow.hour, UsageRow.used_gpu_s)
+            .where(UsageRow.hour >= start)):
+        tr = rows.get((team, gtype))
+        slot = (hour - start) // 3600 // per
+        if tr is not None and 0 <= slot < slots:
+            tr.series[slot] += used / 3600 / per
     return [rows[k] for k in sorted(rows)]
 
 

@@ -292,6 +292,11 @@ def usage_rows(s: Session, period: str) -> list[UsageRow]:
                 .scalars())
 
 
+def hoarding_score(idle_gpu_hours: float, used_gpu_hours: float) -> float:
+    """Idle-allocated over used GPU-time: 0 when every held GPU worked."""
+    return round(idle_gpu_hours / used_gpu_hours, 4) if used_gpu_hours > 0 else 0.0
+
+
 def usage_summary(s: Session, period: str) -> list[dict[str, Any]]:
     """Per team and GPU type: GPU-hours used, borrowed, lent, idle-allocated, guaranteed,
     and the hoarding score = idle-allocated / used GPU-hours (0 = every held GPU worked)."""
@@ -312,7 +317,7 @@ def usage_summary(s: Session, period: str) -> list[dict[str, Any]]:
                     "used_gpu_hours": round(used, 4), "borrowed_gpu_hours": round(borrowed, 4),
                     "lent_gpu_hours": round(lent, 4), "idle_allocated_gpu_hours": round(idle, 4),
                     "guaranteed_gpu_hours": round(guaranteed, 4),
-                    "hoarding_score": round(idle / used, 4) if used > 0 else 0.0})
+                    "hoarding_score": hoarding_score(idle, used)})
     return out
 
 
