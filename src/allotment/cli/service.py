@@ -308,7 +308,8 @@ def up(
     fake = fake_gpus is not None or nodes[0]["gpu_type"] == (gpu_type or "fake")
     cfg = _loop_config(policy, 1.0 if demo else 2.0, 3.0 if demo else grace_s,
                        20.0 if demo else 1800.0, 10.0 if demo else 600.0, 5.0, 172800.0, None)
-    console.print(f"Allotment on {url} (API docs {url}/docs), database {db}")
+    console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
+                  f"database {db}")
     if not demo:
         _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0)
         return
