@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import or_, select
 
 from allotment.errors import AllotmentError, InputError
-from allotment.service import views
+from allotment.service import routes, views
 from allotment.service.deps import current_user, nodes_under, require_role, teams_of
 from allotment.storage import audit, governance, repo
 from allotment.storage import jobs as jobrepo
@@ -164,31 +164,12 @@ def _jobs_page(request: Request, user: User, state: str | None, offset: int,
         rows, total = jobrepo.page(s, teams, [state] if state else None, 50, max(0, offset))
         my_teams = sorted(teams if teams is not None else repo.teams_under(s, None))
         types = sorted(repo.capacity(s))
-        queue = views_queue(s)
+        queue = routes.queue(s, user)  # the API's org-wide summary, as it is
         for r in rows:
             s.expunge(r)
     return page(request, "jobs.html", user, status, active="jobs", rows=rows, total=total,
                 offset=offset, state=state, states=JOB_STATES, teams=my_teams, types=types,
                 errors=errors or {}, values=values or {}, notice=notice, queue=queue)
-
-
-def views_queue(s: Any) -> list[dict[str, Any]]:
-    from sqlalchemy import func
-
-    from allotment.storage.models import JobRow
-
-    out: dict[str, dict[str, int]] = {}
-    for team, st, n, gpus in s.execute(
-            select(JobRow.team, JobRow.state, func.count(), func.sum(JobRow.gpus))
-            .where(JobRow.state.in_(("pending", *repo.ACTIVE_STATES)))
-            .group_by(JobRow.team, JobRow.state)):
-        a = out.setdefault(team, {"pending_jobs": 0, "pending_gpus": 0, "running_gpus": 0})
-        if st == "pending":
-            a["pending_jobs"] += n
-            a["pending_gpus"] += int(gpus or 0)
-        else:
-            a["running_gpus"] += int(gpus or 0)
-    return [{"team": t, **out[t]} for t in sorted(out)]
 
 
 @router.get("/jobs")
