@@ -10,6 +10,7 @@ submits twice. The account is the team's (``sync.account_name``); the QOS is
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ class SlurmBackend:
     def __init__(self, slurm: Slurm, runs_dir: Path, prefix: str = "allot",
                  partition: str | None = None, usage_every_s: float = 60.0) -> None:
         self.usage_every_s = usage_every_s
+        self.snapshot_s = 1.0
+        self.sstat_every_s = 30.0
+        self._sstat_at: dict[tuple[int, int], float] = {}
+        self._snapshot: tuple[float, dict[str, list[str]]] | None = None
         self.slurm = slurm
         self.runs_dir = Path(runs_dir)
         self.prefix = prefix
@@ -83,12 +88,22 @@ class SlurmBackend:
     def job_name(self, job_id: int, attempt: int) -> str:
         return f"{self.prefix}-{job_id}-{attempt}"
 
+    def _queue(self) -> dict[str, list[str]]:
+        """One ``squeue`` of this installation's jobs (all states), reused for
+        ``snapshot_s``: a tick asks about every active job, and one call serves them all."""
+        now = time.monotonic()
+        if self._snapshot is None or now - self._snapshot[0] > self.snapshot_s:
+            rows = self.slurm.rows(["squeue", "-h", "-t", "all", "-o", "%j|%i|%T|%r"])
+            jobs = {r[0]: r[1:] for r in rows if r[0].startswith(self.prefix + "-")}
+            self._snapshot = (now, jobs)
+        return self._snapshot[1]
+
     def find(self, job_id: int, attempt: int) -> tuple[str, RunStatus] | None:
         """The Slurm job id and status of a run, or None if Slurm never had it."""
         name = self.job_name(job_id, attempt)
-        rows = self.slurm.rows(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i|%T|%r"])
-        if rows:
-            sid, state, reason = (rows[-1] + ["", "", ""])[:3]
+        row = self._queue().get(name)
+        if row is not None:
+            sid, state, reason = [*row, "", "", ""][:3]
             code = ""
             if state not in QUEUED and state not in ALIVE:
                 code = self._scontrol_exit(sid)
@@ -131,6 +146,7 @@ class SlurmBackend:
         if nodes:
             args += [f"--nodelist={','.join(nodes)}"]
         self.slurm.run([*args, "--wrap", spec.command])
+        self._snapshot = None
 
     def run_id(self, job_id: int, attempt: int) -> str | None:
         found = self.find(job_id, attempt)
@@ -149,17 +165,25 @@ class SlurmBackend:
             self.slurm.run(["scancel", sid], check=False)
         elif st.state == "alive":
             self.slurm.run(["scancel", "--full", "-s", "TERM", sid], check=False)
+        self._snapshot = None
 
     def kill(self, job_id: int, attempt: int) -> None:
         found = self.find(job_id, attempt)
         if found is not None and found[1].state in ("queued", "alive"):
             self.slurm.run(["scancel", found[0]], check=False)
+            self._snapshot = None
 
     def samples(self, job_id: int, attempt: int, gpu_ids: dict[str, list[int]],
                 since: float | None) -> list[GpuSample]:
         """GPU utilisation from Slurm's job accounting (``sstat``'s ``gres/gpuutil``), which
         Slurm gathers only on real NVIDIA GPUs with ``AccountingStorageTRES=gres/gpuutil``;
         the push and file samplers feed the idle rule everywhere else."""
+        last = self._sstat_at.get((job_id, attempt), float("-inf"))
+        if time.monotonic() - last < self.sstat_every_s:
+            return []  # one sstat per job per interval, not one per tick
+        if len(self._sstat_at) > 100_000:
+            self._sstat_at.clear()
+        self._sstat_at[(job_id, attempt)] = time.monotonic()
         found = self.find(job_id, attempt)
         if found is None or found[1].state != "alive":
             return []
@@ -171,8 +195,6 @@ class SlurmBackend:
         util = gpu_util(out)
         if util is None:
             return []
-        import time
-
         now = time.time()
         ids = [i for node_ids in gpu_ids.values() for i in node_ids] or [0]
         return [GpuSample(now, g, util, 0.0) for g in ids]
