@@ -110,3 +110,13 @@ def test_kill_9_mid_run_never_runs_a_job_twice(db: Database, tmp_path: Path, how
     assert states == ["succeeded"] * 40
     ids = ran.read_text().split()
     assert sorted(ids, key=int) == [str(k) for k in range(1, 41)]
+
+
+def test_a_relative_runs_folder_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`allot up --data-dir .allotment/demo` gives a relative folder; the runner runs inside
+    the run folder, so the backend must not hand it a relative path (it did: every run
+    vanished at once)."""
+    monkeypatch.chdir(tmp_path)
+    b = LocalBackend(Path("rel") / "runs")
+    b.launch(LaunchSpec(1, 0, "t", "u", "exit 0", 1))
+    assert _wait(b, 1, "exited") == "exited" and b.status(1, 0).exit_code == 0

@@ -31,7 +31,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, runs_dir: Path, fake_gpus: bool = True) -> None:
-        self.runs_dir = runs_dir
+        self.runs_dir = Path(runs_dir).resolve()  # the runner runs in the run folder
         self.fake_gpus = fake_gpus
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._nvml: NvmlSampler | None = None

@@ -81,7 +81,7 @@ class SlurmBackend:
         self._sstat_at: dict[tuple[int, int], float] = {}
         self._snapshot: tuple[float, dict[str, list[str]]] | None = None
         self.slurm = slurm
-        self.runs_dir = Path(runs_dir)
+        self.runs_dir = Path(runs_dir).resolve()
         self.prefix = prefix
         self.partition = partition
 
