@@ -45,10 +45,12 @@ from allotment.scheduler.cycle import decide
 from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.scratch import Scratch
 from allotment.scheduler.state import ClusterState
-from allotment.storage import audit, repo
+from allotment.service.holdings import guarantees, holdings
+from allotment.service.holdings import lent as lent_pro_rata
+from allotment.storage import audit, governance, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
-from allotment.storage.models import JobRow, Lease, OrgNodeRow, SampleRow, UsageRow
+from allotment.storage.models import JobRow, Lease, OrgNodeRow, SampleRow
 
 log = logging.getLogger("allotment.scheduler")
 
@@ -329,39 +331,14 @@ class SchedulerLoop:
             if dt <= 0:
                 return
             org = load_org_safe(s, now)
-            used: dict[tuple[str, str], float] = {}
-            borrowed: dict[tuple[str, str], float] = {}
-            idle: dict[tuple[str, str], float] = {}
-            for j in jobrepo.active(s):
-                k = (j.team, j.gpu_type)
-                used[k] = used.get(k, 0) + j.gpus
-                borrowed[k] = borrowed.get(k, 0) + j.borrowed_gpus
-                if j.state == "running" and j.idle_last_below:
-                    idle[k] = idle.get(k, 0) + j.gpus
-            guaranteed: dict[tuple[str, str], float] = {}
-            if org is not None:
-                for t in org.gpu_types:
-                    for team in org.team_ids:
-                        g = org.guaranteed[t][org.index[team]]
-                        if g:
-                            guaranteed[(team, t)] = g
-            lent: dict[tuple[str, str], float] = {}
-            for t in {k[1] for k in (*used, *guaranteed)}:
-                total_b = sum(v for k, v in borrowed.items() if k[1] == t)
-                unused = {k: max(0.0, g - used.get(k, 0)) for k, g in guaranteed.items()
-                          if k[1] == t}
-                pool = sum(unused.values())
-                if total_b and pool:
-                    for k, u in unused.items():
-                        lent[k] = total_b * u / pool
+            h = holdings([(j.team, j.gpu_type, j.state, j.gpus, j.borrowed_gpus,
+                           j.idle_last_below) for j in jobrepo.active(s)])
+            used, borrowed, idle = h.used, h.borrowed, h.idle
+            guaranteed = guarantees(org)
+            lent = lent_pro_rata(guaranteed, used, borrowed)
             hour = int(now // 3600 * 3600)
             for k in {*used, *guaranteed}:
-                row = s.get(UsageRow, (k[0], k[1], hour))
-                if row is None:
-                    row = UsageRow(team=k[0], gpu_type=k[1], hour=hour, used_gpu_s=0.0,
-                                   borrowed_gpu_s=0.0, lent_gpu_s=0.0, idle_gpu_s=0.0,
-                                   guaranteed_gpu_s=0.0)
-                    s.add(row)
+                row = governance.usage_row(s, k[0], k[1], hour)
                 row.used_gpu_s += used.get(k, 0) * dt
                 row.borrowed_gpu_s += borrowed.get(k, 0) * dt
                 row.lent_gpu_s += lent.get(k, 0) * dt
@@ -527,13 +504,7 @@ def _set_reasons(s: Session, pend: list[JobRow], reasons: dict[int, str]) -> Non
 
 
 def _count_preemption(s: Session, job: JobRow, now: float) -> None:
-    hour = int(now // 3600 * 3600)
-    row = s.get(UsageRow, (job.team, job.gpu_type, hour))
-    if row is None:
-        row = UsageRow(team=job.team, gpu_type=job.gpu_type, hour=hour, used_gpu_s=0.0,
-                       borrowed_gpu_s=0.0, lent_gpu_s=0.0, idle_gpu_s=0.0,
-                       guaranteed_gpu_s=0.0, preemptions=0)
-        s.add(row)
+    row = governance.usage_row(s, job.team, job.gpu_type, int(now // 3600 * 3600))
     row.preemptions = (row.preemptions or 0) + 1
 
 

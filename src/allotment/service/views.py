@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from allotment.service import holdings
 from allotment.storage import governance, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import JobRow, PlanRow, UsageRow
@@ -104,31 +105,22 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
             rows[(team, t)] = TeamRow(team, t, parents.get(team))
         return rows[(team, t)]
 
-    if org is not None:
-        for t in org.gpu_types:
-            for tid in org.team_ids:
-                g = org.guaranteed[t][org.index[tid]]
-                if g:
-                    row(tid, t).guaranteed = g
-    for team, gtype, state, gpus, borrowed, idle_below in s.execute(
-            select(JobRow.team, JobRow.gpu_type, JobRow.state, JobRow.gpus,
-                   JobRow.borrowed_gpus, JobRow.idle_last_below)
-            .where(JobRow.state.in_(repo.ACTIVE_STATES))):
-        r = row(team, gtype)
-        r.in_use += gpus
-        r.borrowed += borrowed
-        if state == "running" and idle_below:
-            r.idle_allocated += gpus
+    h = holdings.holdings(s.execute(
+        select(JobRow.team, JobRow.gpu_type, JobRow.state, JobRow.gpus, JobRow.borrowed_gpus,
+               JobRow.idle_last_below).where(JobRow.state.in_(repo.ACTIVE_STATES))))
+    guaranteed = holdings.guarantees(org)
+    for k, g in guaranteed.items():
+        row(*k).guaranteed = int(g)
+    for k in h.used:
+        r = row(*k)
+        r.in_use, r.borrowed = int(h.used[k]), int(h.borrowed.get(k, 0))
+        r.idle_allocated = int(h.idle.get(k, 0))
     for p_team, p_type, gpus in s.execute(select(JobRow.team, JobRow.gpu_type, JobRow.gpus)
                                           .where(JobRow.state == "pending")):
         row(p_team, p_type).pending_gpus += gpus
-    for kind in {k[1] for k in rows}:
-        total_b = sum(r.borrowed for k, r in rows.items() if k[1] == kind)
-        unused = {k: max(0, r.guaranteed - r.in_use) for k, r in rows.items() if k[1] == kind}
-        pool = sum(unused.values())
-        if total_b and pool:
-            for k, u in unused.items():
-                rows[k].lent = min(float(u), total_b * u / pool)
+    for k, v in holdings.lent(guaranteed, h.used, h.borrowed).items():
+        # shown no higher than the guarantee left unused (the loop's GPU-hours are not capped)
+        rows[k].lent = min(v, max(0.0, rows[k].guaranteed - rows[k].in_use))
     period = repo.period_of(now)
     p_start, p_end = governance.period_bounds(period)
     for team, gtype, used, idle in s.execute(

@@ -292,6 +292,17 @@ def usage_rows(s: Session, period: str) -> list[UsageRow]:
                 .scalars())
 
 
+def usage_row(s: Session, team: str, gpu_type: str, hour: int) -> UsageRow:
+    """The usage row of a team, GPU type and hour, made (all zero) if there is none."""
+    row = s.get(UsageRow, (team, gpu_type, hour))
+    if row is None:
+        row = UsageRow(team=team, gpu_type=gpu_type, hour=hour, used_gpu_s=0.0,
+                       borrowed_gpu_s=0.0, lent_gpu_s=0.0, idle_gpu_s=0.0,
+                       guaranteed_gpu_s=0.0, preemptions=0)
+        s.add(row)
+    return row
+
+
 def hoarding_score(idle_gpu_hours: float, used_gpu_hours: float) -> float:
     """Idle-allocated over used GPU-time: 0 when every held GPU worked."""
     return round(idle_gpu_hours / used_gpu_hours, 4) if used_gpu_hours > 0 else 0.0
