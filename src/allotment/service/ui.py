@@ -314,8 +314,8 @@ def report_plot(request: Request, name: str, plot: str) -> FileResponse:
     if folder is None or not (views.REPORT_NAME.match(name) and views.REPORT_NAME.match(plot)
                               and plot.endswith(".png")):
         raise HTTPException(404, "no such plot")
-    path = folder / name / plot
-    if not path.is_file():
+    path = views.inside(folder, folder / name / plot)
+    if path is None or not path.is_file():
         raise HTTPException(404, "no such plot")
     return FileResponse(path)
 
