@@ -377,16 +377,9 @@ def get_dispute(dispute_id: Id, s: SessionDep, user: CurrentUser) -> DisputeRow:
 def resolve_dispute(dispute_id: Id, body: sch.DisputeResolve, request: Request,
                     s: SessionDep, user: CurrentUser) -> DisputeRow:
     row = governance.get_dispute(s, dispute_id)
-    if user.role != "admin":
-        # the lead of the node it is assigned to, or of any node above that one
-        above: set[str] = set()
-        node = row.assigned_to
-        while node is not None:
-            above.add(node)
-            node = governance.parent_of(s, node)
-        if user.role != "lead" or row.assigned_to is None or user.org_node not in above:
-            raise HTTPException(403, f"dispute {dispute_id} is assigned to "
-                                f"{row.assigned_to or 'the admins'}, not to {user.name}")
+    refused = governance.may_not_resolve(s, row, user.name, user.role, user.org_node)
+    if refused is not None:
+        raise HTTPException(403, refused)
     governance.resolve_dispute(s, row, user.name, body.decision, body.reason, body.guaranteed,
                                _now(request))
     return row
