@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="allotment-bench-"))
-    db = Database(f"sqlite:///{tmp / 'bench.db'}")
+    db = Database(f"sqlite:///{tmp / 'bench.db'}", data_dir=tmp / "data")
     db.upgrade()
     t0 = time.perf_counter()
     tokens = seed(db, args.nodes, args.teams, args.jobs, random.Random(7))
