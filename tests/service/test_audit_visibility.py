@@ -112,6 +112,14 @@ def test_scope_is_stored_when_appended(world: World) -> None:
     assert rows[f"job:{job}"] == "team:llama"
     assert rows["inventory"] == "org" and rows["org"] == "org"
     assert rows["user:member_own"] == "admin"
+    with world.db.session() as s:
+        from allotment.storage import audit
+
+        req = world.call("lead_own", "POST", "/v1/requests", json={
+            "team": "llama", "period": "2026-12", "gpu_type": "a100", "gpus": 4}).json()["id"]
+        assert audit.scope_for(s, "request.created", f"request:{req}") == "team:llama"
+        assert audit.scope_for(s, "request.created", "request:999999") == "admin"
+        assert audit.scope_for(s, "something.new", "thing:1") == "admin"
 
 
 def test_verify_tells_non_admins_only_ok_and_count(world: World) -> None:

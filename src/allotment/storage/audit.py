@@ -51,7 +51,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from allotment.errors import ConfigurationError
-from allotment.storage.models import AuditHead, AuditRow, JobRow
+from allotment.storage.models import AuditHead, AuditRow, JobRow, RequestRow
 
 log = logging.getLogger("allotment.audit")
 
@@ -97,8 +97,8 @@ def scope_for(s: Session, action: str, subject: str) -> str:
 
     - ``dispute:N`` -> ``dispute:N``: read by whoever may see dispute N (the rule of
       ``GET /v1/disputes/{id}``: its team's users, and the leads of the nodes it went to);
-    - ``team:T`` -> ``team:T``; ``job:N`` -> ``team:T``, T the job's team: read by T's users
-      and the leads of the groups above T;
+    - ``team:T`` -> ``team:T``; ``job:N`` and ``request:N`` -> ``team:T``, T the job's or
+      request's team: read by T's users and the leads of the groups above T;
     - ``inventory``, ``org``, ``plan:N`` and the backend's health -> ``org``: everyone (the
       API shows all of them to every user anyway);
     - anything else (users, tokens, Slurm syncs, the chain's own entries) -> ``admin``.
@@ -107,9 +107,10 @@ def scope_for(s: Session, action: str, subject: str) -> str:
     kind, _, ref = subject.partition(":")
     if kind in ("dispute", "team") and ref:
         return subject
-    if kind == "job" and ref.isdigit() and len(ref) < 10:
-        job = s.get(JobRow, int(ref))
-        return f"team:{job.team}" if job is not None else ADMIN
+    if kind in ("job", "request") and ref.isdigit() and len(ref) < 10:
+        owner: JobRow | RequestRow | None = (s.get(JobRow, int(ref)) if kind == "job"
+                                             else s.get(RequestRow, int(ref)))
+        return f"team:{owner.team}" if owner is not None else ADMIN
     if subject in ("inventory", "org") or (kind == "plan" and ref) \
             or action.startswith("backend."):
         return ORG
