@@ -163,3 +163,19 @@ def test_limiter_memory_is_bounded(n: int) -> None:
         lim.failed("192.0.2.1")
     assert lim.retry_after("192.0.2.1") is not None
     assert lim.retry_after("192.0.2.2") is None
+
+
+def test_error_pages_are_no_token_oracle(db: Database) -> None:
+    """A dashboard error page raised before the route ran (a bad path) still looks the user
+    up through the limit: wrong tokens count there, and once blocked, a valid token's name
+    is not shown."""
+    w = make_world(db, {"auth_fail_limit": 2})
+    c = browser(w, "10.0.0.4")
+    good = {"Authorization": f"Bearer {w.tokens['member_own']}"}
+    assert "member_own" in c.get("/ui/jobs/not-a-number", headers=good).text
+    for _ in range(2):
+        r = c.get("/ui/jobs/not-a-number", headers={"Authorization": "Bearer alt_wrong"})
+        assert r.status_code == 422
+    r = c.get("/ui/jobs/not-a-number", headers=good)
+    assert r.status_code == 422 and "member_own" not in r.text
+    assert c.get("/v1/me", headers=good).status_code == 429

@@ -10,6 +10,7 @@ next to its field; no page shows a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -381,8 +382,9 @@ def report_plot(request: Request, name: str, plot: str) -> FileResponse:
 # -- errors: a page in words, never a traceback ------------------------------------------
 def error_page(request: Request, status: int, message: str,
                headers: Mapping[str, str] | None = None) -> Response:
-    """The page of an error; the user shown is the one this request authenticated as, if
-    any (it is never looked up again here: no second try at a credential)."""
+    """The page of an error, with the user this request authenticated as. If the error
+    came before the route looked the user up (a bad path parameter), it is looked up here,
+    through the same rate limit; never after a 429."""
     if status == 401:
         redirect = RedirectResponse(f"/ui/login?next={quote(request.url.path)}", 303)
         for k, v in (headers or {}).items():
@@ -390,6 +392,9 @@ def error_page(request: Request, status: int, message: str,
                 redirect.headers.append(k, v)
         return redirect
     user = getattr(request.state, "user", None)
+    if user is None and status != 429:
+        with contextlib.suppress(HTTPException):
+            user = current_user(request)
     resp = page(request, "error.html", user, status, message=message, code=status)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
