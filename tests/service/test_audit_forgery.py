@@ -309,3 +309,15 @@ def test_keyed_hash_is_hmac(world: World) -> None:
                                          r["action"], r["subject"], r["reason"], _data(r),
                                          r["scope"])
     assert r["hash"] != hmac.new(b"x", b"y", hashlib.sha256).hexdigest()
+
+
+def test_verify_of_a_database_not_yet_upgraded_says_so(world: World) -> None:
+    """`allot audit verify` reads only: on a database still at revision 0002 it says to
+    start the service once, instead of failing on the missing columns."""
+    cfg = alembic_config(world.db.url)
+    with world.db.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+        conn.commit()
+    r = _verify(world.db)
+    assert r.returncode == 2 and "revision 0002" in r.stderr and "Traceback" not in r.stderr

@@ -176,15 +176,22 @@ def enable_user(name: Annotated[str, typer.Argument(help="user name")], db: DbOp
 def audit_verify(db: DbOpt = None, data_dir: DataDir = Path(".allotment")) -> None:
     """Recompute the audit chain under the key of DATA_DIR, and compare the head row and the
     head file with it; exit 1 if any entry was edited or deleted, naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from allotment.storage import audit
     from allotment.storage.db import Database
 
     try:
         database = Database(db, data_dir)
+        database.require_current_schema()
         with database.session() as s:
             result = audit.verify(s)
     except AllotmentError as exc:
         _fail(exc)
+        return
+    except SQLAlchemyError as exc:
+        _fail(AllotmentError(f"database {db or 'default'}: {exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0]}"))
         return
     if result.ok:
         how = (f"keyed from entry {result.keyed_from}, head file agrees"

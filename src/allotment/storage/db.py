@@ -80,6 +80,21 @@ class Database:
     def upgrade(self) -> None:
         upgrade(self.url, self.engine)
 
+    def require_current_schema(self) -> None:
+        """Refuse (naming both revisions) a database whose schema is older than this code's,
+        for commands that only read and so do not upgrade it."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current != head:
+            raise ConfigurationError(
+                f"the database's schema is at revision {current or 'none'}, this Allotment "
+                f"needs {head}: start the service (allot serve / up / scheduler) once to "
+                "upgrade it; the upgrade keeps the audit entries as they are")
+
     def check_audit_key(self) -> None:
         """At a process's start: make the audit key on first start, refuse one that is not
         the key of this database's chain."""
