@@ -130,8 +130,8 @@ def main() -> None:
     worst = 0.0
     with LiveServer(app) as server:
         for who in ("admin", "member"):
-            cookies = {"allotment_token": tokens[who]}
-            with httpx.Client(base_url=server.url, cookies=cookies, timeout=60) as client:
+            auth = {"Authorization": f"Bearer {tokens[who]}"}  # the dashboard takes it too
+            with httpx.Client(base_url=server.url, headers=auth, timeout=60) as client:
                 for path in PAGES:
                     client.get(path)  # warm
                     times, size, status = [], 0, 0
