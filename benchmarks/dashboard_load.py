@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="allotment-bench-"))
-    db = Database(f"sqlite:///{tmp / 'bench.db'}")
+    db = Database(f"sqlite:///{tmp / 'bench.db'}", data_dir=tmp / "data")
     db.upgrade()
     t0 = time.perf_counter()
     tokens = seed(db, args.nodes, args.teams, args.jobs, random.Random(7))
@@ -130,8 +130,8 @@ def main() -> None:
     worst = 0.0
     with LiveServer(app) as server:
         for who in ("admin", "member"):
-            cookies = {"allotment_token": tokens[who]}
-            with httpx.Client(base_url=server.url, cookies=cookies, timeout=60) as client:
+            auth = {"Authorization": f"Bearer {tokens[who]}"}  # the dashboard takes it too
+            with httpx.Client(base_url=server.url, headers=auth, timeout=60) as client:
                 for path in PAGES:
                     client.get(path)  # warm
                     times, size, status = [], 0, 0

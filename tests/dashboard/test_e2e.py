@@ -48,7 +48,7 @@ def _browser_paths() -> tuple[str, str]:
 def site() -> Iterator[dict[str, Any]]:
     _browser_paths()
     tmp = Path(tempfile.mkdtemp(prefix="allotment-ui-"))
-    db = Database(f"sqlite:///{tmp / 'allotment.db'}")
+    db = Database(f"sqlite:///{tmp / 'allotment.db'}", data_dir=tmp / "data")
     db.upgrade()
     now = time.time()
     with db.session() as s:

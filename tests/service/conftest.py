@@ -35,16 +35,17 @@ def _pg_url() -> str:
 
 
 def fresh_db(kind: str, tmp_path: Path) -> Database:
+    """A new database of ``kind``, its data directory (audit key, head file) in tmp_path."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'allotment.db'}"
     else:
         url = _pg_url()
-        db = Database(url)
+        db = Database(url, data_dir=tmp_path / "data")
         with db.engine.begin() as conn:
             Base.metadata.drop_all(conn)
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         db.dispose()
-    db = Database(url)
+    db = Database(url, data_dir=tmp_path / "data")
     db.upgrade()
     return db
 

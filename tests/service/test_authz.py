@@ -40,6 +40,20 @@ def _dispute(w: World) -> int:
     return int(r.json()["id"])
 
 
+def _user_id(w: World) -> int:
+    """A fresh member (so each role's call acts on a user of its own)."""
+    r = w.call("admin", "POST", "/v1/users", json={"name": f"t{next(_n)}", "role": "member",
+                                                   "team": "llama"})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _token_id(w: World) -> int:
+    r = w.call("admin", "POST", f"/v1/users/{_user_id(w)}/tokens")
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
 Make = Callable[[World], tuple[str, dict[str, Any] | None]]
 INV = {"nodes": [{"name": "n1", "gpu_type": "a100", "gpus": 8, "rack": 0},
                  {"name": "n2", "gpu_type": "a100", "gpus": 8, "rack": 1}]}
@@ -58,6 +72,16 @@ ROUTES: list[tuple[str, str, Make, dict[str, int]]] = [
     ("GET", "/v1/users", lambda w: ("/v1/users", None), {"*": 403, "admin": 200}),
     ("POST", "/v1/users", lambda w: ("/v1/users", {
         "name": f"u{next(_n)}", "role": "member", "team": "llama"}), {"*": 403, "admin": 201}),
+    ("GET", "/v1/users/{user_id}/tokens", lambda w: (f"/v1/users/{_user_id(w)}/tokens", None),
+     {"*": 403, "admin": 200}),
+    ("POST", "/v1/users/{user_id}/tokens", lambda w: (f"/v1/users/{_user_id(w)}/tokens", None),
+     {"*": 403, "admin": 201}),
+    ("DELETE", "/v1/tokens/{token_id}", lambda w: (f"/v1/tokens/{_token_id(w)}", None),
+     {"*": 403, "admin": 204}),
+    ("POST", "/v1/users/{user_id}/disable", lambda w: (f"/v1/users/{_user_id(w)}/disable", None),
+     {"*": 403, "admin": 200}),
+    ("POST", "/v1/users/{user_id}/enable", lambda w: (f"/v1/users/{_user_id(w)}/enable", None),
+     {"*": 403, "admin": 200}),
     ("GET", "/v1/inventory", lambda w: ("/v1/inventory", None), {}),
     ("PUT", "/v1/inventory", lambda w: ("/v1/inventory", INV), {"*": 403, "admin": 200}),
     ("GET", "/v1/org", lambda w: ("/v1/org", None), {}),

@@ -25,7 +25,8 @@ def test_migrations_match_models(db: Database) -> None:
 
 def _verify_cli(db: Database) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(Path(sys.executable).parent / "allot"), "audit", "verify",
-                           "--db", db.url], capture_output=True, text=True, timeout=120)
+                           "--db", db.url, "--data-dir", str(db.audit.data_dir)],
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_audit_verify_catches_edit_and_delete(world: World) -> None:

@@ -139,7 +139,7 @@ class Service:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    db = Database(f"sqlite:///{tmp_path / 'allotment.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'allotment.db'}", data_dir=tmp_path / "data")
     db.upgrade()
     now = time.time()
     with db.session() as s:

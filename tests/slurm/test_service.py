@@ -150,7 +150,8 @@ def test_import_cluster_and_simulate_its_sacct_export(slurm: Cluster, service: S
     conf = str(slurm.base / "etc" / "slurm.conf")
     db = f"sqlite:///{tmp_path / 'imported.db'}"
     r = subprocess.run([ALLOT, "slurm", "import", "--out", str(tmp_path / "imp"), "--db", db,
-                        "--slurm-conf", conf], capture_output=True, text=True, timeout=120)
+                        "--data-dir", str(tmp_path / "imported-data"), "--slurm-conf", conf],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     inv = json.loads((tmp_path / "imp" / "inventory.json").read_text())
     assert [(n["name"], n["gpus"], n["state"]) for n in inv["nodes"]] == \

@@ -15,6 +15,11 @@ from tests.slurm.conftest import Cluster, Service
 ALLOT = str(Path(sys.executable).parent / "allot")
 
 
+def _data(service: Service) -> list[str]:
+    """The service's data directory (its audit key and head file) for the CLI."""
+    return ["--data-dir", str(service.db.audit.data_dir)]
+
+
 def assocs(c: Cluster) -> dict[str, tuple[str, str]]:
     """account -> (parent, grptres) of the account associations."""
     return {r[0]: (r[1], r[3]) for r in c.slurm.rows(
@@ -24,16 +29,17 @@ def assocs(c: Cluster) -> dict[str, tuple[str, str]]:
 
 def test_dry_run_then_sync_then_nothing_to_do(slurm: Cluster, service: Service) -> None:
     conf = str(slurm.base / "etc" / "slurm.conf")
-    dry = subprocess.run([ALLOT, "slurm", "sync", "--db", service.db.url, "--slurm-conf", conf,
-                          "--dry-run"], capture_output=True, text=True, timeout=120)
+    dry = subprocess.run([ALLOT, "slurm", "sync", "--db", service.db.url, *_data(service),
+                          "--slurm-conf", conf, "--dry-run"], capture_output=True, text=True,
+                         timeout=120)
     assert dry.returncode == 0, dry.stderr
     assert "+ account llama: parent=research" in dry.stdout
     assert "+ account llama: GrpTRES - -> gres/gpu=4" in dry.stdout
     assert "+ qos allot_borrow" in dry.stdout and "would change" in dry.stdout
     assert assocs(slurm) == {}  # the dry run changed nothing
 
-    real = subprocess.run([ALLOT, "slurm", "sync", "--db", service.db.url, "--slurm-conf",
-                           conf], capture_output=True, text=True, timeout=120)
+    real = subprocess.run([ALLOT, "slurm", "sync", "--db", service.db.url, *_data(service),
+                           "--slurm-conf", conf], capture_output=True, text=True, timeout=120)
     assert real.returncode == 0, real.stderr
     got = assocs(slurm)
     assert got == {"research": ("root", ""), "llama": ("research", "gres/gpu=4"),
@@ -78,9 +84,9 @@ def test_accounts_differing_only_in_case_are_refused(slurm: Cluster, service: Se
     org = [{"name": "llama", "guaranteed": 2}, {"name": "LLAMA", "guaranteed": 2}]
     with service.db.session() as s:
         repo.set_org(s, {"org": org}, "test", time.time())
-    r = subprocess.run([ALLOT, "slurm", "sync", "--db", service.db.url, "--slurm-conf",
-                        str(slurm.base / "etc" / "slurm.conf")], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([ALLOT, "slurm", "sync", "--db", service.db.url, *_data(service),
+                        "--slurm-conf", str(slurm.base / "etc" / "slurm.conf")],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "'LLAMA' and 'llama' are one Slurm account 'llama'" in r.stderr
     assert assocs(slurm) == {}

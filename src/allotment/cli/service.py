@@ -1,6 +1,11 @@
 """CLI commands for the service: start it (``up``, ``serve``, ``scheduler``), administer the
-database (``admin create-user``, ``audit verify``), and talk to it over HTTP (``submit``,
-``jobs``, ``why``, ``cancel``, ``usage``, ``dispute``, ``login``)."""
+database (``admin create-user|list-tokens|issue-token|revoke-token|disable-user|enable-user``,
+``audit verify``), and talk to it over HTTP (``submit``, ``jobs``, ``why``, ``cancel``,
+``usage``, ``dispute``, ``login``).
+
+Every command that opens the database takes ``--data-dir`` (``$ALLOTMENT_DATA_DIR``, default
+``.allotment``): the audit key and head file live there, so give all processes of one
+database the same one."""
 
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ app.add_typer(dispute_app, name="dispute")
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default $ALLOTMENT_DB "
                                            "or sqlite:///./allotment.db)")]
+DataDir = Annotated[Path, typer.Option(
+    envvar="ALLOTMENT_DATA_DIR", help="data directory: the audit key and head file, run "
+    "folders and logs, simulator reports ($ALLOTMENT_DATA_DIR)")]
 
 
 def _client() -> Any:
@@ -55,38 +63,141 @@ def create_user(
     role: Annotated[str, typer.Option(help="member, lead or admin")] = "admin",
     team: Annotated[str | None, typer.Option(help="team or org node (not for admins)")] = None,
     db: DbOpt = None,
+    data_dir: DataDir = Path(".allotment"),
 ) -> None:
     """Create a user (the first admin, typically) and print its API token once."""
     from allotment.storage import repo
-    from allotment.storage.db import Database
 
-    try:
-        database = Database(db)
-        database.upgrade()
-        with database.session() as s:
-            _, token = repo.create_user(s, name, role, team, time.time(), "cli")
-    except AllotmentError as exc:
-        _fail(exc)
-        return
+    def act(s: Any) -> str:
+        return repo.create_user(s, name, role, team, time.time(), "cli")[1]
+
+    token = _admin(db, data_dir, act)
     console.print(f"created {role} {name}; API token (shown once):")
     print(token)
 
 
+def _admin(db: str | None, data_dir: Path, act: Any) -> Any:
+    """Run ``act(session)`` in one transaction on the database; errors end the command."""
+    from allotment.storage.db import Database
+
+    try:
+        database = Database(db, data_dir)
+        database.upgrade()
+        database.check_audit_key()
+        with database.session() as s:
+            return act(s)
+    except AllotmentError as exc:
+        _fail(exc)
+
+
+@admin_app.command("list-tokens")
+def list_tokens(name: Annotated[str, typer.Argument(help="user name")], db: DbOpt = None,
+                data_dir: DataDir = Path(".allotment")) -> None:
+    """A user's API tokens: id, when made, whether revoked (never the token itself)."""
+    from allotment.storage import repo
+
+    def act(s: Any) -> list[tuple[int, float, float | None]]:
+        user = repo.user_named(s, name)
+        return [(t.id, t.created_at, t.revoked_at) for t in repo.tokens_of(s, user)]
+
+    t = Table(title=f"tokens of {name}")
+    for col in ("id", "created", "revoked"):
+        t.add_column(col)
+    for tid, created, revoked in _admin(db, data_dir, act):
+        t.add_row(str(tid), _when(created), _when(revoked))
+    console.print(t)
+
+
+@admin_app.command("issue-token")
+def issue_token(name: Annotated[str, typer.Argument(help="user name")], db: DbOpt = None,
+                data_dir: DataDir = Path(".allotment")) -> None:
+    """Give a user a new API token and print it once."""
+    from allotment.storage import repo
+
+    def act(s: Any) -> tuple[int, str]:
+        row, token = repo.issue_token(s, repo.user_named(s, name), time.time(), "cli")
+        return row.id, token
+
+    tid, token = _admin(db, data_dir, act)
+    console.print(f"token {tid} of {name} (shown once):")
+    print(token)
+
+
+@admin_app.command("revoke-token")
+def revoke_token(
+    token_id: Annotated[int | None, typer.Argument(help="token id (allot admin list-tokens)")]
+    = None,
+    user: Annotated[str | None, typer.Option(help="revoke every token of this user")] = None,
+    db: DbOpt = None,
+    data_dir: DataDir = Path(".allotment"),
+) -> None:
+    """Revoke a token (or all of a user's): refused at once, its dashboard sessions end."""
+    from allotment.storage import repo
+
+    if (token_id is None) == (user is None):
+        _fail(AllotmentError("revoke-token: give a token id or --user NAME"))
+
+    def act(s: Any) -> list[int]:
+        now = time.time()
+        ids = [token_id] if token_id is not None else [
+            t.id for t in repo.tokens_of(s, repo.user_named(s, user or ""))
+            if t.revoked_at is None]
+        for tid in ids:
+            repo.revoke_token(s, tid, "cli", now)
+        return [int(t) for t in ids if t is not None]
+
+    ids = _admin(db, data_dir, act)
+    console.print(f"revoked token(s) {', '.join(map(str, ids)) or '(none left)'}")
+
+
+@admin_app.command("disable-user")
+def disable_user(name: Annotated[str, typer.Argument(help="user name")], db: DbOpt = None,
+                 data_dir: DataDir = Path(".allotment")) -> None:
+    """Disable a user: its tokens and dashboard sessions are refused at once."""
+    from allotment.storage import repo
+
+    _admin(db, data_dir, lambda s: repo.set_disabled(s, repo.user_named(s, name), True, "cli",
+                                                     time.time()))
+    console.print(f"user {name} disabled")
+
+
+@admin_app.command("enable-user")
+def enable_user(name: Annotated[str, typer.Argument(help="user name")], db: DbOpt = None,
+                data_dir: DataDir = Path(".allotment")) -> None:
+    """Enable a disabled user again (its tokens that were not revoked work again)."""
+    from allotment.storage import repo
+
+    _admin(db, data_dir, lambda s: repo.set_disabled(s, repo.user_named(s, name), False,
+                                                     "cli", time.time()))
+    console.print(f"user {name} enabled")
+
+
 @audit_app.command("verify")
-def audit_verify(db: DbOpt = None) -> None:
-    """Recompute the audit chain; exit 1 if any entry was edited or deleted."""
+def audit_verify(db: DbOpt = None, data_dir: DataDir = Path(".allotment")) -> None:
+    """Recompute the audit chain under the key of DATA_DIR, and compare the head row and the
+    head file with it; exit 1 if any entry was edited or deleted, naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from allotment.storage import audit
     from allotment.storage.db import Database
 
     try:
-        database = Database(db)
+        database = Database(db, data_dir)
+        database.require_current_schema()
         with database.session() as s:
             result = audit.verify(s)
     except AllotmentError as exc:
         _fail(exc)
         return
+    except SQLAlchemyError as exc:
+        _fail(AllotmentError(f"database {db or 'default'}: {exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0]}"))
+        return
     if result.ok:
-        console.print(f"audit log OK: {result.entries} entries, chain intact")
+        how = (f"keyed from entry {result.keyed_from}, head file agrees"
+               if result.keyed_from is not None else
+               "not keyed yet (the service keys it at its next append)")
+        console.print(f"audit log OK: {result.entries} entries, chain intact; {how}")
         return
     for p in result.problems:
         err_console.print(f"[bold red]audit:[/] {p}", highlight=False)
@@ -148,20 +259,22 @@ def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
 
 def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
            with_scheduler: bool, cfg: Any, escalation_s: float,
-           on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None) -> None:
+           on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None,
+           web: dict[str, Any] | None = None) -> None:
     import uvicorn
 
     from allotment.service.app import create_app
     from allotment.service.loop import SchedulerLoop
     from allotment.storage.db import Database
 
-    database = Database(db)
+    database = Database(db, data_dir)
     database.upgrade()
+    database.check_audit_key()
     runs = data_dir / "runs"
     executor = _backend(backend, data_dir, fake, slurm_conf, database)
     loop = SchedulerLoop(database, executor, cfg) if with_scheduler else None
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs),
-                                     "reports_dir": str(data_dir / "reports")})
+                                     "reports_dir": str(data_dir / "reports"), **(web or {})})
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     if on_ready is not None:
         def ready() -> None:
@@ -173,7 +286,6 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
 
 
 Policy = Annotated[str, typer.Option(help="scheduling policy")]
-DataDir = Annotated[Path, typer.Option(help="logs and run folders")]
 FakeGpus = Annotated[bool, typer.Option(help="jobs get fake GPUs (no NVML)")]
 TickS = Annotated[float, typer.Option(help="seconds between scheduling cycles")]
 GraceS = Annotated[float, typer.Option(help="SIGTERM to SIGKILL on preemption")]
@@ -187,6 +299,13 @@ SlurmConf = Annotated[str | None, typer.Option(help="slurm.conf for the slurm ba
                                                "(default $SLURM_CONF)")]
 LeaseTtlS = Annotated[float, typer.Option(help="another scheduler may take over after this "
                                           "long without a tick")]
+SessionTtlS = Annotated[float, typer.Option(min=60, help="a dashboard login lasts this long")]
+AuthFailLimit = Annotated[int, typer.Option(min=1, help="failed authentications per client "
+                                            "address per window before it gets 429")]
+AuthFailWindowS = Annotated[float, typer.Option(min=1, help="the window of --auth-fail-limit")]
+PublicOrigin = Annotated[list[str] | None, typer.Option(
+    help="origin(s) the dashboard is reached at, e.g. https://gpus.example.org behind a TLS "
+    "proxy (form posts must come from one; default: the Host it is reached at)")]
 
 
 @app.command()
@@ -208,14 +327,21 @@ def serve(
     lease_ttl_s: LeaseTtlS = 10.0,
     backend: BackendOpt = "local",
     slurm_conf: SlurmConf = None,
+    session_ttl_s: SessionTtlS = 12 * 3600.0,
+    auth_fail_limit: AuthFailLimit = 20,
+    auth_fail_window_s: AuthFailWindowS = 60.0,
+    public_origin: PublicOrigin = None,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
+        web = {"session_ttl_s": session_ttl_s, "auth_fail_limit": auth_fail_limit,
+               "auth_fail_window_s": auth_fail_window_s,
+               "public_origins": [o.rstrip("/") for o in public_origin or []]}
         _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s,
-               backend=backend, slurm_conf=slurm_conf)
+               backend=backend, slurm_conf=slurm_conf, web=web)
     except AllotmentError as exc:
         _fail(exc)
 
@@ -245,8 +371,9 @@ def scheduler_cmd(
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
-        database = Database(db)
+        database = Database(db, data_dir)
         database.upgrade()
+        database.check_audit_key()
         executor = _backend(backend, data_dir, fake_gpus, slurm_conf, database)
         loop = SchedulerLoop(database, executor, cfg)
     except AllotmentError as exc:
@@ -286,8 +413,9 @@ def up(
     db = db or os.environ.get("ALLOTMENT_DB") or (
         f"sqlite:///{(data_dir / 'allotment.db').resolve()}")
     try:
-        database = Database(db)
+        database = Database(db, data_dir)
         database.upgrade()
+        database.check_audit_key()
         nodes = _inventory_here(fake_gpus, gpu_type)
         with database.session() as s:
             now = time.time()

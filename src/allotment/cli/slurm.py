@@ -20,6 +20,8 @@ app.add_typer(slurm_app, name="slurm")
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default $ALLOTMENT_DB "
                                            "or sqlite:///./allotment.db)")]
 ConfOpt = Annotated[str | None, typer.Option(help="slurm.conf (default $SLURM_CONF)")]
+DataDir = Annotated[Path, typer.Option(envvar="ALLOTMENT_DATA_DIR", help="the service's data "
+                                       "directory (its audit key and head file)")]
 
 
 @slurm_app.command("sync")
@@ -32,6 +34,7 @@ def sync_cmd(
         help="Unix user the service submits as (repeatable; default: this user)")] = None,
     grace_s: Annotated[int, typer.Option(min=0, max=86400, help="GraceTime of a preempted "
                                          "borrowing job")] = 30,
+    data_dir: DataDir = Path(".allotment"),
 ) -> None:
     """Make Slurm enforce the quotas in force: accounts, GrpTRES limits, QOS, users."""
     from allotment.backends.slurm.cmd import Slurm
@@ -39,7 +42,7 @@ def sync_cmd(
     from allotment.storage.db import Database
 
     try:
-        database = Database(db)
+        database = Database(db, data_dir)
         database.upgrade()
         res = run_sync(database, Slurm(slurm_conf), time.time(), dry_run, submit_user, grace_s)
     except AllotmentError as exc:
@@ -58,6 +61,7 @@ def usage_cmd(
     slurm_conf: ConfOpt = None,
     hours: Annotated[float, typer.Option(min=0.01, max=24 * 400,
                                          help="read this many hours back")] = 24.0,
+    data_dir: DataDir = Path(".allotment"),
 ) -> None:
     """Read ``sacct`` into the service's accounting for the last HOURS, and print it."""
     from allotment.backends.slurm.cmd import Slurm
@@ -66,7 +70,7 @@ def usage_cmd(
     from allotment.storage.db import Database
 
     try:
-        database = Database(db)
+        database = Database(db, data_dir)
         database.upgrade()
         now = time.time()
         n = import_usage(database, Slurm(slurm_conf), now - hours * 3600, now + 1, now)
@@ -92,6 +96,7 @@ def import_cmd(
     gpu_type: Annotated[str, typer.Option(help="type of GPUs whose gres has no type")] = "gpu",
     db: Annotated[str | None, typer.Option("--db", help="also load both into this service "
                                            "database")] = None,
+    data_dir: DataDir = Path(".allotment"),
 ) -> None:
     """Build an org file from the account tree and an inventory from sinfo's GPU nodes."""
     import yaml
@@ -120,7 +125,7 @@ def import_cmd(
             from allotment.storage import repo
             from allotment.storage.db import Database
 
-            database = Database(db)
+            database = Database(db, data_dir)
             database.upgrade()
             now = time.time()
             with database.session() as s:

@@ -62,6 +62,10 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
                   description="Fair, efficient sharing of a GPU fleet among teams.")
     app.state.db = db
     app.state.settings = {"escalation_s": 2 * 86400.0, "clock": time.time, **(settings or {})}
+    from allotment.service import security
+
+    app.state.auth_limiter = security.limiter_from(app.state.settings)
+    app.add_middleware(security.SecurityHeaders)
 
     from allotment.service import ui
 
@@ -71,7 +75,7 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
     @app.exception_handler(StarletteHTTPException)
     async def _http(r: Request, exc: StarletteHTTPException) -> Any:
         if _html(r):
-            return ui.error_page(r, exc.status_code, str(exc.detail))
+            return ui.error_page(r, exc.status_code, str(exc.detail), exc.headers)
         return await http_exception_handler(r, exc)
 
     @app.exception_handler(Exception)

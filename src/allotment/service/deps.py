@@ -15,9 +15,13 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from allotment.service import security
 from allotment.storage import repo
 from allotment.storage.db import Database
 from allotment.storage.models import User
+
+SESSION_COOKIE = "allotment_session"  # a dashboard session's id (repo.open_session)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -29,23 +33,62 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_user(request: Request) -> User:
-    """The token's user, looked up in a short transaction of its own (so the request's
-    transaction, and on SQLite its write lock, starts only in the route itself)."""
+def credential(request: Request) -> tuple[str, str]:
+    """What the request presents: ("token", API token) from ``Authorization: Bearer``, else
+    ("session", id) from the dashboard's cookie, else ("", "")."""
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-    if not token:
-        token = request.cookies.get("allotment_token", "")
-    user = None
     if token:
+        return "token", token
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    return ("session", sid) if sid else ("", "")
+
+
+def too_many(addr: str, wait: int) -> HTTPException:
+    return HTTPException(429, f"too many failed authentications from {addr}; try again in "
+                         f"{wait} s", headers={"Retry-After": str(wait)})
+
+
+def current_user(request: Request) -> User:
+    """The user of the request's API token or dashboard session, looked up in a short
+    transaction of its own (so the request's transaction, and on SQLite its write lock,
+    starts only in the route itself). A revoked token, an ended or expired session and a
+    disabled user are refused (401). A wrong credential counts against the client address
+    (``security.AuthLimiter``); past the limit every credential from it is answered 429.
+    A state-changing request made with the session cookie must come from the service's own
+    origin."""
+    kind, value = credential(request)
+    if not kind:
+        raise HTTPException(401, "missing or invalid API token (Authorization: Bearer ...)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    limiter, addr = security.limiter_of(request), security.client_address(request)
+    wait = limiter.retry_after(addr)
+    if wait is not None:
+        raise too_many(addr, wait)
+    user = None
+    if len(value) <= 512:
         db: Database = request.app.state.db
         with db.sessions() as s:
-            user = repo.user_by_token(s, token)
+            if kind == "token":
+                user = repo.user_by_token(s, value)
+            else:
+                user = repo.user_by_session(s, value,
+                                            float(request.app.state.settings["clock"]()))
             if user is not None:
                 s.expunge(user)
     if user is None:
+        limiter.failed(addr)
+        if kind == "session":  # the cookie is dropped, so the browser stops sending it
+            raise HTTPException(401, "the dashboard session ended or expired: log in again",
+                                headers={"Set-Cookie": f"{SESSION_COOKIE}=; Max-Age=0; Path=/; "
+                                         "HttpOnly; SameSite=Strict"})
         raise HTTPException(401, "missing or invalid API token (Authorization: Bearer ...)",
                             headers={"WWW-Authenticate": "Bearer"})
+    if kind == "session" and request.method not in SAFE_METHODS \
+            and not security.same_origin(request):
+        raise HTTPException(403, "a change made with the dashboard's cookie must come from "
+                            "the dashboard's own pages (Origin or Referer of this service)")
+    request.state.user = user
     return user
 
 

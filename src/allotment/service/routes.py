@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, cast, func, literal, or_, select
 
 from allotment.errors import InputError
 from allotment.planner.scenario import parse_scenario
@@ -70,6 +70,45 @@ def list_users(s: SessionDep, user: CurrentUser, limit: Limit = 100,
     require_role(user, "admin")
     rows, total = repo.paginate(s, User, [], User.id, limit, offset)
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/v1/users/{user_id}/tokens", response_model=list[sch.TokenPublic], tags=["users"])
+def list_tokens(user_id: Id, s: SessionDep, user: CurrentUser) -> Any:
+    """A user's API tokens: ids, creation and revocation times (never the token)."""
+    require_role(user, "admin")
+    return repo.tokens_of(s, repo.get_user(s, user_id))
+
+
+@router.post("/v1/users/{user_id}/tokens", response_model=sch.TokenCreated, status_code=201,
+             tags=["users"])
+def issue_token(user_id: Id, request: Request, s: SessionDep,
+                user: CurrentUser) -> dict[str, Any]:
+    """A new API token for the user, shown once."""
+    require_role(user, "admin")
+    row, token = repo.issue_token(s, repo.get_user(s, user_id), _now(request), user.name)
+    return {"id": row.id, "user_id": row.user_id, "created_at": row.created_at,
+            "revoked_at": row.revoked_at, "token": token}
+
+
+@router.delete("/v1/tokens/{token_id}", status_code=204, tags=["users"])
+def revoke_token(token_id: Id, request: Request, s: SessionDep, user: CurrentUser) -> None:
+    """Revoke a token: refused from now on, with the dashboard sessions opened with it."""
+    require_role(user, "admin")
+    repo.revoke_token(s, token_id, user.name, _now(request))
+
+
+@router.post("/v1/users/{user_id}/disable", response_model=sch.UserPublic, tags=["users"])
+def disable_user(user_id: Id, request: Request, s: SessionDep, user: CurrentUser) -> User:
+    """Refuse every token and session of the user from now on (its sessions end)."""
+    require_role(user, "admin")
+    return repo.set_disabled(s, repo.get_user(s, user_id), True, user.name, _now(request))
+
+
+@router.post("/v1/users/{user_id}/enable", response_model=sch.UserPublic, tags=["users"])
+def enable_user(user_id: Id, request: Request, s: SessionDep, user: CurrentUser) -> User:
+    """Let a disabled user in again (its tokens that were not revoked work again)."""
+    require_role(user, "admin")
+    return repo.set_disabled(s, repo.get_user(s, user_id), False, user.name, _now(request))
 
 
 # -- org and inventory ------------------------------------------------------------------
@@ -377,35 +416,65 @@ def get_dispute(dispute_id: Id, s: SessionDep, user: CurrentUser) -> DisputeRow:
 def resolve_dispute(dispute_id: Id, body: sch.DisputeResolve, request: Request,
                     s: SessionDep, user: CurrentUser) -> DisputeRow:
     row = governance.get_dispute(s, dispute_id)
-    if user.role != "admin":
-        # the lead of the node it is assigned to, or of any node above that one
-        above: set[str] = set()
-        node = row.assigned_to
-        while node is not None:
-            above.add(node)
-            node = governance.parent_of(s, node)
-        if user.role != "lead" or row.assigned_to is None or user.org_node not in above:
-            raise HTTPException(403, f"dispute {dispute_id} is assigned to "
-                                f"{row.assigned_to or 'the admins'}, not to {user.name}")
+    refused = governance.may_not_resolve(s, row, user.name, user.role, user.org_node)
+    if refused is not None:
+        raise HTTPException(403, refused)
     governance.resolve_dispute(s, row, user.name, body.decision, body.reason, body.guaranteed,
                                _now(request))
     return row
 
 
 # -- audit ------------------------------------------------------------------------------
+def audit_visible(s: Any, user: User) -> Any:
+    """The entries ``user`` may read (None: all, for admins): scope ``org``, the scopes of
+    the user's teams, and those of the disputes the user may see (the rule of
+    ``GET /v1/disputes/{id}``, evaluated now, so an escalated dispute's new leads see it)."""
+    if user.role == "admin":
+        return None
+    teams = sorted(repo.teams_under(s, user.org_node))
+    disputes = select(literal("dispute:", String) + cast(DisputeRow.id, String)).where(
+        _dispute_visible(s, user))
+    return or_(AuditRow.scope == audit.ORG,
+               AuditRow.scope.in_([f"team:{t}" for t in teams]),
+               AuditRow.scope.in_(disputes))
+
+
+def audit_page(s: Any, user: User, action: str | None, subject: str | None, limit: int,
+               offset: int, contains: bool = False) -> tuple[list[AuditRow], int]:
+    """One page of the entries ``user`` may read, newest first, and how many match in all;
+    ``action`` and ``subject`` match exactly, or as substrings with ``contains``."""
+    where = []
+    for col, value in ((AuditRow.action, action), (AuditRow.subject, subject)):
+        if value:
+            where.append(col.contains(value, autoescape=True) if contains else col == value)
+    visible = audit_visible(s, user)
+    if visible is not None:
+        where.append(visible)
+    rows, total = repo.paginate(s, AuditRow, where, AuditRow.seq.desc(), limit, offset)
+    return rows, total
+
+
+def audit_check(s: Any, user: User) -> audit.Verification:
+    """The chain's verification; a user who is not an admin learns only whether it holds and
+    how many entries it has, not which entries (of other teams, maybe) failed."""
+    got = audit.verify(s)
+    if user.role == "admin" or got.ok:
+        return got
+    return audit.Verification(False, got.entries, [
+        "the audit chain does not verify; an admin can see which entries"], got.keyed_from)
+
+
 @router.get("/v1/audit", response_model=sch.Page[sch.AuditPublic], tags=["audit"])
 def list_audit(s: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0,
                action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
                subject: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
                ) -> dict[str, Any]:
-    where = [AuditRow.action == action] if action else []
-    if subject:
-        where.append(AuditRow.subject == subject)
-    rows, total = repo.paginate(s, AuditRow, where, AuditRow.seq.desc(), limit, offset)
+    """Entries the user may read (admins: all; others: their teams', the disputes they may
+    see, and the org-wide ones), newest first."""
+    rows, total = audit_page(s, user, action, subject, limit, offset)
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/v1/audit/verify", response_model=sch.AuditVerifyPublic, tags=["audit"])
 def verify_audit(s: SessionDep, user: CurrentUser) -> Any:
-    return audit.verify(s)
-
+    return audit_check(s, user)

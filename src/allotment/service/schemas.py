@@ -58,9 +58,22 @@ class UserPublic(Out):
     name: str
     role: str
     org_node: str | None
+    disabled_at: float | None = Field(default=None, description="set while the user is "
+                                      "disabled: its tokens and sessions are refused")
 
 
 class UserCreated(UserPublic):
+    token: str = Field(description="shown once; store it, it is kept only hashed")
+
+
+class TokenPublic(Out):
+    id: int
+    user_id: int
+    created_at: float
+    revoked_at: float | None
+
+
+class TokenCreated(TokenPublic):
     token: str = Field(description="shown once; store it, it is kept only hashed")
 
 
@@ -301,7 +314,10 @@ class AuditPublic(Out):
 class AuditVerifyPublic(Out):
     ok: bool
     entries: int
-    problems: list[str]
+    problems: list[str] = Field(description="which entry, head row or head file line failed "
+                                "(for admins; others learn only ok and the count)")
+    keyed_from: int | None = Field(default=None, description="the first entry of the keyed "
+                                   "(HMAC) chain; None: not keyed yet")
 
 
 class UsagePublic(Out):

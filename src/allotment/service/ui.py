@@ -1,8 +1,11 @@
 """The web dashboard: server-rendered pages (Jinja2) under ``/ui``, same auth as the API.
 
-Log in with an API token; the token is then kept in an HttpOnly, SameSite=Strict cookie
-(the API accepts it too). Every form carries a CSRF field derived from the token. A user
-mistake is shown on the page next to its field; no page shows a traceback.
+Log in with an API token: that opens a dashboard session, a random id kept in an HttpOnly,
+SameSite=Strict cookie (the API accepts it too) and stored hashed with an expiry; logout
+ends it on the server. Every form carries a CSRF field derived from the session id (the
+login form one derived from a pre-session cookie), and every form post must come from the
+service's own origin (``Origin``, else ``Referer``). A user mistake is shown on the page
+next to its field; no page shows a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -21,13 +26,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import select
 
 from allotment.errors import AllotmentError, InputError
-from allotment.service import routes, views
-from allotment.service.deps import current_user, teams_of
-from allotment.storage import audit, repo
+from allotment.service import routes, security, views
+from allotment.service.deps import SESSION_COOKIE, current_user, teams_of, too_many
 from allotment.storage import jobs as jobrepo
-from allotment.storage.models import AuditRow, DisputeRow, User
+from allotment.storage import repo
+from allotment.storage.models import DisputeRow, User
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+SESSION_TTL_S = 12 * 3600.0  # a dashboard session's life (setting ``session_ttl_s``)
 STATIC = Path(__file__).parent / "static"
 env = Environment(loader=PackageLoader("allotment.service", "templates"),
                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -45,8 +51,13 @@ env.filters["ts"] = _ts
 env.filters["gpuh"] = lambda x: f"{x:,.1f}"
 
 
-def csrf_of(token: str) -> str:
-    return hmac.new(token.encode(), b"allotment-csrf", hashlib.sha256).hexdigest()[:32]
+LOGIN_COOKIE = "allotment_login"  # the login form's pre-session CSRF secret
+
+
+def csrf_of(session_id: str, purpose: bytes = b"allotment-csrf") -> str:
+    """The CSRF field of a session's forms (or, with ``allotment-login``, of the login
+    form): an HMAC under the secret the cookie holds, which another site cannot read."""
+    return hmac.new(session_id.encode(), purpose, hashlib.sha256).hexdigest()[:32]
 
 
 def _now(request: Request) -> float:
@@ -55,9 +66,10 @@ def _now(request: Request) -> float:
 
 def page(request: Request, template: str, user: User | None, status: int = 200,
          **ctx: Any) -> HTMLResponse:
-    token = request.cookies.get("allotment_token", "")
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    csrf = ctx.pop("csrf", None) or (csrf_of(sid) if sid and user is not None else "")
     html = env.get_template(template).render(
-        user=user, nav=NAV, csrf=csrf_of(token) if token else "", request=request, **ctx)
+        user=user, nav=NAV, csrf=csrf, request=request, **ctx)
     return HTMLResponse(html, status_code=status)
 
 
@@ -65,11 +77,23 @@ def _user(request: Request) -> User:
     return current_user(request)
 
 
-async def _form(request: Request) -> dict[str, str]:
+def _check_origin(request: Request) -> None:
+    if not security.same_origin(request):
+        raise HTTPException(403, "the form came from another site (its Origin or Referer is "
+                            "not this service): reload the page and send it again")
+
+
+async def _read_form(request: Request) -> dict[str, str]:
     body = (await request.body()).decode(errors="replace")
-    form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-    token = request.cookies.get("allotment_token", "")
-    if not token or not hmac.compare_digest(form.get("csrf", ""), csrf_of(token)):
+    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A state-changing form post: from this service's origin, with its session's CSRF."""
+    _check_origin(request)
+    form = await _read_form(request)
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    if not sid or not hmac.compare_digest(form.get("csrf", ""), csrf_of(sid)):
         raise HTTPException(403, "the form is stale or came from another site: reload the page")
     return form
 
@@ -79,9 +103,25 @@ def _session(request: Request) -> Any:
 
 
 # -- login -----------------------------------------------------------------------------
+def _login_page(request: Request, status: int, target: str, error: str | None,
+                headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """The login form with a pre-session CSRF field: its secret is a cookie of its own
+    (kept if the browser has one), so a login posted from another site fails."""
+    pre = request.cookies.get(LOGIN_COOKIE, "")
+    if not (pre.startswith("alp_") and 20 < len(pre) < 100):
+        pre = "alp_" + secrets.token_urlsafe(24)
+    resp = page(request, "login.html", None, status, next=target, error=error,
+                csrf=csrf_of(pre, b"allotment-login"))
+    resp.set_cookie(LOGIN_COOKIE, pre, httponly=True, samesite="strict", path="/ui/login",
+                    max_age=3600, secure=request.url.scheme == "https")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
 @router.get("/login")
 def login_form(request: Request, next: str = "/ui") -> HTMLResponse:
-    return page(request, "login.html", None, next=_safe_next(next), error=None)
+    return _login_page(request, 200, _safe_next(next), None)
 
 
 def _safe_next(target: str) -> str:
@@ -90,28 +130,51 @@ def _safe_next(target: str) -> str:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    body = (await request.body()).decode(errors="replace")
-    form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    """Open a dashboard session for a valid token: from this service's origin, with the
+    login form's CSRF field; a wrong token counts against the client's address."""
+    _check_origin(request)
+    form = await _read_form(request)
+    pre = request.cookies.get(LOGIN_COOKIE, "")
+    if not pre or not hmac.compare_digest(form.get("csrf", ""),
+                                          csrf_of(pre, b"allotment-login")):
+        raise HTTPException(403, "the login form is stale or came from another site: reload "
+                            "the page")
     token = form.get("token", "").strip()
     target = _safe_next(form.get("next", "/ui"))
-    user = None
+    limiter, addr = security.limiter_of(request), security.client_address(request)
+    wait = limiter.retry_after(addr)
+    if wait is not None:
+        exc = too_many(addr, wait)
+        return _login_page(request, 429, target, f"Too many failed logins: {exc.detail}",
+                           exc.headers)
+    opened = None
     if token and len(token) < 512:
-        with request.app.state.db.sessions() as s:
-            user = repo.user_by_token(s, token)
-    if user is None:
-        return page(request, "login.html", None, 401, next=target,
-                    error="token: not a valid API token (ask an admin for one)")
+        settings = request.app.state.settings
+        with _session(request) as s:
+            opened = repo.open_session(s, token, _now(request),
+                                       float(settings.get("session_ttl_s", SESSION_TTL_S)))
+    if opened is None:
+        limiter.failed(addr)
+        return _login_page(request, 401, target,
+                           "token: not a valid API token (ask an admin for one)")
+    _, session_id = opened
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie("allotment_token", token, httponly=True, samesite="strict", path="/",
-                    max_age=7 * 86400, secure=request.url.scheme == "https")
+    resp.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict", path="/",
+                    max_age=int(request.app.state.settings.get("session_ttl_s",
+                                                               SESSION_TTL_S)),
+                    secure=request.url.scheme == "https")
+    resp.delete_cookie(LOGIN_COOKIE, path="/ui/login")
     return resp
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
+    """End the session on the server (its cookie is then worth nothing) and drop it."""
     await _form(request)
+    with _session(request) as s:
+        repo.end_session(s, request.cookies.get(SESSION_COOKIE, ""))
     resp = RedirectResponse("/ui/login", status_code=303)
-    resp.delete_cookie("allotment_token", path="/")
+    resp.delete_cookie(SESSION_COOKIE, path="/")
     return resp
 
 
@@ -280,14 +343,10 @@ def audit_log(request: Request, action: str = "", subject: str = "",
     user = _user(request)
     if len(action) > 64 or len(subject) > 128 or "\x00" in action + subject:
         raise InputError("action", "filters are at most 64/128 characters")
-    with _session(request) as s:
-        where = []
-        if action:
-            where.append(AuditRow.action.contains(action))
-        if subject:
-            where.append(AuditRow.subject.contains(subject))
-        rows, total = repo.paginate(s, AuditRow, where, AuditRow.seq.desc(), 100, max(0, offset))
-        check = audit.verify(s)
+    with _session(request) as s:  # the API's visibility rule and check, as they are
+        rows, total = routes.audit_page(s, user, action, subject, 100, max(0, offset),
+                                        contains=True)
+        check = routes.audit_check(s, user)
         for r in rows:
             s.expunge(r)
     return page(request, "audit.html", user, active="audit", rows=rows, total=total,
@@ -314,20 +373,32 @@ def report_plot(request: Request, name: str, plot: str) -> FileResponse:
     if folder is None or not (views.REPORT_NAME.match(name) and views.REPORT_NAME.match(plot)
                               and plot.endswith(".png")):
         raise HTTPException(404, "no such plot")
-    path = folder / name / plot
-    if not path.is_file():
+    path = views.inside(folder, folder / name / plot)
+    if path is None or not path.is_file():
         raise HTTPException(404, "no such plot")
     return FileResponse(path)
 
 
 # -- errors: a page in words, never a traceback ------------------------------------------
-def error_page(request: Request, status: int, message: str) -> Response:
+def error_page(request: Request, status: int, message: str,
+               headers: Mapping[str, str] | None = None) -> Response:
+    """The page of an error, with the user this request authenticated as. If the error
+    came before the route looked the user up (a bad path parameter), it is looked up here,
+    through the same rate limit; never after a 429."""
     if status == 401:
-        return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
-    user = None
-    with contextlib.suppress(HTTPException):
-        user = current_user(request)
-    return page(request, "error.html", user, status, message=message, code=status)
+        redirect = RedirectResponse(f"/ui/login?next={quote(request.url.path)}", 303)
+        for k, v in (headers or {}).items():
+            if k.lower() == "set-cookie":
+                redirect.headers.append(k, v)
+        return redirect
+    user = getattr(request.state, "user", None)
+    if user is None and status != 429:
+        with contextlib.suppress(HTTPException):
+            user = current_user(request)
+    resp = page(request, "error.html", user, status, message=message, code=status)
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
 
 
 def handles(exc: Exception) -> tuple[int, str]:

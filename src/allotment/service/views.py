@@ -184,7 +184,16 @@ def plan_side_by_side(s: Session, now: float, draft_id: int | None) -> dict[str,
             "plans": plans}
 
 
-REPORT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+REPORT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9_.-]{1,128}$")  # no ".", "..", "..."
+
+
+def inside(folder: Path, path: Path) -> Path | None:
+    """``path`` with symlinks resolved, if it stays inside ``folder``; else None."""
+    try:
+        root, got = folder.resolve(strict=True), path.resolve(strict=True)
+    except OSError:
+        return None
+    return got if got.is_relative_to(root) and got != root else None
 
 
 def reports(folder: Path | None) -> list[dict[str, Any]]:

@@ -1,6 +1,10 @@
 """Engines and sessions. SQLite (the embedded default) runs in WAL mode with a busy timeout,
 and every transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of
 failing on a lock upgrade; PostgreSQL runs at READ COMMITTED with row locks where needed.
+
+A database goes with a data directory (``--data-dir``, ``$ALLOTMENT_DATA_DIR``, default
+``.allotment``): it holds the audit key and the audit head file (``storage/audit.py``), so
+every process that appends to the audit log of one database must be given the same one.
 """
 
 from __future__ import annotations
@@ -15,13 +19,20 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from allotment.errors import ConfigurationError
+from allotment.storage import audit
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_DATA_DIR = ".allotment"
 
 
 def default_url() -> str:
     """``$ALLOTMENT_DB``, else ``allotment.db`` in the working directory."""
     return os.environ.get("ALLOTMENT_DB") or f"sqlite:///{Path.cwd() / 'allotment.db'}"
+
+
+def default_data_dir() -> Path:
+    """``$ALLOTMENT_DATA_DIR``, else ``.allotment`` in the working directory."""
+    return Path(os.environ.get("ALLOTMENT_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
 def make_engine(url: str) -> Engine:
@@ -51,12 +62,14 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    """An engine and its session factory."""
+    """An engine, its session factory, and the data directory of its audit key and head."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, data_dir: Path | str | None = None) -> None:
         self.url = url or default_url()
         self.engine = make_engine(self.url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.audit = audit.AuditKeys(data_dir if data_dir is not None else default_data_dir())
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False,
+                                     info=audit.session_info(self.audit))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -66,6 +79,27 @@ class Database:
 
     def upgrade(self) -> None:
         upgrade(self.url, self.engine)
+
+    def require_current_schema(self) -> None:
+        """Refuse (naming both revisions) a database whose schema is older than this code's,
+        for commands that only read and so do not upgrade it."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current != head:
+            raise ConfigurationError(
+                f"the database's schema is at revision {current or 'none'}, this Allotment "
+                f"needs {head}: start the service (allot serve / up / scheduler) once to "
+                "upgrade it; the upgrade keeps the audit entries as they are")
+
+    def check_audit_key(self) -> None:
+        """At a process's start: make the audit key on first start, refuse one that is not
+        the key of this database's chain."""
+        with self.session() as s:
+            audit.check_key(s)
 
     def dispose(self) -> None:
         self.engine.dispose()

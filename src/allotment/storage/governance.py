@@ -24,7 +24,15 @@ from allotment.planner.cooperation import cooperation_options
 from allotment.planner.report import compare, to_json
 from allotment.planner.scenario import Scenario, parse_scenario
 from allotment.storage import audit, repo
-from allotment.storage.models import DisputeRow, OrgNodeRow, PlanRow, QuotaRow, RequestRow, UsageRow
+from allotment.storage.models import (
+    DisputeRow,
+    OrgNodeRow,
+    PlanRow,
+    QuotaRow,
+    RequestRow,
+    UsageRow,
+    User,
+)
 
 
 # -- requests -------------------------------------------------------------------------
@@ -183,6 +191,39 @@ def parent_of(s: Session, node: str | None) -> str | None:
     return None if row is None else row.parent
 
 
+def next_assignee(s: Session, node: str | None, filer: str) -> str | None:
+    """The first org node from ``node`` upwards that the filer does not lead (None: past
+    the top, the admins). A lead leads its own org node only, so at most one is skipped."""
+    user = s.execute(select(User).where(User.name == filer)).scalar()
+    own = user.org_node if user is not None and user.role == "lead" else None
+    while node is not None and node == own:
+        node = parent_of(s, node)
+    return node
+
+
+def may_not_resolve(s: Session, row: DisputeRow, name: str, role: str,
+                    org_node: str | None) -> str | None:
+    """Why this user may not resolve the dispute, or None if it may. Rule: never the one
+    who filed it, never a lead of the team it concerns; an admin otherwise may; a lead may
+    if the dispute is assigned to its org node or to one below it."""
+    if name == row.filed_by:
+        return (f"you filed dispute {row.id}; the next lead up "
+                f"({row.assigned_to or 'the admins'}) resolves it")
+    if role == "lead" and org_node == row.team:
+        return f"you lead team {row.team}, which dispute {row.id} is about"
+    if role == "admin":
+        return None
+    above: set[str] = set()
+    node = row.assigned_to
+    while node is not None:
+        above.add(node)
+        node = parent_of(s, node)
+    if role != "lead" or row.assigned_to is None or org_node not in above:
+        return (f"dispute {row.id} is assigned to {row.assigned_to or 'the admins'}, "
+                f"not to {name}")
+    return None
+
+
 def file_dispute(s: Session, team: str, filed_by: str, subject_kind: str, subject_id: str,
                  wants: str, why: str, gpu_type: str | None, wanted_gpus: int | None,
                  period: str | None, now: float, escalation_s: float) -> DisputeRow:
@@ -202,7 +243,7 @@ def file_dispute(s: Session, team: str, filed_by: str, subject_kind: str, subjec
         raise InputError("gpu_type", f"unknown GPU type {gpu_type!r}")
     if period is not None and not repo.PERIOD_RE.match(period):
         raise InputError("period", f"{period!r}: use YYYY-MM")
-    to = parent_of(s, team)
+    to = next_assignee(s, parent_of(s, team), filed_by)
     row = DisputeRow(team=team, filed_by=filed_by, subject_kind=subject_kind,
                      subject_id=subject_id, wants=wants, why=why, gpu_type=gpu_type,
                      wanted_gpus=wanted_gpus, period=period, state="open", assigned_to=to,
@@ -263,7 +304,7 @@ def escalate_due(s: Session, now: float, escalation_s: float) -> list[int]:
                                              DisputeRow.escalate_at.is_not(None),
                                              DisputeRow.escalate_at <= now)).scalars()
     for row in list(due):
-        up = parent_of(s, row.assigned_to)
+        up = next_assignee(s, parent_of(s, row.assigned_to), row.filed_by)
         frm = row.assigned_to
         row.assigned_to, row.level = up, row.level + 1
         row.escalate_at = now + escalation_s if up is not None else None

@@ -23,6 +23,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # member | lead | admin
     org_node: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # set: every token and session of the user is refused (``allot admin disable-user``)
+    disabled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiToken(Base):
@@ -31,6 +33,21 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UiSession(Base):
+    """A dashboard login: the cookie holds a random id, the table only its SHA-256. It ends
+    at ``expires_at``, at logout (row deleted), or when its user is disabled or the token it
+    was opened with is revoked."""
+
+    __tablename__ = "ui_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class OrgNodeRow(Base):
@@ -203,7 +220,9 @@ class DisputeRow(Base):
 
 
 class AuditRow(Base):
-    """One decision. ``hash = sha256(prev_hash + canonical JSON of the other fields)``."""
+    """One decision, chained to the one before (``storage/audit.py`` gives the formulas).
+    ``scope`` says who may read it, decided when it is appended: ``org``, ``admin``,
+    ``team:NAME`` or ``dispute:ID``."""
 
     __tablename__ = "audit"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -215,15 +234,21 @@ class AuditRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(200), index=True, server_default="admin")
 
 
 class AuditHead(Base):
-    """The chain's last entry (one row, id 1): appends lock it, so a deleted tail shows."""
+    """The chain's last entry (one row, id 1): appends lock it, so a deleted tail shows.
+    ``keyed_from``: the first keyed entry; ``key_id`` names the key (an HMAC of it, not the
+    key); ``chain_id`` marks this chain's lines in the head file."""
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    keyed_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    chain_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Setting(Base):

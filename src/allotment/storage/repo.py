@@ -30,6 +30,7 @@ from allotment.storage.models import (
     OrgNodeRow,
     QuotaRow,
     Setting,
+    UiSession,
     User,
 )
 
@@ -92,15 +93,116 @@ def create_user(s: Session, name: str, role: str, org_node: str | None, now: flo
 
 
 def new_token(s: Session, user: User, now: float) -> str:
+    return issue_token(s, user, now)[1]
+
+
+def issue_token(s: Session, user: User, now: float, actor: str | None = None
+                ) -> tuple[ApiToken, str]:
+    """A new API token of ``user`` (returned once, stored hashed); audited when an
+    ``actor`` issues it to an existing user."""
     token = "alt_" + secrets.token_urlsafe(32)
-    s.add(ApiToken(user_id=user.id, token_hash=hash_token(token), created_at=now))
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token), created_at=now)
+    s.add(row)
     s.flush()
-    return token
+    if actor is not None:
+        audit.append(s, now, actor, "token.issued", f"user:{user.name}",
+                     f"token {row.id} issued", {"token_id": row.id})
+    return row, token
 
 
 def user_by_token(s: Session, token: str) -> User | None:
-    row = s.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar()
-    return None if row is None else s.get(User, row.user_id)
+    """The user of an API token that is not revoked, if the user is not disabled."""
+    row = s.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token),
+                                           ApiToken.revoked_at.is_(None))).scalar()
+    user = None if row is None else s.get(User, row.user_id)
+    return user if user is not None and user.disabled_at is None else None
+
+
+def get_user(s: Session, user_id: int) -> User:
+    user = s.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id}")
+    return user
+
+
+def user_named(s: Session, name: str) -> User:
+    user = s.execute(select(User).where(User.name == name)).scalar()
+    if user is None:
+        raise NotFound(f"user {name!r}")
+    return user
+
+
+def tokens_of(s: Session, user: User) -> list[ApiToken]:
+    return list(s.execute(select(ApiToken).where(ApiToken.user_id == user.id)
+                          .order_by(ApiToken.id)).scalars())
+
+
+def revoke_token(s: Session, token_id: int, actor: str, now: float) -> ApiToken:
+    """Revoke a token: refused from now on, and the dashboard sessions opened with it end.
+    Revoking a revoked token changes nothing."""
+    row = s.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        s.execute(delete(UiSession).where(UiSession.token_id == row.id))
+        user = s.get(User, row.user_id)
+        audit.append(s, now, actor, "token.revoked", f"user:{user.name if user else '?'}",
+                     f"token {row.id} revoked", {"token_id": row.id})
+        s.flush()
+    return row
+
+
+def set_disabled(s: Session, user: User, disabled: bool, actor: str, now: float) -> User:
+    """Disable a user (every token and session refused from now on; its sessions end) or
+    enable it again (its tokens that were not revoked work again). The last enabled admin
+    cannot be disabled."""
+    if disabled and user.disabled_at is None:
+        if user.role == "admin" and s.execute(
+                select(func.count()).select_from(User).where(
+                    User.role == "admin", User.disabled_at.is_(None))).scalar_one() <= 1:
+            raise Conflict(f"user {user.name} is the last enabled admin; create another "
+                           "admin first")
+        user.disabled_at = now
+        s.execute(delete(UiSession).where(UiSession.user_id == user.id))
+        audit.append(s, now, actor, "user.disabled", f"user:{user.name}", "disabled", {})
+    elif not disabled and user.disabled_at is not None:
+        user.disabled_at = None
+        audit.append(s, now, actor, "user.enabled", f"user:{user.name}", "enabled", {})
+    s.flush()
+    return user
+
+
+# -- dashboard sessions -----------------------------------------------------------------
+def open_session(s: Session, token: str, now: float, ttl_s: float) -> tuple[User, str] | None:
+    """A dashboard session for a valid API token: a new random id (returned once, stored
+    as its SHA-256) that expires after ``ttl_s``. None if the token is not valid."""
+    row = s.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token),
+                                           ApiToken.revoked_at.is_(None))).scalar()
+    user = None if row is None else s.get(User, row.user_id)
+    if row is None or user is None or user.disabled_at is not None:
+        return None
+    s.execute(delete(UiSession).where(UiSession.expires_at <= now))
+    session_id = "als_" + secrets.token_urlsafe(32)
+    s.add(UiSession(session_hash=hash_token(session_id), user_id=user.id, token_id=row.id,
+                    created_at=now, expires_at=now + ttl_s))
+    s.flush()
+    return user, session_id
+
+
+def user_by_session(s: Session, session_id: str, now: float) -> User | None:
+    """The user of a dashboard session that has not expired, whose token is not revoked
+    and whose user is not disabled."""
+    got = s.execute(select(User).join(UiSession, UiSession.user_id == User.id)
+                    .join(ApiToken, ApiToken.id == UiSession.token_id)
+                    .where(UiSession.session_hash == hash_token(session_id),
+                           UiSession.expires_at > now, ApiToken.revoked_at.is_(None),
+                           User.disabled_at.is_(None))).scalar()
+    return got
+
+
+def end_session(s: Session, session_id: str) -> None:
+    s.execute(delete(UiSession).where(UiSession.session_hash == hash_token(session_id)))
 
 
 def count_users(s: Session) -> int:
