@@ -24,6 +24,12 @@ def default_url() -> str:
     return os.environ.get("ALLOTMENT_DB") or f"sqlite:///{Path.cwd() / 'allotment.db'}"
 
 
+# SQLite's durability. In WAL mode NORMAL syncs the WAL only at checkpoints: a commit
+# survives the process being killed, but the last commits may be lost on power loss or an
+# OS crash. FULL syncs the WAL at every commit, so an acknowledged job survives that too.
+SQLITE_SYNCHRONOUS = "FULL"
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
@@ -34,7 +40,7 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -87,8 +93,26 @@ def upgrade(url: str, engine: Engine | None = None) -> None:
     cfg = alembic_config(url)
     if engine is not None:
         with engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
+            sqlite = engine.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite rebuilds a table to change it (copy, drop, rename); with foreign
+                # keys on, dropping the old table would cascade into the rows pointing at
+                # it. SQLite's own procedure: foreign keys off outside the transaction,
+                # rebuild, check, on again. (Plain Alembic engines have them off already.)
+                conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA foreign_keys=OFF")
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise ConfigurationError(f"migration left broken references: {broken}")
+                conn.commit()
+            finally:
+                if sqlite:
+                    conn.rollback()
+                    conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                        "PRAGMA foreign_keys=ON")
     else:
         command.upgrade(cfg, "head")
