@@ -29,6 +29,7 @@ app.add_typer(dispute_app, name="dispute")
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default $ALLOTMENT_DB "
                                            "or sqlite:///./allotment.db)")]
+MAX_BODY_BYTES = 1 << 20  # = service.bounds.MAX_BODY_BYTES (not imported: the CLI stays light)
 
 
 def _client() -> Any:
@@ -148,7 +149,8 @@ def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
 
 def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
            with_scheduler: bool, cfg: Any, escalation_s: float,
-           on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None) -> None:
+           on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None,
+           max_body_bytes: int = MAX_BODY_BYTES) -> None:
     import uvicorn
 
     from allotment.service.app import create_app
@@ -161,7 +163,8 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     executor = _backend(backend, data_dir, fake, slurm_conf, database)
     loop = SchedulerLoop(database, executor, cfg) if with_scheduler else None
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs),
-                                     "reports_dir": str(data_dir / "reports")})
+                                     "reports_dir": str(data_dir / "reports"),
+                                     "max_body_bytes": max_body_bytes})
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     if on_ready is not None:
         def ready() -> None:
@@ -187,6 +190,9 @@ SlurmConf = Annotated[str | None, typer.Option(help="slurm.conf for the slurm ba
                                                "(default $SLURM_CONF)")]
 LeaseTtlS = Annotated[float, typer.Option(help="another scheduler may take over after this "
                                           "long without a tick")]
+MaxBodyBytes = Annotated[int, typer.Option(
+    min=1024, help="largest request body accepted; bigger ones get a 413 before they are "
+    "read or authenticated")]
 
 
 @app.command()
@@ -208,6 +214,7 @@ def serve(
     lease_ttl_s: LeaseTtlS = 10.0,
     backend: BackendOpt = "local",
     slurm_conf: SlurmConf = None,
+    max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
@@ -215,7 +222,7 @@ def serve(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
         _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s,
-               backend=backend, slurm_conf=slurm_conf)
+               backend=backend, slurm_conf=slurm_conf, max_body_bytes=max_body_bytes)
     except AllotmentError as exc:
         _fail(exc)
 
@@ -271,6 +278,7 @@ def up(
     demo: Annotated[bool, typer.Option(help="run the scripted demo, then stop")] = False,
     policy: Policy = "fairshare",
     grace_s: GraceS = 30.0,
+    max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
 ) -> None:
     """Start the service, scheduler and local executor on SQLite, on this machine.
 
@@ -311,7 +319,8 @@ def up(
     console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
                   f"database {db}")
     if not demo:
-        _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0)
+        _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0,
+               max_body_bytes=max_body_bytes)
         return
     from allotment.service.demo import run_demo
 
@@ -325,7 +334,8 @@ def up(
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 
-    _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go)
+    _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go,
+           max_body_bytes=max_body_bytes)
     if "error" in holder:
         err_console.print(f"[bold red]demo failed:[/] {holder['error']}")
         raise typer.Exit(1)

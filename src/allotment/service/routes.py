@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, or_, select
 
 from allotment.errors import InputError
 from allotment.planner.scenario import parse_scenario
 from allotment.service import schemas as sch
+from allotment.service.bounds import CheckedJsonRoute, Id, Limit, Offset
 from allotment.service.deps import (
     CurrentUser,
     SessionDep,
@@ -27,13 +27,10 @@ from allotment.storage import audit, governance, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import AuditRow, DisputeRow, JobRow, RequestRow, User
 
-router = APIRouter()
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=10**9)]
+router = APIRouter(route_class=CheckedJsonRoute)
 NO_NUL = r"^[^\x00]*$"
 JobState = Literal["pending", "starting", "running", "terminating", "succeeded", "failed",
                    "cancelled", "rejected"]
-Id = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 Period = Annotated[str | None, Query(pattern=sch.PERIOD)]
 
 

@@ -22,12 +22,13 @@ from sqlalchemy import select
 
 from allotment.errors import AllotmentError, InputError
 from allotment.service import routes, views
+from allotment.service.bounds import CheckedJsonRoute, Flag, Id, Offset, OptionalId, clip
 from allotment.service.deps import current_user, teams_of
 from allotment.storage import audit, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import AuditRow, DisputeRow, User
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=CheckedJsonRoute)
 STATIC = Path(__file__).parent / "static"
 env = Environment(loader=PackageLoader("allotment.service", "templates"),
                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -173,7 +174,7 @@ def _jobs_page(request: Request, user: User, state: str | None, offset: int,
 
 
 @router.get("/jobs")
-def jobs(request: Request, state: str | None = None, offset: int = 0) -> HTMLResponse:
+def jobs(request: Request, state: str | None = None, offset: Offset = 0) -> HTMLResponse:
     return _jobs_page(request, _user(request), state or None, offset)
 
 
@@ -188,8 +189,10 @@ async def submit(request: Request) -> Response:
     from allotment.service.schemas import JobCreate
 
     try:
+        # a form sends text: its numbers are parsed from it (strict=False), as JSON is not
         body = JobCreate.model_validate({**values, "gpus": values["gpus"] or None,
-                                         "priority_class": values["priority_class"] or "normal"})
+                                         "priority_class": values["priority_class"] or "normal"},
+                                        strict=False)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "form"
@@ -215,7 +218,7 @@ def _job_for(s: Any, user: User, job_id: int) -> Any:
 
 
 @router.get("/jobs/{job_id}")
-def job_detail(request: Request, job_id: int, submitted: int = 0) -> HTMLResponse:
+def job_detail(request: Request, job_id: Id, submitted: Flag = 0) -> HTMLResponse:
     user = _user(request)
     with _session(request) as s:
         job = _job_for(s, user, job_id)
@@ -225,7 +228,7 @@ def job_detail(request: Request, job_id: int, submitted: int = 0) -> HTMLRespons
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(request: Request, job_id: int) -> Response:
+async def cancel(request: Request, job_id: Id) -> Response:
     user = _user(request)
     await _form(request)
     with _session(request) as s:
@@ -236,7 +239,7 @@ async def cancel(request: Request, job_id: int) -> Response:
 
 # -- plans -----------------------------------------------------------------------------
 @router.get("/plans")
-def plans(request: Request, draft: int | None = None) -> HTMLResponse:
+def plans(request: Request, draft: OptionalId = None) -> HTMLResponse:
     user = _user(request)
     with _session(request) as s:
         v = views.plan_side_by_side(s, _now(request), draft)
@@ -246,7 +249,7 @@ def plans(request: Request, draft: int | None = None) -> HTMLResponse:
 
 
 @router.post("/plans/{plan_id}/publish")
-async def publish(request: Request, plan_id: int) -> Response:
+async def publish(request: Request, plan_id: Id) -> Response:
     user = _user(request)
     await _form(request)
     with _session(request) as s:
@@ -276,16 +279,17 @@ def disputes(request: Request) -> HTMLResponse:
 
 @router.get("/audit")
 def audit_log(request: Request, action: str = "", subject: str = "",
-              offset: int = 0) -> HTMLResponse:
+              offset: Offset = 0) -> HTMLResponse:
     user = _user(request)
     if len(action) > 64 or len(subject) > 128 or "\x00" in action + subject:
         raise InputError("action", "filters are at most 64/128 characters")
     with _session(request) as s:
+        # substring filters; % and _ are text, not LIKE wildcards
         where = []
         if action:
-            where.append(AuditRow.action.contains(action))
+            where.append(AuditRow.action.contains(action, autoescape=True))
         if subject:
-            where.append(AuditRow.subject.contains(subject))
+            where.append(AuditRow.subject.contains(subject, autoescape=True))
         rows, total = repo.paginate(s, AuditRow, where, AuditRow.seq.desc(), 100, max(0, offset))
         check = audit.verify(s)
         for r in rows:
@@ -327,7 +331,7 @@ def error_page(request: Request, status: int, message: str) -> Response:
     user = None
     with contextlib.suppress(HTTPException):
         user = current_user(request)
-    return page(request, "error.html", user, status, message=message, code=status)
+    return page(request, "error.html", user, status, message=clip(message, 2000), code=status)
 
 
 def handles(exc: Exception) -> tuple[int, str]:

@@ -190,11 +190,17 @@ def file_dispute(s: Session, team: str, filed_by: str, subject_kind: str, subjec
 
     if not repo.is_team(s, team):
         raise InputError("team", f"unknown team {team!r}")
+    # an id is ASCII digits within the INTEGER columns' range: str.isdigit alone takes
+    # "²" (which int() refuses) and 64 digits (which no database column holds)
+    number = (int(subject_id) if subject_id.isascii() and subject_id.isdigit()
+              and len(subject_id) <= 10 else 0)
+    if not 1 <= number <= 2_147_483_647:
+        raise InputError("subject_id", f"{subject_id[:20]!r} is not a {subject_kind} id")
     if subject_kind == "plan":
-        if not subject_id.isdigit() or s.get(PlanRow, int(subject_id)) is None:
+        if s.get(PlanRow, number) is None:
             raise InputError("subject_id", f"no plan {subject_id!r}")
     elif subject_kind == "preemption":
-        if not subject_id.isdigit() or s.get(JobRow, int(subject_id)) is None:
+        if s.get(JobRow, number) is None:
             raise InputError("subject_id", f"no job {subject_id!r}")
     else:
         raise InputError("subject_kind", f"{subject_kind!r}: choose plan or preemption")
