@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from allotment.errors import InputError
 from allotment.planner.scenario import parse_scenario
@@ -247,14 +248,18 @@ def create_request(body: sch.RequestCreate, request: Request, s: SessionDep,
         raise InputError("team", f"unknown team {body.team!r}")
     require_team(s, user, body.team)
     governance.check_request(s, body.team, body.period, body.gpu_type, body.gpus,
-                             body.min_gpus, body.cooperates_with)
+                             body.min_gpus, body.cooperates_with, body.tier)
     row = RequestRow(team=body.team, period=body.period, gpu_type=body.gpu_type, gpus=body.gpus,
                      min_gpus=body.min_gpus, tier=body.tier,
                      launch=body.launch.isoformat() if body.launch else None,
                      justification=body.justification, cooperates_with=body.cooperates_with,
                      created_by=user.name, updated_at=_now(request))
     s.add(row)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError:  # another writer stored the same team, period and type first
+        raise repo.Conflict(f"team {body.team} already has a request for {body.period} "
+                            f"{body.gpu_type}: change it with PATCH") from None
     return row
 
 
@@ -267,7 +272,7 @@ def update_request(request_id: Id, body: sch.RequestUpdate, request: Request, s:
     for k, v in body.model_dump(exclude_unset=True).items():
         setattr(row, k, v.isoformat() if isinstance(v, date) else v)
     governance.check_request(s, row.team, row.period, row.gpu_type, row.gpus, row.min_gpus,
-                             list(row.cooperates_with))
+                             list(row.cooperates_with), row.tier, row.id)
     row.updated_at = _now(request)
     return row
 

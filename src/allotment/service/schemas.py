@@ -192,7 +192,8 @@ class RequestCreate(In):
     gpu_type: str = Field(min_length=1, max_length=64)
     gpus: int = Field(ge=0, le=10_000_000)
     min_gpus: int = Field(default=0, ge=0, le=10_000_000)
-    tier: str = Field(default="normal", min_length=1, max_length=32)
+    tier: str = Field(default="normal", min_length=1, max_length=32,
+                      description="a tier of the planner: critical, high, normal or low")
     launch: date | None = Field(default=None, strict=False)
     justification: str = Field(default="", max_length=4000)
     cooperates_with: list[str] = Field(default_factory=list, max_length=100)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,10 +86,12 @@ class NodeRow(Base):
 
 
 class RequestRow(Base):
-    """A team's GPU request for a period (the planner's input)."""
+    """A team's GPU request for a period (the planner's input): at most one per team,
+    period and GPU type, as the planner takes them."""
 
     __tablename__ = "requests"
-    __table_args__ = NEVER_REUSED
+    __table_args__ = (UniqueConstraint("team", "period", "gpu_type",
+                                       name="uq_requests_team_period_gpu_type"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     team: Mapped[str] = mapped_column(String(128))
     period: Mapped[str] = mapped_column(String(64))
