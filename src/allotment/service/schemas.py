@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from allotment.service.bounds import INT32_MAX, first_bad_value
 
@@ -33,7 +34,8 @@ class In(BaseModel):
         bad = first_bad_value(value)
         if bad is not None:
             path, why = bad
-            raise ValueError(".".join(map(str, path)) + f": {why}" if path else why)
+            raise PydanticCustomError("value_error", ".".join(map(str, path)) + f": {why}"
+                                      if path else why)
         return value
 
 
@@ -213,7 +215,8 @@ class RequestUpdate(In):
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
-            raise ValueError("must not be null (leave the field out to keep its value)")
+            raise PydanticCustomError("null_not_allowed", "must not be null (leave the field "
+                                      "out to keep its value)")
         return value
 
 
