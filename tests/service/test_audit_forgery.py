@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 
 from allotment.errors import ConfigurationError
 from allotment.storage import audit
-from allotment.storage.db import Database, alembic_config
+from allotment.storage.db import Database, migrate
 from tests.service.conftest import World
 
 ALLOT = str(Path(sys.executable).parent / "allot")
@@ -221,11 +220,7 @@ def _legacy_db(world: World) -> int:
     head file: the old service kept none)."""
     job = world.submit("member_own")["id"]
     world.db.audit.head_path.unlink()
-    cfg = alembic_config(world.db.url)
-    with world.db.engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
-        conn.commit()
+    migrate(world.db.url, world.db.engine, "0002", down=True)
     prev = audit.GENESIS
     with world.db.engine.begin() as conn:
         conn.execute(text("DELETE FROM audit"))
@@ -314,10 +309,6 @@ def test_keyed_hash_is_hmac(world: World) -> None:
 def test_verify_of_a_database_not_yet_upgraded_says_so(world: World) -> None:
     """`allot audit verify` reads only: on a database still at revision 0002 it says to
     start the service once, instead of failing on the missing columns."""
-    cfg = alembic_config(world.db.url)
-    with world.db.engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
-        conn.commit()
+    migrate(world.db.url, world.db.engine, "0002", down=True)
     r = _verify(world.db)
     assert r.returncode == 2 and "revision 0002" in r.stderr and "Traceback" not in r.stderr

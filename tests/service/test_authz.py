@@ -18,9 +18,15 @@ def _job(w: World) -> int:
     return int(w.submit("admin")["id"])
 
 
+def _period() -> str:
+    """A period of its own for each request (one request per team, period and GPU type)."""
+    n = next(_n)
+    return f"{2030 + n // 12}-{n % 12 + 1:02d}"
+
+
 def _request(w: World) -> int:
     r = w.call("admin", "POST", "/v1/requests", json={
-        "team": "llama", "period": "2026-12", "gpu_type": "a100", "gpus": 8})
+        "team": "llama", "period": _period(), "gpu_type": "a100", "gpus": 8})
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 
@@ -101,7 +107,7 @@ ROUTES: list[tuple[str, str, Make, dict[str, int]]] = [
     ("GET", "/v1/usage", lambda w: ("/v1/usage", None), {}),
     ("GET", "/v1/usage/history", lambda w: ("/v1/usage/history", None), {}),
     ("GET", "/v1/requests", lambda w: ("/v1/requests", None), {}),
-    ("POST", "/v1/requests", lambda w: ("/v1/requests", REQ),
+    ("POST", "/v1/requests", lambda w: ("/v1/requests", {**REQ, "period": _period()}),
      {"*": 403, "lead_own": 201, "lead_parent": 201, "admin": 201}),
     ("PATCH", "/v1/requests/{request_id}", lambda w: (f"/v1/requests/{_request(w)}",
                                                       {"gpus": 6}),

@@ -38,6 +38,8 @@ DataDir = Annotated[Path, typer.Option(
     envvar="ALLOTMENT_DATA_DIR", help="data directory: the audit key and head file, run "
     "folders and logs, simulator reports ($ALLOTMENT_DATA_DIR)")]
 
+MAX_BODY_BYTES = 1 << 20  # = service.bounds.MAX_BODY_BYTES (not imported: the CLI stays light)
+
 
 def _client() -> Any:
     from allotment.service.client import Client
@@ -260,7 +262,7 @@ def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
 def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
            with_scheduler: bool, cfg: Any, escalation_s: float,
            on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None,
-           web: dict[str, Any] | None = None) -> None:
+           web: dict[str, Any] | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     import uvicorn
 
     from allotment.service.app import create_app
@@ -274,7 +276,8 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     executor = _backend(backend, data_dir, fake, slurm_conf, database)
     loop = SchedulerLoop(database, executor, cfg) if with_scheduler else None
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs),
-                                     "reports_dir": str(data_dir / "reports"), **(web or {})})
+                                     "reports_dir": str(data_dir / "reports"),
+                                     "max_body_bytes": max_body_bytes, **(web or {})})
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     if on_ready is not None:
         def ready() -> None:
@@ -306,6 +309,9 @@ AuthFailWindowS = Annotated[float, typer.Option(min=1, help="the window of --aut
 PublicOrigin = Annotated[list[str] | None, typer.Option(
     help="origin(s) the dashboard is reached at, e.g. https://gpus.example.org behind a TLS "
     "proxy (form posts must come from one; default: the Host it is reached at)")]
+MaxBodyBytes = Annotated[int, typer.Option(
+    min=1024, help="largest request body accepted; bigger ones get a 413 before they are "
+    "read or authenticated")]
 
 
 @app.command()
@@ -331,6 +337,7 @@ def serve(
     auth_fail_limit: AuthFailLimit = 20,
     auth_fail_window_s: AuthFailWindowS = 60.0,
     public_origin: PublicOrigin = None,
+    max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
@@ -341,7 +348,8 @@ def serve(
                "auth_fail_window_s": auth_fail_window_s,
                "public_origins": [o.rstrip("/") for o in public_origin or []]}
         _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s,
-               backend=backend, slurm_conf=slurm_conf, web=web)
+               backend=backend, slurm_conf=slurm_conf, web=web,
+               max_body_bytes=max_body_bytes)
     except AllotmentError as exc:
         _fail(exc)
 
@@ -398,6 +406,7 @@ def up(
     demo: Annotated[bool, typer.Option(help="run the scripted demo, then stop")] = False,
     policy: Policy = "fairshare",
     grace_s: GraceS = 30.0,
+    max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
 ) -> None:
     """Start the service, scheduler and local executor on SQLite, on this machine.
 
@@ -439,7 +448,8 @@ def up(
     console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
                   f"database {db}")
     if not demo:
-        _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0)
+        _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0,
+               max_body_bytes=max_body_bytes)
         return
     from allotment.service.demo import run_demo
 
@@ -453,7 +463,8 @@ def up(
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 
-    _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go)
+    _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go,
+           max_body_bytes=max_body_bytes)
     if "error" in holder:
         err_console.print(f"[bold red]demo failed:[/] {holder['error']}")
         raise typer.Exit(1)

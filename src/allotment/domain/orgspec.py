@@ -30,11 +30,14 @@ from allotment.domain.cluster import GpuType
 from allotment.domain.org import OrgNode, OrgTree, Quota
 from allotment.errors import OrgFileError
 
+# strict types (no "8" or true for a GPU count) and finite numbers
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
 GpuMap = dict[str, int] | int
 
 
 class OrgNodeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: str = Field(min_length=1, max_length=128)
     weight: float = Field(default=1.0, gt=0)
@@ -54,7 +57,7 @@ class OrgNodeSpec(BaseModel):
 
 
 class OrgSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     org: list[OrgNodeSpec] = Field(min_length=1)
 

@@ -48,9 +48,12 @@ from pydantic import (
 
 from allotment.errors import ScenarioError
 
+# strict types (no "8" or true for a GPU count) and finite numbers; dates from ISO strings
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
 
 class Rules(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     launch_boost: float = Field(default=1.0, ge=0)
     launch_horizon_days: float = Field(default=90.0, gt=0)
@@ -61,7 +64,7 @@ class Rules(BaseModel):
 
 
 class OrgWeightSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: str = Field(min_length=1, max_length=128)
     weight: float = Field(default=1.0, gt=0)
@@ -69,7 +72,7 @@ class OrgWeightSpec(BaseModel):
 
 
 class RequestSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     team: str = Field(min_length=1, max_length=128)
     period: str | None = Field(default=None, max_length=64)
@@ -78,7 +81,7 @@ class RequestSpec(BaseModel):
     min_gpus: int = Field(default=0, ge=0)
     gpu_hours: float | None = Field(default=None, ge=0)
     tier: str = "normal"
-    launch: date | None = None
+    launch: date | None = Field(default=None, strict=False)
     justification: str = Field(default="", max_length=4000)
     cooperates_with: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
@@ -91,7 +94,7 @@ class RequestSpec(BaseModel):
 
 
 class HistorySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     allocated_gpus: int = Field(default=0, ge=0)
     used_gpu_hours: float = Field(default=0.0, ge=0)
@@ -99,10 +102,10 @@ class HistorySpec(BaseModel):
 
 
 class Scenario(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     period: str = Field(min_length=1, max_length=64)
-    as_of: date
+    as_of: date = Field(strict=False)
     inventory: dict[str, int] | None = None
     clusters: dict[str, dict[str, int]] | None = None
     reserve: dict[str, int] = Field(default_factory=dict)
@@ -168,9 +171,10 @@ def parse_scenario(data: Any) -> Scenario:
         err = exc.errors()[0]
         raise ScenarioError(_loc(tuple(err["loc"])), err["msg"]) from None
     capacity = sc.capacity()
-    for gpu, count in {**(sc.inventory or {}), **sc.reserve}.items():
-        if count < 0:
-            raise ScenarioError(f"inventory.{gpu}", f"must be >= 0, got {count}")
+    for where, counts in (("inventory", sc.inventory or {}), ("reserve", sc.reserve)):
+        for gpu, count in counts.items():
+            if count < 0:
+                raise ScenarioError(f"{where}.{gpu}", f"must be >= 0, got {count}")
     for t in sc.reserve:
         if t not in capacity:
             raise ScenarioError(f"reserve.{t}", f"unknown GPU type {t!r}")

@@ -2,7 +2,9 @@
 
 Errors: a user mistake is a 4xx whose ``detail`` names the field
 (``{"detail": "gpus: gang of 64 is larger than all 16 a100 GPUs", "field": "gpus"}``),
-and the transaction is rolled back, so nothing is written.
+and the transaction is rolled back, so nothing is written. A 422 quotes at most a short
+prefix of the bad value; bodies over ``max_body_bytes`` are a 413 before anything else
+runs (``service.bounds``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from allotment import __version__
 from allotment.errors import AllotmentError, InputError
+from allotment.service.bounds import MAX_BODY_BYTES, BodyLimit, clip, public_error
 from allotment.service.loop import SchedulerLoop
 from allotment.storage.db import Database
 
@@ -30,13 +32,15 @@ log = logging.getLogger("allotment.service")
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
+    parts = [clip(str(p), 64) for p in loc if p not in ("body", "query", "path")]
+    return clip(".".join(parts), 200) or "body"
 
 
 def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[str, Any] | None
                = None) -> FastAPI:
-    """The service app on ``db``; with ``loop``, the scheduler runs in a thread of it."""
+    """The service app on ``db``; with ``loop``, the scheduler runs in a thread of it.
+    ``settings``: ``clock``, ``escalation_s``, ``runs_dir``, ``reports_dir`` and
+    ``max_body_bytes`` (the request body limit, 1 MiB by default)."""
     stop = threading.Event()
 
     @asynccontextmanager
@@ -61,10 +65,14 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
     app = FastAPI(title="Allotment", version=__version__, lifespan=lifespan,
                   description="Fair, efficient sharing of a GPU fleet among teams.")
     app.state.db = db
-    app.state.settings = {"escalation_s": 2 * 86400.0, "clock": time.time, **(settings or {})}
+    app.state.settings = {"escalation_s": 2 * 86400.0, "clock": time.time,
+                          "max_body_bytes": MAX_BODY_BYTES, **(settings or {})}
     from allotment.service import security
 
     app.state.auth_limiter = security.limiter_from(app.state.settings)
+    # the body limit acts before anything reads the body (authentication included); the
+    # security headers, added last, wrap every response, the limit's 413 too
+    app.add_middleware(BodyLimit, max_bytes=int(app.state.settings["max_body_bytes"]))
     app.add_middleware(security.SecurityHeaders)
 
     from allotment.service import ui
@@ -87,15 +95,15 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(r: Request, exc: RequestValidationError) -> Any:
-        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        errors = [public_error(e) for e in exc.errors()[:20]]
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         field = _field(tuple(first.get("loc", ())))
         msg = first.get("msg", "invalid")
         if _html(r):
             return ui.error_page(r, 422, f"{field}: {msg}")
-        if first.get("type") == "json_invalid":
-            loc = first.get("loc", ())
-            field, msg = "body", f"malformed JSON (at character {loc[-1] if loc else '?'})"
+        if first.get("type") == "json_invalid" and len(first.get("loc", ())) > 1:
+            loc = first["loc"]
+            field, msg = "body", f"malformed JSON (at character {loc[-1]})"
         return JSONResponse(status_code=422, content={
             "detail": f"{field}: {msg}", "field": field,
             "errors": errors})
@@ -106,9 +114,9 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
         status, message = ui.handles(exc)
         if _html(r):
             return ui.error_page(r, status, message)
-        content: dict[str, Any] = {"detail": str(exc)}
+        content: dict[str, Any] = {"detail": clip(str(exc), 2000)}
         if isinstance(exc, InputError):
-            content["field"] = exc.field
+            content["field"] = clip(exc.field, 200)
         return JSONResponse(status_code=status, content=content)
 
     from allotment.service import routes

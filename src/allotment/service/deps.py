@@ -1,6 +1,16 @@
 """Request dependencies: the database session (one transaction per request) and the
 authenticated user, plus the authorisation rules every route applies.
 
+The session's transaction commits before the response is sent: ``SessionDep`` is a
+``yield`` dependency with ``scope="function"``, whose exit (commit, or rollback on an
+error) FastAPI runs as soon as the route has returned and its answer is serialised, and
+before a byte of that answer goes out. With the default scope the exit ran after the
+response was sent, so a crash right after a 201 lost the acknowledged write. A commit that
+fails turns the answer into an error; the client never sees a 2xx for it. One definition
+covers every route (``tests/service/test_durability.py`` checks that each route's session
+is function-scoped); the dashboard's pages open ``db.session()`` blocks that commit
+before they return.
+
 Roles: ``member`` submits and sees its own team's jobs and org-wide summaries; ``lead``
 also edits its team's requests, files disputes, and resolves disputes assigned to its org
 node; ``admin`` may do everything. A user belongs to an org node: a team, or a group
@@ -30,7 +40,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield s
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def credential(request: Request) -> tuple[str, str]:

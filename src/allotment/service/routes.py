@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import String, cast, func, literal, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from allotment.errors import InputError
 from allotment.planner.scenario import parse_scenario
 from allotment.service import schemas as sch
+from allotment.service.bounds import CheckedJsonRoute, Id, Limit, Offset
 from allotment.service.deps import (
     CurrentUser,
     SessionDep,
@@ -27,13 +28,10 @@ from allotment.storage import audit, governance, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import AuditRow, DisputeRow, JobRow, RequestRow, User
 
-router = APIRouter()
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=10**9)]
+router = APIRouter(route_class=CheckedJsonRoute)
 NO_NUL = r"^[^\x00]*$"
 JobState = Literal["pending", "starting", "running", "terminating", "succeeded", "failed",
                    "cancelled", "rejected"]
-Id = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 Period = Annotated[str | None, Query(pattern=sch.PERIOD)]
 
 
@@ -289,14 +287,18 @@ def create_request(body: sch.RequestCreate, request: Request, s: SessionDep,
         raise InputError("team", f"unknown team {body.team!r}")
     require_team(s, user, body.team)
     governance.check_request(s, body.team, body.period, body.gpu_type, body.gpus,
-                             body.min_gpus, body.cooperates_with)
+                             body.min_gpus, body.cooperates_with, body.tier)
     row = RequestRow(team=body.team, period=body.period, gpu_type=body.gpu_type, gpus=body.gpus,
                      min_gpus=body.min_gpus, tier=body.tier,
                      launch=body.launch.isoformat() if body.launch else None,
                      justification=body.justification, cooperates_with=body.cooperates_with,
                      created_by=user.name, updated_at=_now(request))
     s.add(row)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError:  # another writer stored the same team, period and type first
+        raise repo.Conflict(f"team {body.team} already has a request for {body.period} "
+                            f"{body.gpu_type}: change it with PATCH") from None
     return row
 
 
@@ -309,7 +311,7 @@ def update_request(request_id: Id, body: sch.RequestUpdate, request: Request, s:
     for k, v in body.model_dump(exclude_unset=True).items():
         setattr(row, k, v.isoformat() if isinstance(v, date) else v)
     governance.check_request(s, row.team, row.period, row.gpu_type, row.gpus, row.min_gpus,
-                             list(row.cooperates_with))
+                             list(row.cooperates_with), row.tier, row.id)
     row.updated_at = _now(request)
     return row
 

@@ -1,4 +1,9 @@
-"""API schemas: one per direction (``XCreate`` in, ``XUpdate`` partial, ``XPublic`` out)."""
+"""API schemas: one per direction (``XCreate`` in, ``XUpdate`` partial, ``XPublic`` out).
+
+Every request body (``In``) is strict: an integer field takes a JSON integer only (not
+``"1"``, ``true`` or ``1.0``), a number field a JSON number, a bool a JSON bool; dates stay
+ISO strings. Numbers are finite; text is storable (``bounds.text_problem``).
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,31 @@ from datetime import date
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from allotment.service.bounds import INT32_MAX, first_bad_value
 
 PERIOD = r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$"
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
 T = TypeVar("T")
 
 
-def _no_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" not in value
-    if isinstance(value, dict):
-        return all(_no_nul(k) and _no_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_no_nul(v) for v in value)
-    return True
-
-
 class In(BaseModel):
-    """Every request body: unknown fields and NUL characters (which no database text
-    column can hold) are refused, with the field named."""
+    """Every request body: strict types, finite numbers; unknown fields, NUL characters
+    (which no database text column can hold) and lone surrogates are refused, with the
+    field named. The check walks nested values iteratively (any depth is safe)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     @field_validator("*")
     @classmethod
-    def _text_without_nul(cls, value: Any) -> Any:
-        if not _no_nul(value):
-            raise ValueError("must not contain NUL characters")
+    def _storable(cls, value: Any) -> Any:
+        bad = first_bad_value(value)
+        if bad is not None:
+            path, why = bad
+            raise PydanticCustomError("value_error", ".".join(map(str, path)) + f": {why}"
+                                      if path else why)
         return value
 
 
@@ -204,18 +207,30 @@ class RequestCreate(In):
     gpu_type: str = Field(min_length=1, max_length=64)
     gpus: int = Field(ge=0, le=10_000_000)
     min_gpus: int = Field(default=0, ge=0, le=10_000_000)
-    tier: str = Field(default="normal", min_length=1, max_length=32)
-    launch: date | None = None
+    tier: str = Field(default="normal", min_length=1, max_length=32,
+                      description="a tier of the planner: critical, high, normal or low")
+    launch: date | None = Field(default=None, strict=False)
     justification: str = Field(default="", max_length=4000)
     cooperates_with: list[str] = Field(default_factory=list, max_length=100)
 
 
 class RequestUpdate(In):
-    gpus: int | None = Field(default=None, ge=0, le=10_000_000)
-    min_gpus: int | None = Field(default=None, ge=0, le=10_000_000)
-    tier: str | None = Field(default=None, min_length=1, max_length=32)
-    launch: date | None = None
-    justification: str | None = Field(default=None, max_length=4000)
+    """Only the fields given change. ``null`` clears ``launch``; the other fields cannot
+    be null (leave them out to keep them)."""
+
+    gpus: int | SkipJsonSchema[None] = Field(default=None, ge=0, le=10_000_000)
+    min_gpus: int | SkipJsonSchema[None] = Field(default=None, ge=0, le=10_000_000)
+    tier: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=32)
+    launch: date | None = Field(default=None, strict=False)
+    justification: str | SkipJsonSchema[None] = Field(default=None, max_length=4000)
+
+    @field_validator("gpus", "min_gpus", "tier", "justification", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("null_not_allowed", "must not be null (leave the field "
+                                      "out to keep its value)")
+        return value
 
 
 class RequestPublic(Out):
@@ -239,7 +254,7 @@ class PlanCreate(In):
 
     scenario: dict[str, Any] | None = None
     period: str | None = Field(default=None, pattern=PERIOD)
-    as_of: date | None = None
+    as_of: date | None = Field(default=None, strict=False)
     rules: dict[str, Any] | None = None
     reserve: dict[str, int] | None = None
 
@@ -255,14 +270,15 @@ class PlanPublic(Out):
 
 
 class PlanCompare(In):
-    a: int = Field(ge=1, le=2_147_483_647)
-    b: int = Field(ge=1, le=2_147_483_647)
+    a: int = Field(ge=1, le=INT32_MAX)
+    b: int = Field(ge=1, le=INT32_MAX)
 
 
 class DisputeCreate(In):
     team: str = Field(min_length=1, max_length=128)
     subject_kind: Literal["plan", "preemption"]
-    subject_id: str = Field(min_length=1, max_length=64)
+    subject_id: str = Field(pattern=r"^[0-9]{1,10}$",
+                            description="the plan id or the preempted job's id")
     wants: str = Field(min_length=1, max_length=2000)
     why: str = Field(min_length=1, max_length=4000)
     gpu_type: str | None = Field(default=None, max_length=64)

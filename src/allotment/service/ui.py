@@ -27,12 +27,13 @@ from sqlalchemy import select
 
 from allotment.errors import AllotmentError, InputError
 from allotment.service import routes, security, views
+from allotment.service.bounds import CheckedJsonRoute, Flag, Id, Offset, OptionalId, clip
 from allotment.service.deps import SESSION_COOKIE, current_user, teams_of, too_many
 from allotment.storage import jobs as jobrepo
 from allotment.storage import repo
 from allotment.storage.models import DisputeRow, User
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=CheckedJsonRoute)
 SESSION_TTL_S = 12 * 3600.0  # a dashboard session's life (setting ``session_ttl_s``)
 STATIC = Path(__file__).parent / "static"
 env = Environment(loader=PackageLoader("allotment.service", "templates"),
@@ -236,7 +237,7 @@ def _jobs_page(request: Request, user: User, state: str | None, offset: int,
 
 
 @router.get("/jobs")
-def jobs(request: Request, state: str | None = None, offset: int = 0) -> HTMLResponse:
+def jobs(request: Request, state: str | None = None, offset: Offset = 0) -> HTMLResponse:
     return _jobs_page(request, _user(request), state or None, offset)
 
 
@@ -251,8 +252,10 @@ async def submit(request: Request) -> Response:
     from allotment.service.schemas import JobCreate
 
     try:
+        # a form sends text: its numbers are parsed from it (strict=False), as JSON is not
         body = JobCreate.model_validate({**values, "gpus": values["gpus"] or None,
-                                         "priority_class": values["priority_class"] or "normal"})
+                                         "priority_class": values["priority_class"] or "normal"},
+                                        strict=False)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "form"
@@ -278,7 +281,7 @@ def _job_for(s: Any, user: User, job_id: int) -> Any:
 
 
 @router.get("/jobs/{job_id}")
-def job_detail(request: Request, job_id: int, submitted: int = 0) -> HTMLResponse:
+def job_detail(request: Request, job_id: Id, submitted: Flag = 0) -> HTMLResponse:
     user = _user(request)
     with _session(request) as s:
         job = _job_for(s, user, job_id)
@@ -288,7 +291,7 @@ def job_detail(request: Request, job_id: int, submitted: int = 0) -> HTMLRespons
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(request: Request, job_id: int) -> Response:
+async def cancel(request: Request, job_id: Id) -> Response:
     user = _user(request)
     await _form(request)
     with _session(request) as s:
@@ -299,7 +302,7 @@ async def cancel(request: Request, job_id: int) -> Response:
 
 # -- plans -----------------------------------------------------------------------------
 @router.get("/plans")
-def plans(request: Request, draft: int | None = None) -> HTMLResponse:
+def plans(request: Request, draft: OptionalId = None) -> HTMLResponse:
     user = _user(request)
     with _session(request) as s:
         v = views.plan_side_by_side(s, _now(request), draft)
@@ -309,7 +312,7 @@ def plans(request: Request, draft: int | None = None) -> HTMLResponse:
 
 
 @router.post("/plans/{plan_id}/publish")
-async def publish(request: Request, plan_id: int) -> Response:
+async def publish(request: Request, plan_id: Id) -> Response:
     user = _user(request)
     await _form(request)
     with _session(request) as s:
@@ -339,7 +342,7 @@ def disputes(request: Request) -> HTMLResponse:
 
 @router.get("/audit")
 def audit_log(request: Request, action: str = "", subject: str = "",
-              offset: int = 0) -> HTMLResponse:
+              offset: Offset = 0) -> HTMLResponse:
     user = _user(request)
     if len(action) > 64 or len(subject) > 128 or "\x00" in action + subject:
         raise InputError("action", "filters are at most 64/128 characters")
@@ -395,7 +398,8 @@ def error_page(request: Request, status: int, message: str,
     if user is None and status != 429:
         with contextlib.suppress(HTTPException):
             user = current_user(request)
-    resp = page(request, "error.html", user, status, message=message, code=status)
+    resp = page(request, "error.html", user, status, message=clip(message, 2000),
+                code=status)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

@@ -35,6 +35,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ALLOTMENT_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+# SQLite's durability. In WAL mode NORMAL syncs the WAL only at checkpoints: a commit
+# survives the process being killed, but the last commits may be lost on power loss or an
+# OS crash. FULL syncs the WAL at every commit, so an acknowledged job survives that too.
+SQLITE_SYNCHRONOUS = "FULL"
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
@@ -45,7 +51,7 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -116,13 +122,37 @@ def alembic_config(url: str) -> Any:
 
 def upgrade(url: str, engine: Engine | None = None) -> None:
     """Bring the schema to the newest Alembic revision (idempotent)."""
+    migrate(url, engine, "head")
+
+
+def migrate(url: str, engine: Engine | None, revision: str, down: bool = False) -> None:
+    """Upgrade (or with ``down``, downgrade) the schema to ``revision``."""
     from alembic import command
 
+    step = command.downgrade if down else command.upgrade
     cfg = alembic_config(url)
-    if engine is not None:
-        with engine.connect() as conn:
+    if engine is None:
+        step(cfg, revision)
+        return
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite rebuilds a table to change it (copy, drop, rename); with foreign
+            # keys on, dropping the old table would cascade into the rows pointing at
+            # it. SQLite's own procedure: foreign keys off outside the transaction,
+            # rebuild, check, on again. (Plain Alembic engines have them off already.)
+            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                "PRAGMA foreign_keys=OFF")
+        try:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            step(cfg, revision)
+            if sqlite:
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise ConfigurationError(f"migration left broken references: {broken}")
             conn.commit()
-    else:
-        command.upgrade(cfg, "head")
+        finally:
+            if sqlite:
+                conn.rollback()
+                conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA foreign_keys=ON")

@@ -22,7 +22,7 @@ from allotment.errors import InputError
 from allotment.planner.allocate import Plan, allocate
 from allotment.planner.cooperation import cooperation_options
 from allotment.planner.report import compare, to_json
-from allotment.planner.scenario import Scenario, parse_scenario
+from allotment.planner.scenario import Rules, Scenario, parse_scenario
 from allotment.storage import audit, repo
 from allotment.storage.models import (
     DisputeRow,
@@ -45,7 +45,13 @@ def request_page(s: Session, period: str | None, teams: set[str] | None, limit: 
 
 
 def check_request(s: Session, team: str, period: str, gpu_type: str, gpus: int,
-                  min_gpus: int, cooperates_with: list[str]) -> None:
+                  min_gpus: int, cooperates_with: list[str], tier: str = "normal",
+                  request_id: int | None = None) -> None:
+    """The planner's rules for a stored request (``planner.scenario.parse_scenario``), so
+    that a period planned from the stored requests never fails because of one: a known
+    team, period and GPU type, min_gpus <= gpus, one of the planner's tiers, cooperating
+    teams that exist, and one request per team, period and GPU type (``request_id``: the
+    request being changed)."""
     if not repo.is_team(s, team):
         raise InputError("team", f"unknown team {team!r}")
     if not repo.PERIOD_RE.match(period):
@@ -55,9 +61,19 @@ def check_request(s: Session, team: str, period: str, gpu_type: str, gpus: int,
         raise InputError("gpu_type", f"unknown GPU type {gpu_type!r}; inventory has {sorted(cap)}")
     if min_gpus > gpus:
         raise InputError("min_gpus", f"{min_gpus} is above gpus ({gpus})")
+    tiers = Rules().tiers
+    if tier not in tiers:
+        raise InputError("tier", f"unknown tier {tier!r}; the planner's tiers are "
+                         f"{', '.join(sorted(tiers, key=lambda t: -tiers[t]))}")
     for other in cooperates_with:
         if not repo.is_team(s, other):
             raise InputError("cooperates_with", f"unknown team {other!r}")
+    other_id = s.scalar(select(RequestRow.id).where(
+        RequestRow.team == team, RequestRow.period == period, RequestRow.gpu_type == gpu_type,
+        RequestRow.id != (request_id or 0)))
+    if other_id is not None:
+        raise repo.Conflict(f"team {team} already has request {other_id} for {period} "
+                            f"{gpu_type}: change it with PATCH /v1/requests/{other_id}")
 
 
 # -- plans ----------------------------------------------------------------------------
@@ -142,7 +158,12 @@ def compare_plans(a: PlanRow, b: PlanRow) -> list[dict[str, Any]]:
 
 def publish(s: Session, row: PlanRow, actor: str, now: float) -> None:
     """Make the plan's allocations the guarantees of its period (borrow and lend limits
-    stay those of the org file)."""
+    stay those of the org file). A plan splits the whole of each GPU type it plans, so for
+    those types it is the period's only guarantee: a team it gives nothing holds 0 in the
+    period, whatever its default, and a group that sets its own guarantee in the org file
+    holds what the plan gives its teams. (Without this, one lead's request of 1 GPU for a
+    team with no default made every plan of the period unpublishable: the defaults of the
+    other teams plus the plan added up to more than the cluster.)"""
     if not repo.PERIOD_RE.match(row.period):
         raise InputError("period", f"plan period {row.period!r}: publish needs YYYY-MM")
     if row.status == "published":
@@ -155,15 +176,28 @@ def publish(s: Session, row: PlanRow, actor: str, now: float) -> None:
     for old in s.execute(select(PlanRow).where(PlanRow.period == row.period,
                                                PlanRow.status == "published")).scalars():
         old.status = "superseded"
+    planned: dict[tuple[str, str], int] = {}
     for a in row.result["teams"].values():
         members = a.get("members") or [a["team"]]
         for team in members:
-            base = s.get(QuotaRow, ("default", team, a["gpu_type"]))
-            s.add(QuotaRow(period=row.period, org_node=team, gpu_type=a["gpu_type"],
-                           guaranteed=a["allocated"] if len(members) == 1 else 0,
-                           borrow_limit=base.borrow_limit if base else None,
-                           lend_limit=base.lend_limit if base else None,
-                           source=f"plan:{row.id}"))
+            planned[(team, a["gpu_type"])] = a["allocated"] if len(members) == 1 else 0
+    parents = {r.name: r.parent for r in repo.org_rows(s)}
+    for default in repo.quota_rows(s, "default"):
+        key = (default.org_node, default.gpu_type)
+        if key in planned or default.gpu_type not in row.result.get("capacity", {}):
+            continue
+        if default.org_node in teams:
+            planned[key] = 0
+        else:  # a group with a guarantee of its own: what the plan gives its teams
+            planned[key] = sum(n for (team, t), n in planned.items() if t == default.gpu_type
+                               and team in teams and _under(parents, team, default.org_node))
+    for (node, gpu_type), guaranteed in sorted(planned.items()):
+        base = s.get(QuotaRow, ("default", node, gpu_type))
+        s.add(QuotaRow(period=row.period, org_node=node, gpu_type=gpu_type,
+                       guaranteed=guaranteed,
+                       borrow_limit=base.borrow_limit if base else None,
+                       lend_limit=base.lend_limit if base else None,
+                       source=f"plan:{row.id}"))
     s.flush()
     # the published quotas must fit the inventory now (an over-full plan is refused)
     try:
@@ -176,6 +210,16 @@ def publish(s: Session, row: PlanRow, actor: str, now: float) -> None:
                  {"period": row.period, "guaranteed": {
                      f"{a['team']}/{a['gpu_type']}": a["allocated"]
                      for a in row.result["teams"].values()}})
+
+
+def _under(parents: dict[str, str | None], node: str, ancestor: str) -> bool:
+    """Whether ``ancestor`` is above ``node`` in the org tree."""
+    up = parents.get(node)
+    while up is not None:
+        if up == ancestor:
+            return True
+        up = parents.get(up)
+    return False
 
 
 def _period_start(period: str) -> float:
@@ -231,11 +275,17 @@ def file_dispute(s: Session, team: str, filed_by: str, subject_kind: str, subjec
 
     if not repo.is_team(s, team):
         raise InputError("team", f"unknown team {team!r}")
+    # an id is ASCII digits within the INTEGER columns' range: str.isdigit alone takes
+    # "²" (which int() refuses) and 64 digits (which no database column holds)
+    number = (int(subject_id) if subject_id.isascii() and subject_id.isdigit()
+              and len(subject_id) <= 10 else 0)
+    if not 1 <= number <= 2_147_483_647:
+        raise InputError("subject_id", f"{subject_id[:20]!r} is not a {subject_kind} id")
     if subject_kind == "plan":
-        if not subject_id.isdigit() or s.get(PlanRow, int(subject_id)) is None:
+        if s.get(PlanRow, number) is None:
             raise InputError("subject_id", f"no plan {subject_id!r}")
     elif subject_kind == "preemption":
-        if not subject_id.isdigit() or s.get(JobRow, int(subject_id)) is None:
+        if s.get(JobRow, number) is None:
             raise InputError("subject_id", f"no job {subject_id!r}")
     else:
         raise InputError("subject_kind", f"{subject_kind!r}: choose plan or preemption")

@@ -2,13 +2,28 @@
 numbers flow into the scheduling core; JSON columns hold small lists and maps only.
 
 Changing a table means a new Alembic migration in ``storage/migrations/versions``.
+
+Ids handed to users (users, jobs, requests, plans, disputes) are never reused: on SQLite
+their tables are AUTOINCREMENT (without it SQLite gives max(rowid) + 1, so the id of a
+deleted row went to the next one); PostgreSQL's sequences never go back.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -16,8 +31,12 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))  # member | lead | admin
@@ -84,9 +103,12 @@ class NodeRow(Base):
 
 
 class RequestRow(Base):
-    """A team's GPU request for a period (the planner's input)."""
+    """A team's GPU request for a period (the planner's input): at most one per team,
+    period and GPU type, as the planner takes them."""
 
     __tablename__ = "requests"
+    __table_args__ = (UniqueConstraint("team", "period", "gpu_type",
+                                       name="uq_requests_team_period_gpu_type"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     team: Mapped[str] = mapped_column(String(128))
     period: Mapped[str] = mapped_column(String(64))
@@ -103,6 +125,7 @@ class RequestRow(Base):
 
 class PlanRow(Base):
     __tablename__ = "plans"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     period: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))  # draft | published | superseded
@@ -163,7 +186,7 @@ class JobRow(Base):
     idle_warned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     idle_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     last_util_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
-    __table_args__ = (Index("ix_jobs_team_state", "team", "state"),)
+    __table_args__ = (Index("ix_jobs_team_state", "team", "state"), NEVER_REUSED)
 
 
 class SampleRow(Base):
@@ -196,6 +219,7 @@ class UsageRow(Base):
 
 class DisputeRow(Base):
     __tablename__ = "disputes"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     team: Mapped[str] = mapped_column(String(128))
     filed_by: Mapped[str] = mapped_column(String(64))

@@ -4,7 +4,7 @@ Existing audit entries get their scope by the rule of ``storage.audit.scope_for`
 out here in SQL, so this migration does not change when that module does). They keep their
 unkeyed hashes: the service's next append seals them under the key (see storage/audit.py).
 
-Revision ID: 0003_trust
+Revision ID: 0003
 Revises: 0002
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_trust'
+revision = '0003'
 down_revision = '0002'
 branch_labels = None
 depends_on = None
