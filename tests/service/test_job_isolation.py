@@ -10,6 +10,7 @@ the rest run as any user.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -578,3 +579,73 @@ def test_run_as_needs_root(tmp_path: Path) -> None:
     r = _allot("scheduler", "--db", f"sqlite:///{tmp_path / 'a.db'}", "--data-dir",
                str(tmp_path / "d"), "--fake-gpus", "--run-as", str(f))
     assert r.returncode == 2 and "not root" in r.stderr and "nobody" in r.stderr, r.stderr
+
+
+def _cmdlines_with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_jobs_command_is_not_in_any_process_arguments(tmp_path: Path) -> None:
+    """`ps` shows every account's process arguments; the job's command (which may set a
+    secret variable, and which the dashboard hides from other teams) is not among them."""
+    b = LocalBackend(tmp_path / "runs", work_dir=tmp_path / "work")
+    b.launch(LaunchSpec(1, 0, "llama", "ann", "SECRET_KEY=marker-in-argv-17 sleep 2; echo ok",
+                        1))
+    assert wait_state(b, 1, "alive").state == "alive"
+    time.sleep(0.5)
+    assert _cmdlines_with("marker-in-argv-17") == []
+    assert wait_state(b, 1, "exited").exit_code == 0
+    assert (b.control_dir(1, 0) / "log").read_text().strip() == "ok"
+
+
+def test_a_job_that_leaves_its_process_group_is_still_stopped(tmp_path: Path) -> None:
+    """A job's process that left the run's process group (setsid) still holds the run: it is
+    alive while that process lives, and kill() reaches it, so a borrower cannot keep
+    preempted GPUs."""
+    b = LocalBackend(tmp_path / "runs", work_dir=tmp_path / "work")
+    b.launch(LaunchSpec(1, 0, "llama", "ann", "setsid sleep 60 & echo $! > escaped; sleep 0.3",
+                        1))
+    pid_file = b.run_dir(1, 0) / "escaped"
+    end = time.time() + 10
+    while not pid_file.exists() and time.time() < end:
+        time.sleep(0.05)
+    time.sleep(1)
+    escaped = int(pid_file.read_text())
+    try:
+        assert b.status(1, 0).state == "alive"  # its shell is done; the escaped one runs
+        b.terminate(1, 0)
+        b.kill(1, 0)
+        st = wait_state(b, 1, "exited", timeout=10)
+        assert st.state == "exited", st
+        assert not Path(f"/proc/{escaped}").exists() or \
+            Path(f"/proc/{escaped}/stat").read_text().split()[2] == "Z"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(escaped, 9)
+
+
+def test_a_job_that_releases_its_lock_is_not_started_twice(tmp_path: Path) -> None:
+    """A job may unlock the run's lock it inherits; it is still alive (not "gone", which
+    would requeue it and start a second copy beside the first) while it runs."""
+    b = LocalBackend(tmp_path / "runs", work_dir=tmp_path / "work")
+    unlock = ("python3 -c 'import fcntl, os\n"
+              "for fd in os.listdir(\"/proc/self/fd\"):\n"
+              "    try:\n"
+              "        if os.readlink(\"/proc/self/fd/\" + fd).endswith(\"/lock\"):\n"
+              "            fcntl.flock(int(fd), fcntl.LOCK_UN); print(\"unlocked\")\n"
+              "    except OSError: pass'; sleep 2")
+    b.launch(LaunchSpec(1, 0, "llama", "ann", unlock, 1))
+    end = time.time() + 10
+    log = b.control_dir(1, 0) / "log"
+    while "unlocked" not in (log.read_text() if log.exists() else "") and time.time() < end:
+        time.sleep(0.05)
+    assert "unlocked" in log.read_text()
+    assert b.status(1, 0).state == "alive"
+    assert wait_state(b, 1, "exited").exit_code == 0

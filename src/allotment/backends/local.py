@@ -116,7 +116,7 @@ class LocalBackend:
             acct = self.accounts.account(spec.team, spec.user)
             work = self._work_dir(spec.job_id, spec.attempt, acct)
             _write_private(d / "spec.json", json.dumps({
-                "argv": ["/bin/sh", "-c", spec.command], "cwd": str(work),
+                "command": spec.command, "cwd": str(work),
                 "env": job_env(spec, work, acct), "account": acct.name,
                 "switch": not acct.shared, "uid": acct.uid, "gid": acct.gid,
                 "groups": list(acct.groups)}))
@@ -168,19 +168,27 @@ class LocalBackend:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+        if (d / "launched").exists() and _lock_holders(d / "lock"):
+            return RunStatus("alive")  # a job unlocked its inherited lock: it still runs
         exit_file = d / "exit"
         if exit_file.exists():
             return RunStatus("exited", int(exit_file.read_text().strip() or "1"))
         return RunStatus("gone" if (d / "launched").exists() else "never")
 
     def _signal(self, job_id: int, attempt: int, sig: int) -> None:
-        pid_file = self.control_dir(job_id, attempt) / "pid"
+        """``sig`` to the run's process group, and to every process that still has the run's
+        lock open: a job's process that left the group (setsid) is reached too."""
+        d = self.control_dir(job_id, attempt)
         try:
-            pid = int(pid_file.read_text())
+            pid: int | None = int((d / "pid").read_text())
         except (OSError, ValueError):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+            pid = None
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        for holder in _lock_holders(d / "lock"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(holder, sig)
 
     def terminate(self, job_id: int, attempt: int) -> None:
         self._signal(job_id, attempt, signal.SIGTERM)
@@ -246,6 +254,34 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def _lock_holders(lock: Path) -> set[int]:
+    """The processes (other than this one) that have ``lock`` open: the runner, the job and
+    whatever it started, in its process group or not, unless it closed the file. A job that
+    closes its lock and leaves its process group is lost to the local executor (it has no
+    cgroups); the README says so."""
+    try:
+        st = os.stat(lock)
+    except OSError:
+        return set()
+    me, out = os.getpid(), set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:  # gone, or another account's (not ours to see)
+            continue
+        for fd in fds:
+            try:
+                f = os.stat(f"/proc/{name}/fd/{fd}")
+            except OSError:
+                continue
+            if (f.st_ino, f.st_dev) == (st.st_ino, st.st_dev):
+                out.add(int(name))
+                break
+    return out
 
 
 def _check_reachable(root: Path) -> None:
