@@ -649,3 +649,26 @@ def test_a_job_that_releases_its_lock_is_not_started_twice(tmp_path: Path) -> No
     assert "unlocked" in log.read_text()
     assert b.status(1, 0).state == "alive"
     assert wait_state(b, 1, "exited").exit_code == 0
+
+
+def test_slurm_jobs_get_no_service_environment(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Slurm backend's sbatch exports only the job's own variables (and Slurm's), never
+    the service's environment (``--export=ALL`` gave every Slurm job the service's token)."""
+    from allotment.backends.slurm.backend import SlurmBackend
+    from allotment.backends.slurm.cmd import Slurm
+
+    monkeypatch.setenv("ALLOTMENT_TOKEN", "token-in-the-service-env")
+    calls: list[list[str]] = []
+
+    class Recorder(Slurm):
+        def run(self, args: Any, check: bool = True) -> str:
+            calls.append(list(args))
+            return "4242" if args[0] == "sbatch" else ""
+
+    b = SlurmBackend(Recorder(), tmp_path / "runs")
+    b.launch(LaunchSpec(7, 1, "llama", "ann", "python train.py", 2, {"node1": [0, 1]}))
+    sbatch = next(c for c in calls if c[0] == "sbatch")
+    export = [a for a in sbatch if a.startswith("--export=")]
+    assert export == ["--export=PATH=/usr/local/bin:/usr/bin:/bin,ALLOTMENT_JOB_ID=7,"
+                      "ALLOTMENT_ATTEMPT=1,ALLOTMENT_GPUS=2"]

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from allotment.reclaim.samples import GpuSample
 
+JOB_PATH = "/usr/local/bin:/usr/bin:/bin"  # a job's PATH: its environment is built from scratch
+
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:

@@ -39,13 +39,12 @@ import sys
 from pathlib import Path
 
 from allotment.backends.accounts import Account, RunAs
-from allotment.backends.base import LaunchSpec, RunStatus
+from allotment.backends.base import JOB_PATH, LaunchSpec, RunStatus
 from allotment.backends.files import private_dir, read_tail
 from allotment.errors import ConfigurationError
 from allotment.reclaim.nvml import NvmlSampler
 from allotment.reclaim.samples import GpuSample
 
-JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
 PASSED_ENV = ("LANG", "TZ")  # the only variables of the service a job gets
 UTIL_LIMIT = 1 << 20  # bytes of util.jsonl read per tick (its end)
 

@@ -165,6 +165,10 @@ def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
     warning = policy.warning()
     if warning:
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    else:
+        how = (f"as mapped in {accounts.run_as}, else " if mapping is not None else "") + (
+            "as a uid of each team's own (kept in " f"{data_dir / 'accounts.json'})")
+        console.print(f"jobs run {how}, in work folders under {work}", highlight=False)
     return backend
 
 
