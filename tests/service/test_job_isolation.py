@@ -672,3 +672,16 @@ def test_slurm_jobs_get_no_service_environment(tmp_path: Path,
     export = [a for a in sbatch if a.startswith("--export=")]
     assert export == ["--export=PATH=/usr/local/bin:/usr/bin:/bin,ALLOTMENT_JOB_ID=7,"
                       "ALLOTMENT_ATTEMPT=1,ALLOTMENT_GPUS=2"]
+
+
+def test_admin_create_user_makes_a_private_database(tmp_path: Path) -> None:
+    """`allot admin create-user` on a new SQLite file (the first admin) makes it 0600, its
+    -wal and -shm too, whatever the caller's umask."""
+    old = os.umask(0o022)
+    try:
+        r = _allot("admin", "create-user", "root", "--db", f"sqlite:///{tmp_path / 'n.db'}")
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    for p in tmp_path.glob("n.db*"):
+        assert mode(p) == 0o600, p

@@ -57,11 +57,13 @@ def create_user(
     db: DbOpt = None,
 ) -> None:
     """Create a user (the first admin, typically) and print its API token once."""
+    from allotment.service.private import private_database
     from allotment.storage import repo
     from allotment.storage.db import Database
 
     try:
         database = Database(db)
+        private_database(database.url)
         database.upgrade()
         with database.session() as s:
             _, token = repo.create_user(s, name, role, team, time.time(), "cli")

@@ -34,6 +34,13 @@ def private_service_files(data_dir: Path, db_url: str | None) -> None:
         private_dir(data_dir)
     except OSError as exc:
         raise ConfigurationError(f"--data-dir {data_dir}: {exc}") from None
+    private_database(db_url)
+
+
+def private_database(db_url: str | None) -> None:
+    """umask 077, and a SQLite database (with its -wal, -shm, -journal) tightened to 0600:
+    for every command that may create or open it (``allot admin create-user`` too)."""
+    os.umask(0o077)
     path = sqlite_path(db_url or "")
     if path is None:
         return
