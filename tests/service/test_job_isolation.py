@@ -685,3 +685,27 @@ def test_admin_create_user_makes_a_private_database(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     for p in tmp_path.glob("n.db*"):
         assert mode(p) == 0o600, p
+
+
+def test_accounts_follow_users_then_teams_then_default_then_a_uid_per_team(
+        tmp_path: Path) -> None:
+    """The mapping's order: a user's account, else its team's, else the default; without a
+    default each unmapped team gets a dynamic uid of its own, never another team's."""
+    from allotment.backends.accounts import RunAsMap
+
+    full = RunAs(RunAsMap(default=5001, teams={"llama": 5002}, users={"ann": 5003}),
+                 can_switch=True, registry=tmp_path / "accounts.json")
+    assert full.account("llama", "ann").uid == 5003
+    assert full.account("vision", "ann").uid == 5003
+    assert full.account("llama", "bob").uid == 5002
+    assert full.account("vision", "bob").uid == 5001
+    lo, hi = 1_999_000_000, 1_999_000_001
+    part = RunAs(RunAsMap(teams={"llama": 5002}, dynamic_uids=(lo, hi)), can_switch=True,
+                 registry=tmp_path / "accounts.json")
+    vision, infra = part.account("vision", "bob").uid, part.account("infra", "cy").uid
+    assert {vision, infra} == {lo, hi} and part.account("llama", "x").uid == 5002
+    why = part.refusal("more", "dy", 4)  # the range is full: it waits, saying so
+    assert why is not None and f"dynamic uid range {lo}-{hi} is full" in why
+    again = RunAs(RunAsMap(dynamic_uids=(lo, hi)), can_switch=True,
+                  registry=tmp_path / "accounts.json")
+    assert again.account("vision", "bob").uid == vision  # kept across restarts
