@@ -281,7 +281,8 @@ def test_a_job_reads_nothing_of_the_service_or_the_other_team(
     assert mode(svc.work) == 0o711 and mode(svc.work / str(a)) == 0o711
     assert mode(work) == 0o700 and os.lstat(work).st_uid == accounts["llama"].pw_uid
     assert os.lstat(svc.work / str(v) / "0").st_uid == accounts["vision"].pw_uid
-    svc.call("bob", "POST", f"/v1/jobs/{v}/cancel")
+    svc.call("bob", "POST", f"/v1/jobs/{v}/cancel")  # (a run outlives the service)
+    assert svc.wait("bob", v, {"cancelled"})["state"] == "cancelled"
 
 
 def test_without_a_mapping_root_gives_each_team_its_own_dynamic_account(site: Path) -> None:
