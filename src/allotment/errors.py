@@ -8,6 +8,7 @@
     +-- ConfigurationError         a cluster/org combination that cannot work (quota over capacity)
     +-- BackendError               a backend command failed (Slurm refused a request)
         +-- BackendUnavailable     the backend cannot be reached now (slurmctld down): retry later
+        +-- LaunchRefused          the backend will not start this run (no account may run it)
 """
 
 from __future__ import annotations
@@ -58,3 +59,8 @@ class BackendError(AllotmentError):
 
 class BackendUnavailable(BackendError):
     """The backend cannot be reached now (e.g. slurmctld is down); nothing was done."""
+
+
+class LaunchRefused(BackendError):
+    """The backend will not start a run (e.g. no Unix account may run the job's team); the
+    job waits, with this message as its reason, and nothing was started."""

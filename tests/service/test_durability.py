@@ -236,7 +236,7 @@ def test_upgrading_an_old_database_keeps_users_tokens_and_ids(tmp_path: Path) ->
 
     from allotment.storage.db import alembic_config
 
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}", tmp_path / "data")
     with db.engine.connect() as conn:
         cfg = alembic_config(db.url)
         cfg.attributes["connection"] = conn

@@ -152,7 +152,7 @@ def test_a_duplicate_already_in_the_database_stops_the_migration(tmp_path: Any) 
     fails, naming both, instead of dropping one of them."""
     from allotment.storage.db import Database, alembic_config
 
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}", tmp_path / "data")
     from alembic import command
 
     with db.engine.connect() as conn:

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from allotment.reclaim.samples import GpuSample
 
+JOB_PATH = "/usr/local/bin:/usr/bin:/bin"  # a job's PATH: its environment is built from scratch
+
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
@@ -41,7 +43,13 @@ class RunStatus:
 
 class Backend(Protocol):
     """Every method may raise ``BackendUnavailable`` when the backend cannot be reached;
-    the loop then acts on nothing until it can."""
+    the loop then acts on nothing until it can. ``launch`` may raise ``LaunchRefused``
+    (nothing started): the job goes back to pending with that reason.
+
+    Optional, looked up by the loop: ``refusal(team, user, teams) -> str | None`` (why a job
+    may not start now: the loop does not admit it and shows the reason), ``isolation() ->
+    dict`` (how jobs are kept apart, with a ``warning``, shown by ``/health``), and
+    ``import_usage`` (Slurm)."""
 
     name: str
 

@@ -80,10 +80,12 @@ def create_user(
 
 def _admin(db: str | None, data_dir: Path, act: Any) -> Any:
     """Run ``act(session)`` in one transaction on the database; errors end the command."""
+    from allotment.service.private import private_database
     from allotment.storage.db import Database
 
     try:
         database = Database(db, data_dir)
+        private_database(database.url)
         database.upgrade()
         database.check_audit_key()
         with database.session() as s:
@@ -241,9 +243,22 @@ def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: floa
                       webhook_url=webhook)
 
 
+@dataclasses.dataclass(frozen=True)
+class JobAccounts:
+    """How the local executor picks a job's Unix account (``backends/accounts.py``)."""
+
+    run_as: Path | None = None
+    shared_account: bool = False
+    work_dir: Path | None = None  # default: DATA_DIR-work beside the data folder
+
+
 def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
-             database: Any) -> Any:
+             database: Any, accounts: JobAccounts | None = None) -> Any:
     runs = data_dir / "runs"
+    accounts = accounts or JobAccounts()
+    if kind != "local" and accounts.run_as is not None:
+        raise AllotmentError("--run-as: only for --backend local (Slurm runs each job as "
+                             "the user that submits it)")
     if kind == "slurm":
         from allotment.backends.slurm.backend import SlurmBackend
         from allotment.backends.slurm.cmd import Slurm
@@ -254,27 +269,45 @@ def _backend(kind: str, data_dir: Path, fake: bool, slurm_conf: str | None,
         return SlurmBackend(Slurm(slurm_conf), runs, prefix=prefix)
     if kind != "local":
         raise AllotmentError(f"--backend: {kind!r} is not a backend (local or slurm)")
+    from allotment.backends.accounts import RunAs, load_run_as
     from allotment.backends.local import LocalBackend
 
-    return LocalBackend(runs, fake_gpus=fake)
+    mapping = load_run_as(accounts.run_as) if accounts.run_as is not None else None
+    policy = RunAs(mapping, registry=data_dir / "accounts.json",
+                   shared_ok=accounts.shared_account)
+    work = accounts.work_dir or data_dir.resolve().with_name(data_dir.resolve().name + "-work")
+    backend = LocalBackend(runs, fake_gpus=fake, accounts=policy, work_dir=work)
+    warning = policy.warning()
+    if warning:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    else:
+        how = (f"as mapped in {accounts.run_as}, else " if mapping is not None else "") + (
+            "as a uid of each team's own (kept in " f"{data_dir / 'accounts.json'})")
+        console.print(f"jobs run {how}, in work folders under {work}", highlight=False)
+    return backend
 
 
 def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
            with_scheduler: bool, cfg: Any, escalation_s: float,
            on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None,
-           web: dict[str, Any] | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+           web: dict[str, Any] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+           accounts: JobAccounts | None = None) -> None:
     import uvicorn
 
     from allotment.service.app import create_app
     from allotment.service.loop import SchedulerLoop
+    from allotment.service.private import private_service_files
     from allotment.storage.db import Database
 
     database = Database(db, data_dir)
+    private_service_files(data_dir, database.url)
     database.upgrade()
     database.check_audit_key()
     runs = data_dir / "runs"
-    executor = _backend(backend, data_dir, fake, slurm_conf, database)
-    loop = SchedulerLoop(database, executor, cfg) if with_scheduler else None
+    loop = None
+    if with_scheduler:  # the API alone runs no jobs: no executor, no accounts to check
+        executor = _backend(backend, data_dir, fake, slurm_conf, database, accounts)
+        loop = SchedulerLoop(database, executor, cfg)
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs),
                                      "reports_dir": str(data_dir / "reports"),
                                      "max_body_bytes": max_body_bytes, **(web or {})})
@@ -312,6 +345,14 @@ PublicOrigin = Annotated[list[str] | None, typer.Option(
 MaxBodyBytes = Annotated[int, typer.Option(
     min=1024, help="largest request body accepted; bigger ones get a 413 before they are "
     "read or authenticated")]
+RunAsOpt = Annotated[Path | None, typer.Option(
+    "--run-as", help="YAML mapping teams and users to the Unix accounts their jobs run as "
+    "(default as root: a uid of each team's own)")]
+SharedAccount = Annotated[bool, typer.Option(
+    "--shared-account", help="not root: run every team's jobs as this service's own user, "
+    "which lets any job read the service's files and other teams' runs")]
+WorkDir = Annotated[Path | None, typer.Option(
+    help="the jobs' work folders (default DATA_DIR-work, beside the data folder)")]
 
 
 @app.command()
@@ -338,6 +379,9 @@ def serve(
     auth_fail_window_s: AuthFailWindowS = 60.0,
     public_origin: PublicOrigin = None,
     max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
+    run_as: RunAsOpt = None,
+    shared_account: SharedAccount = False,
+    work_dir: WorkDir = None,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
     try:
@@ -349,7 +393,8 @@ def serve(
                "public_origins": [o.rstrip("/") for o in public_origin or []]}
         _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s,
                backend=backend, slurm_conf=slurm_conf, web=web,
-               max_body_bytes=max_body_bytes)
+               max_body_bytes=max_body_bytes,
+               accounts=JobAccounts(run_as, shared_account, work_dir))
     except AllotmentError as exc:
         _fail(exc)
 
@@ -370,9 +415,13 @@ def scheduler_cmd(
     lease_ttl_s: LeaseTtlS = 10.0,
     backend: BackendOpt = "local",
     slurm_conf: SlurmConf = None,
+    run_as: RunAsOpt = None,
+    shared_account: SharedAccount = False,
+    work_dir: WorkDir = None,
 ) -> None:
     """Run only the scheduler loop and its executor (the API runs elsewhere)."""
     from allotment.service.loop import SchedulerLoop
+    from allotment.service.private import private_service_files
     from allotment.storage.db import Database
 
     try:
@@ -380,9 +429,11 @@ def scheduler_cmd(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
             escalation_s, webhook), lease_ttl_s=lease_ttl_s)
         database = Database(db, data_dir)
+        private_service_files(data_dir, database.url)
         database.upgrade()
         database.check_audit_key()
-        executor = _backend(backend, data_dir, fake_gpus, slurm_conf, database)
+        executor = _backend(backend, data_dir, fake_gpus, slurm_conf, database,
+                            JobAccounts(run_as, shared_account, work_dir))
         loop = SchedulerLoop(database, executor, cfg)
     except AllotmentError as exc:
         _fail(exc)
@@ -407,21 +458,32 @@ def up(
     policy: Policy = "fairshare",
     grace_s: GraceS = 30.0,
     max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
+    run_as: RunAsOpt = None,
+    shared_account: SharedAccount = False,
+    work_dir: WorkDir = None,
 ) -> None:
     """Start the service, scheduler and local executor on SQLite, on this machine.
 
     The first start creates an admin (its token goes to the client config file), this
     machine as the inventory and a one-team org; ``--demo`` then plays a short scenario.
     """
+    from allotment.backends.accounts import can_switch_accounts, service_account
     from allotment.service.client import write_config
+    from allotment.service.private import private_service_files
     from allotment.storage import repo
     from allotment.storage.db import Database
 
     url = f"http://127.0.0.1:{port}"
-    data_dir.mkdir(parents=True, exist_ok=True)
     db = db or os.environ.get("ALLOTMENT_DB") or (
         f"sqlite:///{(data_dir / 'allotment.db').resolve()}")
+    if demo and not shared_account and run_as is None and not can_switch_accounts():
+        shared_account = True  # the demo's two teams, on a machine where we are not root
+        console.print(f"demo: not root, so the jobs of both demo teams run as your own user "
+                      f"{service_account().name} (--shared-account); as root each team's "
+                      "jobs run as an account of its own", highlight=False)
+    accounts = JobAccounts(run_as, shared_account, work_dir)
     try:
+        private_service_files(data_dir, db)
         database = Database(db, data_dir)
         database.upgrade()
         database.check_audit_key()
@@ -448,8 +510,11 @@ def up(
     console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
                   f"database {db}")
     if not demo:
-        _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0,
-               max_body_bytes=max_body_bytes)
+        try:
+            _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0,
+                   max_body_bytes=max_body_bytes, accounts=accounts)
+        except AllotmentError as exc:
+            _fail(exc)
         return
     from allotment.service.demo import run_demo
 
@@ -463,8 +528,11 @@ def up(
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 
-    _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go,
-           max_body_bytes=max_body_bytes)
+    try:
+        _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go,
+               max_body_bytes=max_body_bytes, accounts=accounts)
+    except AllotmentError as exc:
+        _fail(exc)
     if "error" in holder:
         err_console.print(f"[bold red]demo failed:[/] {holder['error']}")
         raise typer.Exit(1)

@@ -39,10 +39,21 @@ def read_config() -> dict[str, str]:
 
 
 def write_config(url: str, token: str) -> Path:
+    """Write the config 0600 from its first byte (a new file, renamed over the old one), in
+    a folder made 0700 if it is new: the token is an admin's for ``allot up``."""
     p = config_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"url": url, "token": token}, indent=2) + "\n")
-    p.chmod(0o600)
+    missing = [d for d in (p.parent, *p.parent.parents) if not d.exists()]
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"url": url, "token": token}, indent=2) + "\n")
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return p
 
 

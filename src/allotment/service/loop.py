@@ -5,12 +5,15 @@ Each tick, in order:
 1. lease: only the holder of the ``scheduler`` lease acts (a second process waits);
 2. accounting: integrate GPU-seconds used, borrowed, lent and idle since the last tick,
    with the jobs as they were over that interval (before this tick changes them);
-3. reconcile: launch admitted runs, adopt live ones, record exits, signal terminating runs
-   (SIGTERM, then SIGKILL after the grace period), requeue preempted ones;
+3. reconcile: launch admitted runs (one the backend refuses, e.g. for want of a Unix account
+   of its team's own, goes back to pending with the reason), adopt live ones, record exits,
+   signal terminating runs (SIGTERM, then SIGKILL after the grace period), requeue preempted
+   ones;
 4. idle: feed utilisation samples to the idle rule; warn, then reclaim;
 5. disputes: escalate unanswered ones one level up the org tree;
-6. schedule: build a ``ClusterState`` from the database, ``decide()``, commit admissions,
-   preemptions, rejections and every waiting job's reason, position and estimated start;
+6. schedule: build a ``ClusterState`` from the database (leaving out jobs the backend
+   refuses to start, with its reason), ``decide()``, commit admissions, preemptions,
+   rejections and every waiting job's reason, position and estimated start;
 7. reconcile again, so a decision is acted on in the tick that made it.
 A decision is committed before it is acted on, and every action is idempotent for a run
 ``(job, attempt)``; so a crash anywhere never launches a job twice and never loses one.
@@ -37,7 +40,7 @@ from sqlalchemy.orm import Session
 from allotment.backends.base import Backend, LaunchSpec
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
-from allotment.errors import BackendUnavailable
+from allotment.errors import BackendUnavailable, LaunchRefused
 from allotment.policies import make_policy
 from allotment.policies.base import SchedulerConfig
 from allotment.policies.idle import IdleTracker, _JobIdle
@@ -127,9 +130,11 @@ class SchedulerLoop:
         self._usage_at = now
 
     def _health(self, now: float, error: str | None) -> None:
+        isolation = getattr(self.backend, "isolation", lambda: None)()
         with self.db.session() as s:
             old = json.loads(repo.get_setting(s, "backend_health") or "{}")
-            if old.get("error") == error and old.get("backend") == self.backend.name:
+            if (old.get("error") == error and old.get("backend") == self.backend.name
+                    and old.get("isolation") == isolation):
                 return
             if error:
                 log.error("backend %s unavailable: %s", self.backend.name, error)
@@ -140,7 +145,7 @@ class SchedulerLoop:
                              "reachable again", {})
             repo.set_setting(s, "backend_health", json.dumps(
                 {"backend": self.backend.name, "state": "unavailable" if error else "ok",
-                 "error": error, "since": now}))
+                 "error": error, "since": now, "isolation": isolation}))
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``tick_s`` until ``stop`` is set; an error in one tick is logged and
@@ -176,12 +181,24 @@ class SchedulerLoop:
     def reconcile(self, now: float, report: TickReport) -> None:
         with self.db.session() as s:
             rows = jobrepo.active(s)
+        teams: int | None = None
         for job in rows:
             st = self.backend.status(job.id, job.attempts)
             if job.state == "starting" and st.state == "never":
-                self.backend.launch(LaunchSpec(job.id, job.attempts, job.team, job.user,
-                                               job.command, job.gpus, job.gpu_ids,
-                                               job.gpu_type, job.borrowed_gpus))
+                if teams is None:
+                    teams = self._team_count(now)
+                why = self._refusal(job.team, job.user, teams)
+                try:
+                    if why is None:
+                        self.backend.launch(LaunchSpec(job.id, job.attempts, job.team,
+                                                       job.user, job.command, job.gpus,
+                                                       job.gpu_ids, job.gpu_type,
+                                                       job.borrowed_gpus))
+                except LaunchRefused as exc:
+                    why = f"not started: {exc}"
+                if why is not None:  # nothing was started: it waits, no attempt spent
+                    self._unadmit(job, why, now)
+                    continue
                 st = self.backend.status(job.id, job.attempts)
             if st.state in ("alive", "queued"):
                 if job.state == "terminating":
@@ -201,6 +218,26 @@ class SchedulerLoop:
             # the run has ended (exit code), vanished (gone) or never started after all
             with self.db.session() as s:
                 self._ended(s, job, st.state, st.exit_code, now, report)
+
+    def _refusal(self, team: str, user: str, teams: int) -> str | None:
+        """Why the backend will not start a job of ``team`` now (e.g. the local executor
+        cannot give it a Unix account of its own), or None."""
+        refusal = getattr(self.backend, "refusal", None)
+        return None if refusal is None else refusal(team, user, teams)
+
+    def _team_count(self, now: float) -> int:
+        with self.db.session() as s:
+            org = load_org_safe(s, now)
+        return 0 if org is None else len(org.team_ids)
+
+    def _unadmit(self, job: JobRow, why: str, now: float) -> None:
+        with self.db.session() as s:
+            if jobrepo.move(s, job.id, "starting", state="pending", placement=[], gpu_ids={},
+                            borrowed_gpus=0, start_time=None, reason=why,
+                            first_start=job.first_start if job.attempts else None):
+                audit.append(s, now, "scheduler", "job.not_started", f"job:{job.id}", why,
+                             {"team": job.team})
+                log.warning("job %s of team %s %s", job.id, job.team, why)
 
     def _signal(self, job: JobRow, now: float) -> None:
         since = job.terminating_since or now
@@ -389,7 +426,10 @@ class SchedulerLoop:
                 used_ids.setdefault(node, set()).update(ids)
         reasons: dict[int, str] = {}
         by_id = {j.id: j for j in pend}
+        refused: dict[tuple[str, str], str | None] = {}
         for j in pend:
+            if (j.team, j.user) not in refused:
+                refused[(j.team, j.user)] = self._refusal(j.team, j.user, len(org.team_ids))
             if j.hold_until is not None and j.hold_until > now:
                 reasons[j.id] = (f"held until {_iso(j.hold_until)} after its GPUs were "
                                  "reclaimed for idling")
@@ -397,6 +437,8 @@ class SchedulerLoop:
                 reasons[j.id] = f"team {j.team!r} is not a team of the org tree now"
             elif j.gpu_type not in cap or j.gpus > cap[GpuType(j.gpu_type)]:
                 reasons[j.id] = f"no {j.gpu_type} node group can hold {j.gpus} GPUs now"
+            elif (refusal := refused[(j.team, j.user)]) is not None:
+                reasons[j.id] = refusal
             else:
                 state.submit(_workload(j), j.attained_gpu_s)
         d = decide(state, policy, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import String, cast, func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from allotment.backends.files import read_tail
 from allotment.errors import InputError
 from allotment.planner.scenario import parse_scenario
 from allotment.service import schemas as sch
@@ -42,9 +44,12 @@ def _now(request: Request) -> float:
 @router.get("/health", tags=["meta"])
 def health(s: SessionDep) -> dict[str, Any]:
     """The service answers; ``backend`` is the scheduler loop's last word on its backend
-    (``unavailable`` with Slurm's error while slurmctld cannot be reached)."""
+    (``unavailable`` with Slurm's error while slurmctld cannot be reached); ``warnings``
+    says what the operator should know, e.g. that jobs run on a shared Unix account."""
     backend = json.loads(repo.get_setting(s, "backend_health") or "null")
-    return {"status": "ok", "backend": backend}
+    isolation = (backend or {}).get("isolation") or {}
+    warnings = [isolation["warning"]] if isolation.get("warning") else []
+    return {"status": "ok", "backend": backend, "warnings": warnings}
 
 
 # -- users ------------------------------------------------------------------------------
@@ -208,10 +213,12 @@ def job_log(job_id: Id, request: Request, s: SessionDep, user: CurrentUser) -> s
     runs = request.app.state.settings.get("runs_dir")
     if runs is None:
         raise HTTPException(404, "this service keeps no logs (no local executor)")
-    path = Path(runs) / str(job.id) / str(job.attempts) / "log"
-    if not path.exists():
+    # only a regular file of the service's own, never through a link, at most its last MB:
+    # a job must not make this route read another job's log or the service's config
+    data = read_tail(Path(runs) / str(job.id) / str(job.attempts) / "log", 1_000_000,
+                     owner=os.geteuid())
+    if data is None:
         raise HTTPException(404, f"job {job_id} has no log yet")
-    data = path.read_bytes()[-1_000_000:]
     return data.decode(errors="replace")
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from allotment.backends.base import LaunchSpec, RunStatus
+from allotment.backends.base import JOB_PATH, LaunchSpec, RunStatus
 from allotment.backends.slurm.cmd import Slurm
 from allotment.backends.slurm.sync import BORROW_QOS, GUARANTEED_QOS, account_name
 from allotment.errors import BackendError
@@ -135,8 +135,10 @@ class SlurmBackend:
         args = ["sbatch", "--parsable", "-J", name, "-A", account_name(spec.team),
                 "-q", BORROW_QOS if spec.borrowed_gpus else GUARANTEED_QOS,
                 "--requeue", "-o", log, "--comment", f"allotment job {spec.job_id}",
-                f"--export=ALL,ALLOTMENT_JOB_ID={spec.job_id},"
-                f"ALLOTMENT_ATTEMPT={spec.attempt}"]
+                # the job's environment is these and Slurm's own SLURM_* only, never the
+                # service's (its tokens, config and database paths)
+                f"--export=PATH={JOB_PATH},ALLOTMENT_JOB_ID={spec.job_id},"
+                f"ALLOTMENT_ATTEMPT={spec.attempt},ALLOTMENT_GPUS={spec.gpus}"]
         if self.partition:
             args += ["-p", self.partition]
         if len(nodes) <= 1:
