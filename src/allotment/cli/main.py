@@ -19,7 +19,8 @@ from allotment.domain.org import OrgTree
 from allotment.domain.orgspec import org_from_data
 from allotment.domain.workload import JobId
 from allotment.errors import AllotmentError, InputError, OrgFileError
-from allotment.policies import POLICIES, SchedulerConfig, make_policy
+from allotment.policies import POLICIES, make_policy
+from allotment.scheduler.config import DEFAULTS, LasPreemption, SchedulerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Allotment: fair, efficient sharing of a GPU fleet.")
@@ -60,9 +61,11 @@ def simulate(
         "static,fifo,las,fairshare"
     ),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/simulate"),
-    grace_s: Annotated[float, typer.Option(help="preemption grace period (s)")] = 60.0,
-    min_runtime_s: Annotated[float, typer.Option(help="never preempt younger jobs (s)")] = 300.0,
-    checkpoint_s: Annotated[float, typer.Option(help="job checkpoint interval (s)")] = 1800.0,
+    grace_s: Annotated[float, typer.Option(help="preemption grace period (s)")] = DEFAULTS.grace_s,
+    min_runtime_s: Annotated[float, typer.Option(
+        help="never preempt younger jobs (s)")] = DEFAULTS.min_runtime_s,
+    checkpoint_s: Annotated[float, typer.Option(
+        help="job checkpoint interval (s)")] = DEFAULTS.checkpoint_s or 1800.0,
     las_preemption: Annotated[str, typer.Option(
         help="fairshare: queue-2 jobs a queue-1 job may preempt: none, team or surplus")] = "none",
     limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
@@ -113,17 +116,16 @@ def simulate(
             w = too_big[0]
             raise InputError("gpus", f"job {w.id} needs {w.gpus} GPUs; the cluster has "
                              f"{capacity[w.gpu_type]} {w.gpu_type} (give a larger --gpus)")
-        if las_preemption not in ("none", "team", "surplus"):
-            raise InputError("las-preemption",
-                             f"must be none, team or surplus, got {las_preemption!r}")
         cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s,
-                              las_preemption=las_preemption)
+                              checkpoint_s=checkpoint_s,
+                              las_preemption=LasPreemption.parse(las_preemption,
+                                                                 "las-preemption"))
         out.mkdir(parents=True, exist_ok=True)
     except AllotmentError as exc:
         _fail(exc)
         return
     results = []
-    sim_cfg = SimConfig(checkpoint_interval_s=checkpoint_s, record_events=events)
+    sim_cfg = SimConfig(record_events=events)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   console=err_console, transient=False) as progress:

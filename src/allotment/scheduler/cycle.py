@@ -7,17 +7,17 @@ from __future__ import annotations
 import heapq
 
 from allotment.domain.workload import Workload
-from allotment.policies.base import OrderKey, Policy
-from allotment.policies.victims import plan_reclaim
 from allotment.scheduler.decisions import Admit, Decisions, Reject
+from allotment.scheduler.policy import OrderKey, Policy
+from allotment.scheduler.preemption import plan_reclaim
 from allotment.scheduler.reservation import reserve
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import Bucket, ClusterState
 
 HeapEntry = tuple[OrderKey, int, Bucket, int]
 
 
-def _physical_reason(sc: Scratch, w: Workload) -> str:
+def _physical_reason(sc: Snapshot, w: Workload) -> str:
     t = w.gpu_type
     if sc.single_node(w):
         return (f"waiting for {w.gpus} free {t} GPUs on one node "
@@ -29,7 +29,7 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
     """Admit, preempt, reserve and reject for one cycle at time ``now``."""
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
-    sc = Scratch(state, now)
+    sc = Snapshot(state, now)
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
     #    head of the same queue are blocked whenever the head is (same team, same size)
     heap: list[HeapEntry] = []
@@ -60,7 +60,7 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
             seq += 1
             continue
         # 4. reject what can never run under this policy (the whole queue shares the size)
-        never = policy.never_fits(state, w)
+        never = policy.never_fits(sc, w)
         if never is not None:
             d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
             continue

@@ -39,11 +39,11 @@ from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
 from allotment.errors import BackendUnavailable
 from allotment.policies import make_policy
-from allotment.policies.base import SchedulerConfig
 from allotment.policies.idle import IdleTracker, _JobIdle
 from allotment.scheduler.cycle import decide
 from allotment.scheduler.estimate import Holding, Queued, estimate_starts
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.policy import SchedulerConfig
+from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import ClusterState
 from allotment.service.holdings import guarantees, holdings
 from allotment.service.holdings import lent as lent_pro_rata
@@ -444,7 +444,7 @@ class SchedulerLoop:
                  reasons: dict[int, str], by_id: dict[int, JobRow], now: float) -> None:
         """Reason, queue position and estimated start of every job still pending."""
         org = state.org
-        sc = Scratch(state, now)
+        sc = Snapshot(state, now)
         keyed = []
         for bucket in state.buckets.values():
             head = bucket.jobs[0]
