@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def simulate(
     limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
     plots: Annotated[bool, typer.Option(help="draw PNG plots")] = True,
     events: Annotated[bool, typer.Option(help="write events.csv per policy")] = False,
+    engine: Annotated[str, typer.Option(
+        help="memory (the in-memory simulator) or service (the real scheduler loop on a "
+             "temporary SQLite database, with a virtual clock)")] = "memory",
 ) -> None:
     """Replay a trace through each policy and compare them."""
     from allotment.sim.engine import SimConfig
@@ -94,6 +98,8 @@ def simulate(
             raise InputError("nodes-per-rack", "topology sizes must be >= 1")
         if limit is not None and limit <= 0:
             raise InputError("limit", f"must be >= 1, got {limit}")
+        if engine not in ("memory", "service"):
+            raise InputError("engine", f"must be memory or service, got {engine!r}")
         path = resolve_trace(trace)
         jobs = load_trace(trace)
         if limit is not None:
@@ -134,7 +140,14 @@ def simulate(
             def advance(fraction: float, task: TaskID = task) -> None:
                 progress.update(task, completed=fraction)
 
-            res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg, progress=advance)
+            if engine == "service":
+                from allotment.service.replay import replay
+
+                res = replay(jobs, cluster, tree, dataclasses.replace(cfg, policy=name),
+                             sim_cfg, progress=advance)
+            else:
+                res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg,
+                              progress=advance)
             results.append(res)
             if events:
                 with (out / f"events-{name}.csv").open("w", newline="") as fh:
@@ -146,7 +159,7 @@ def simulate(
     meta = {"trace": str(path), "gpus": cluster.total_gpus, "gpus_per_node": gpus_per_node,
             "nodes": len(cluster.nodes), "jobs": len(jobs), "grace_s": grace_s,
             "min_runtime_s": min_runtime_s, "checkpoint_s": checkpoint_s,
-            "las_preemption": las_preemption}
+            "las_preemption": las_preemption, "engine": engine}
     doc = summary(results, meta)
     json_path = write_json(doc, out)
     console.print(table(results, f"{trace}: {len(jobs):,} jobs on {cluster.total_gpus} GPUs "

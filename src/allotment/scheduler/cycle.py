@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import heapq
 
-from allotment.domain.workload import Workload
+from allotment.domain.cluster import GpuType
+from allotment.domain.workload import JobId, Workload
 from allotment.scheduler.decisions import Admit, Decisions, Reject
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.preemption import plan_reclaim
@@ -25,8 +26,9 @@ def _physical_reason(sc: Snapshot, w: Workload) -> str:
     return f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"
 
 
-def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
-    """Admit, preempt, reserve and reject for one cycle at time ``now``."""
+def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False) -> Decisions:
+    """Admit, preempt, reserve and reject for one cycle at time ``now``; with ``explain``,
+    also the queue order (``Decisions.queue``) that reasons and positions are read from."""
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
     sc = Snapshot(state, now)
@@ -102,4 +104,21 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
                     d.wake(wake)
         # 8. requeue: the head keeps its place and its reason; its queue waits
         d.waiting[w.id] = block
+    if explain:
+        d.queue = queue_order(sc, state, policy, d)
     return d
+
+
+def queue_order(sc: Snapshot, state: ClusterState, policy: Policy,
+                d: Decisions) -> dict[GpuType, list[JobId]]:
+    """Every job still pending after ``d``, per GPU type, by the policy's order key in the
+    cycle's final snapshot (what the next cycle starts from)."""
+    gone = {a.job_id for a in d.admits} | {r.job_id for r in d.rejects}
+    attained = state.pending_attained
+    keyed: dict[GpuType, list[tuple[OrderKey, JobId]]] = {}
+    for bucket in state.buckets.values():
+        for w in bucket.jobs:
+            if w.id not in gone:
+                keyed.setdefault(w.gpu_type, []).append(
+                    (policy.order_key(sc, w, attained[w.id]), w.id))
+    return {t: [jid for _, jid in sorted(rows)] for t, rows in sorted(keyed.items())}

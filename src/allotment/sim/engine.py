@@ -159,7 +159,6 @@ def simulate(
         last_now = now
         if same_instant > 10_000:
             raise RuntimeError(f"livelock: over 10,000 cycles at t={now} under {policy.name}")
-        recorder.advance(now, last_decisions)
         ended: list[tuple[bool, Workload]] = []
         arrivals: list[Workload] = []
         changed = wake_due = False
@@ -176,6 +175,10 @@ def simulate(
             elif runs[job_id].epoch == epoch:  # FINISH or KILL of the current run
                 runs[job_id].epoch += 1
                 ended.append((kind == HeapKind.KILL, by_id[job_id]))
+        if not (ended or arrivals or wake_due):
+            continue  # only stale events (a preempted run's old finish, a wake-up of a
+            # run gone): nothing happens now, and the metrics integrate on
+        recorder.advance(now, last_decisions)
         for w in path.end_order(ended):
             run = runs[w.id]
             if run.ends_at <= now:  # done, even if its grace period was running

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from allotment.storage.models import AuditHead, AuditRow
@@ -47,6 +47,43 @@ def append(s: Session, time: float, actor: str, action: str, subject: str, reaso
     head.seq, head.hash = seq, h
     s.flush()
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One decision to append: who did what to which subject, and why."""
+
+    time: float
+    actor: str
+    action: str
+    subject: str
+    reason: str
+    data: dict[str, Any]
+
+
+def append_many(s: Session, entries: list[Entry]) -> None:
+    """Append several entries in order, with one head update and one bulk insert (the
+    loop's admissions of one cycle)."""
+    if not entries:
+        return
+    head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar()
+    if head is None:
+        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        s.add(head)
+        s.flush()
+    seq, prev = head.seq, head.hash
+    rows = []
+    for e in entries:
+        seq += 1
+        payload = json.loads(json.dumps(e.data, sort_keys=True, default=str))
+        h = entry_hash(prev, seq, e.time, e.actor, e.action, e.subject, e.reason, payload)
+        rows.append({"seq": seq, "time": e.time, "actor": e.actor, "action": e.action,
+                     "subject": e.subject, "reason": e.reason, "data": payload,
+                     "prev_hash": prev, "hash": h})
+        prev = h
+    s.execute(insert(AuditRow), rows)
+    head.seq, head.hash = seq, prev
+    s.flush()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from allotment.domain.cluster import Cluster, GpuType, Node
+from allotment.domain.jobstate import ACTIVE
 from allotment.domain.org import OrgNode, OrgTree, Quota
 from allotment.domain.orgspec import idle_windows, org_from_data
 from allotment.errors import AllotmentError, InputError
-from allotment.storage import audit
+from allotment.storage import audit, inbox
 from allotment.storage.models import (
     ApiToken,
     JobRow,
@@ -34,7 +35,7 @@ from allotment.storage.models import (
 )
 
 ROLES = ("member", "lead", "admin")
-ACTIVE_STATES = ("starting", "running", "terminating")
+ACTIVE_STATES = tuple(str(s) for s in ACTIVE)
 PERIOD_RE = re.compile(r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$")
 
 
@@ -167,6 +168,7 @@ def set_inventory(s: Session, nodes: Sequence[NodeSpec], actor: str, now: float)
     totals: dict[str, int] = {}
     for n in nodes:
         totals[n.gpu_type] = totals.get(n.gpu_type, 0) + n.gpus
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "inventory.set", "inventory",
                  f"{len(nodes)} nodes", {"gpus_by_type": totals})
 
@@ -218,6 +220,7 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
                            guaranteed=q.guaranteed, borrow_limit=q.borrow_limit,
                            lend_limit=q.lend_limit, source="org"))
     s.flush()
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "org.set", "org", f"{len(tree.team_ids)} teams",
                  {"teams": list(tree.team_ids)})
     return tree
@@ -225,6 +228,11 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
 
 def org_rows(s: Session) -> list[OrgNodeRow]:
     return list(s.execute(select(OrgNodeRow).order_by(OrgNodeRow.position)).scalars())
+
+
+def published_periods(s: Session) -> list[str]:
+    """The periods that have quotas of their own (published plans, dispute changes)."""
+    return [p for (p,) in s.execute(select(QuotaRow.period).distinct()) if p != "default"]
 
 
 def effective_period(s: Session, now: float) -> str:
@@ -299,6 +307,7 @@ def set_quota(s: Session, period: str, team: str, gpu_type: str, guaranteed: int
     else:
         row.guaranteed, row.source = guaranteed, source
     s.flush()
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "quota.changed", f"team:{team}", reason,
                  {"period": period, "gpu_type": gpu_type, "from": old, "to": guaranteed,
                   "source": source})
