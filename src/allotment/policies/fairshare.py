@@ -20,7 +20,7 @@ its guarantee, and only if they run on borrowed GPUs.
 
 from __future__ import annotations
 
-from allotment.domain.workload import RunningJob, Workload
+from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.policies.las import LasQueues
 from allotment.scheduler.policy import LasPreemption, OrderKey
 from allotment.scheduler.snapshot import Snapshot
@@ -74,12 +74,23 @@ class FairSharePolicy(LasQueues):
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
     def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
-        level = self.level(attained_gpu_s)
         beyond = 0 if sc.within_guarantee(w) else 1
+        return self._key(w, beyond, fair_share_path(sc, w.team), self.level(attained_gpu_s))
+
+    def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
+                          attained: dict[JobId, float]) -> list[OrderKey]:
+        """The jobs of one queue share their team, GPU type and size, hence "beyond" and
+        the fair-share path."""
+        beyond = 0 if sc.within_guarantee(jobs[0]) else 1
+        path = fair_share_path(sc, jobs[0].team)
+        return [self._key(w, beyond, path, self.level(attained[w.id])) for w in jobs]
+
+    @staticmethod
+    def _key(w: Workload, beyond: int, path: tuple[int, ...], level: int) -> OrderKey:
         return (
             beyond,
             level * beyond,  # lent GPUs go to queue-1 (short so far) work first
-            fair_share_path(sc, w.team),
+            path,
             w.team,
             -w.priority,
             level,

@@ -117,8 +117,9 @@ def queue_order(sc: Snapshot, state: ClusterState, policy: Policy,
     attained = state.pending_attained
     keyed: dict[GpuType, list[tuple[OrderKey, JobId]]] = {}
     for bucket in state.buckets.values():
-        for w in bucket.jobs:
-            if w.id not in gone:
-                keyed.setdefault(w.gpu_type, []).append(
-                    (policy.order_key(sc, w, attained[w.id]), w.id))
+        jobs = [w for w in bucket.jobs if w.id not in gone]
+        if jobs:
+            keys = policy.bucket_order_keys(sc, jobs, attained)
+            keyed.setdefault(jobs[0].gpu_type, []).extend(
+                (k, w.id) for k, w in zip(keys, jobs, strict=True))
     return {t: [jid for _, jid in sorted(rows)] for t, rows in sorted(keyed.items())}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from allotment.domain.workload import RunningJob, Workload
+from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.config import LasPreemption, SchedulerConfig
 from allotment.scheduler.snapshot import Snapshot
 
@@ -31,6 +31,12 @@ class Policy:
 
     def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
         return (-w.priority, w.submit_time, w.seq)
+
+    def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
+                          attained: dict[JobId, float]) -> list[OrderKey]:
+        """``order_key`` of every job of one (team, GPU type, gang size) queue; a policy may
+        compute what the jobs of one queue share once."""
+        return [self.order_key(sc, w, attained[w.id]) for w in jobs]
 
     def quota_block(self, sc: Snapshot, w: Workload) -> str | None:
         """None if the policy's quota admits ``w`` now, else why not."""

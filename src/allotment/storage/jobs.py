@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from allotment.domain.jobstate import ACTIVE, FINAL, JobState
@@ -160,12 +160,15 @@ def admit_many(s: Session, admits: Sequence[dict[str, Any]]) -> None:
              "estimated_start": None} for a in admits])
 
 
-def launched(s: Session, job_id: int, state: JobState, reason: str,
-             external_id: str | None) -> bool:
+def launched_many(s: Session, runs: Sequence[dict[str, Any]]) -> None:
     """starting -> running (the run is alive), or starting with the workload manager's
-    reason while it waits there."""
-    return _move(s, job_id, (S.STARTING, S.RUNNING), state=state, reason=reason,
-                 external_id=external_id)
+    reason while it waits there: ``{"id", "state", "reason", "external_id"}`` each, in bulk
+    (a job stopped meanwhile by a cancellation is left as it is)."""
+    if runs:
+        # (no IN list: executemany cannot expand one)
+        s.execute(update(JobRow).where(or_(JobRow.state == S.STARTING,
+                                           JobRow.state == S.RUNNING))
+                  .execution_options(synchronize_session=False), list(runs))
 
 
 def begin_termination(s: Session, job_id: int, now: float, requeue: bool, why: str,

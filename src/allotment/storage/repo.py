@@ -189,10 +189,9 @@ def capacity(s: Session) -> dict[GpuType, int]:
     """Installed GPUs by type, down nodes included: quotas are planned against what is
     installed, so a node going down does not void the plan (its guarantees then wait or
     reclaim borrowed GPUs, as Kueue's nominal quotas do)."""
-    out: dict[GpuType, int] = {}
-    for r in node_rows(s):
-        out[GpuType(r.gpu_type)] = out.get(GpuType(r.gpu_type), 0) + r.gpus
-    return out
+    rows = s.execute(select(NodeRow.gpu_type, func.sum(NodeRow.gpus)).group_by(
+        NodeRow.gpu_type).order_by(NodeRow.gpu_type)).all()
+    return {GpuType(t): int(n) for t, n in rows}
 
 
 # -- org tree and quotas --------------------------------------------------------------

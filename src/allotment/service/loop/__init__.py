@@ -70,6 +70,12 @@ class TickReport:
     reclaimed: list[int] = field(default_factory=list)
     escalated: list[int] = field(default_factory=list)
     backend_error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # step -> seconds it took
+
+    def timed(self, step: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phases[step] = self.phases.get(step, 0.0) + now - since
+        return now
 
 
 class SchedulerLoop:
@@ -126,33 +132,44 @@ class SchedulerLoop:
         return report
 
     def _tick(self, now: float, report: TickReport) -> None:
+        t = time.perf_counter()
         rebuilt = self._world(now, report)  # 2
+        t = report.timed("world", t)
         live = self.live
         assert live is not None
         account(self.db, live, now)  # 3
+        t = report.timed("accounting", t)
         grace = self.config.scheduler.grace_s
         obs = self.observer
         self._ended(reconcile(self.db, self.backend, live, now, grace, obs), report)  # 4
+        t = report.timed("reconcile", t)
         if take_inbox(self.db, live, now, obs):  # 5: the shape changed
             rebuilt = self._world(now, report, force=True)
             live = self.live
             assert live is not None
+        t = report.timed("inbox", t)
         warned, reclaimed = idle(self.db, self.backend, live, now, self.idle_rule,  # 6
                                  self._notify)
         report.warned += warned
         report.reclaimed += reclaimed
+        t = report.timed("idle", t)
         self.escalate(now, report)  # 7
+        t = report.timed("disputes", t)
         d, sink = schedule(self.db, live, self.policy, now, obs)  # 8
         if sink is not None:
             self.last_decisions = d
             report.decided = True
             report.admitted += sink.admitted
             report.preempted += sink.preempted
+        t = report.timed("schedule", t)
         explain(self.db, live, d, now, rebuilt)
+        t = report.timed("explain", t)
         self._ended(reconcile(self.db, self.backend, live, now, grace, obs), report)  # 9
+        t = report.timed("reconcile", t)
         with self.db.session() as s:  # 10
             world.save_memory(s, live)
         self._import_usage(now)
+        report.timed("memory", t)
 
     def _world(self, now: float, report: TickReport, force: bool = False) -> bool:
         """Build the in-memory state when there is none, the shape changed, or a new month

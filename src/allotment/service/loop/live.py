@@ -44,6 +44,8 @@ class Live:
     unschedulable: dict[int, str] = field(default_factory=dict)  # pending, cannot run here now
     # last reason, estimated start written for each pending job (rows change only on change)
     explained: dict[int, tuple[str, float | None]] = field(default_factory=dict)
+    estimated: set[int] = field(default_factory=set)  # jobs shown with an estimated start
+    bucket_sig: dict[object, object] = field(default_factory=dict)  # see schedule.explain
     # cycles wanted: (time, job id or 0, attempt); a job's wake-up counts while that run goes
     wakes: list[tuple[float, int, int]] = field(default_factory=list)
     used_ids: dict[str, set[int]] = field(default_factory=dict)  # node -> GPU indices in use

@@ -80,6 +80,7 @@ def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: f
                                       j.gpu_ids, j.gpu_type, j.borrowed_gpus))
             statuses[r.id] = backend.status(r.id, r.attempt)
     ended: list[Ended] = []
+    launched: list[dict[str, object]] = []
     with db.session() as s:
         for r in runs:
             st = statuses[r.id]
@@ -102,8 +103,10 @@ def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: f
             else:  # handed over, waiting in the workload manager (or requeued by it)
                 new, reason = S.STARTING, f"queued in {backend.name}: {st.detail}"
             if (new, reason, run_id) != (r.state, r.reason, r.external_id):
-                jobrepo.launched(s, r.id, new, reason, run_id)
+                launched.append({"id": r.id, "state": new, "reason": reason,
+                                 "external_id": run_id})
                 r.state, r.reason, r.external_id = new, reason, run_id
+        jobrepo.launched_many(s, launched)
         order = sorted(ended, key=lambda e: (e.how == End.REQUEUED, e.run.id))
         entries: list[audit.Entry] = []
         for e in order:

@@ -24,6 +24,7 @@ from allotment.scheduler.cycle import decide
 from allotment.scheduler.decisions import Admit, Decisions, Preempt
 from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.policy import Policy
+from allotment.scheduler.state import ClusterState
 from allotment.service.loop.live import Live
 from allotment.service.loop.rows import Run, job_id
 from allotment.storage import audit, inbox
@@ -189,59 +190,83 @@ def schedule(db: Database, live: Live, policy: Policy, now: float,
 def explain(db: Database, live: Live, d: Decisions | None, now: float,
             rebuilt: bool) -> None:
     """Reason and estimated start of every waiting job, written only where they changed;
-    the queue order of each GPU type. After a cycle, or after the state was (re)built."""
+    the queue order of each GPU type. After a cycle, or after the state was (re)built.
+
+    A queue's reasons are rebuilt only when its team's context, its head or a waiting
+    reason in it changed (its signature); otherwise only its new jobs are explained."""
     if d is None and not rebuilt:
         return
-    reasons: dict[int, tuple[str, float | None]] = {}
-    st = live.state
+    if rebuilt:
+        live.bucket_sig.clear()
+    new: dict[int, str] = {}
     for jid, until in live.held.items():
-        reasons[jid] = (f"held until {_iso(until)} after its GPUs were reclaimed for "
-                        "idling", None)
+        new[jid] = f"held until {_iso(until)} after its GPUs were reclaimed for idling"
     for jid, why in live.unschedulable.items():
-        reasons[jid] = (why, None)
+        new[jid] = why
+    estimates: dict[int, float | None] = {jid: None for jid in live.estimated}
     order: dict[str, list[int]] = {}
+    st = live.state
     if st is not None:
         waiting = d.waiting if d is not None else {}
         org = st.org
-        queue = d.queue if d is not None else {}
-        for bucket in st.buckets.values():
+        for key, bucket in st.buckets.items():
             head = bucket.jobs[0]
+            t = head.gpu_type
+            i = org.index[head.team]
+            ctx = (f"team {head.team} at {st.usage[t][i]}/{org.guaranteed[t][i]} "
+                   f"guaranteed {t} GPUs")
+            sig = (ctx, head.id, tuple((w.id, waiting[w.id]) for w in bucket.jobs
+                                       if w.id in waiting))
+            same = live.bucket_sig.get(key) == sig
+            live.bucket_sig[key] = sig
             for w in bucket.jobs:
-                t = w.gpu_type
-                i = org.index[w.team]
-                ctx = (f"team {w.team} at {st.usage[t][i]}/{org.guaranteed[t][i]} "
-                       f"guaranteed {t} GPUs")
+                jid = int(w.id)
+                if same and jid in live.explained:
+                    continue
                 if w.id in waiting:
-                    text = f"{ctx}; {waiting[w.id]}"
+                    new[jid] = f"{ctx}; {waiting[w.id]}"
                 elif w.id != head.id and head.id in waiting:
-                    text = (f"{ctx}; behind job {head.id} of the same team, GPU type and "
-                            f"size, which waits: {waiting[head.id]}")
+                    new[jid] = (f"{ctx}; behind job {head.id} of the same team, GPU type and "
+                                f"size, which waits: {waiting[head.id]}")
                 else:
-                    text = f"{ctx}; waiting for the next scheduling cycle"
-                reasons[int(w.id)] = (text, None)
+                    new[jid] = f"{ctx}; waiting for the next scheduling cycle"
+        queue = d.queue if d is not None else {}
         cap = {str(t): st.cluster.capacity(t) for t in st.cluster.gpu_types}
         holdings = [Holding(r.workload.gpu_type, r.workload.gpus,
                             None if r.workload.estimate_s is None
                             else r.segment_start + r.workload.estimate_s)
                     for r in st.running.values()]
         queued = []
-        by_id = {w.id: w for w in st.pending_jobs()}
         for t, ids in queue.items():
             order[str(t)] = [int(j) for j in ids]
-            for queued_id in ids:
-                w = by_id[queued_id]
-                queued.append(Queued(int(queued_id), str(t), w.gpus, w.estimate_s))
-        for jid, e in estimate_starts(now, cap, holdings, queued).items():
-            if jid in reasons:
-                reasons[jid] = (reasons[jid][0], e)
+            for queued_id in ids[:200]:
+                key = st.pending_index[queued_id]
+                w = st.buckets[key].jobs[0]
+                queued.append(Queued(int(queued_id), str(t), w.gpus,
+                                     _limit(st, queued_id, key)))
+        estimates.update(estimate_starts(now, cap, holdings, queued))
     if live.blocked is not None:
-        reasons = {jid: (live.blocked, None) for jid in reasons}
-    changed = [(jid, r) for jid, r in sorted(reasons.items()) if live.explained.get(jid) != r]
+        new = {jid: live.blocked for jid in [*new, *live.explained]}
+    changed = []
+    for jid in sorted({*new, *estimates}):
+        old = live.explained.get(jid)
+        reason = new.get(jid, old[0] if old is not None else "")
+        value = (reason, estimates.get(jid))
+        if value != old:
+            changed.append((jid, value))
     with db.session() as s:
         jobrepo.explain_many(s, [{"id": jid, "reason": r, "estimated_start": e}
                                  for jid, (r, e) in changed])
         queue_rows.write(s, order)
     live.explained.update(changed)
+    live.estimated = {jid for jid, e in estimates.items() if e is not None}
+
+
+def _limit(st: ClusterState, job: JobId, key: object) -> float | None:
+    for w in st.buckets[key].jobs:  # type: ignore[index]
+        if w.id == job:
+            return w.estimate_s
+    return None
 
 
 def _iso(t: float) -> str:
