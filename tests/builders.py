@@ -47,9 +47,9 @@ def run(policy: str, jobs: Sequence[Workload], c: Cluster, o: OrgTree,
         grace_s: float = 60.0, min_runtime_s: float = 0.0, checkpoint_s: float | None = None,
         las_threshold_gpu_s: float = 3600.0, **kw: object) -> SimResult:
     cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s,
-                          las_threshold_gpu_s=las_threshold_gpu_s)
-    return simulate(jobs, c, o, make_policy(policy, cfg),
-                    SimConfig(checkpoint_interval_s=checkpoint_s), **kw)  # type: ignore[arg-type]
+                          checkpoint_s=checkpoint_s, las_threshold_gpu_s=las_threshold_gpu_s)
+    return simulate(jobs, c, o, make_policy(policy, cfg), SimConfig(),
+                    **kw)  # type: ignore[arg-type]
 
 
 def log_without_submits(result: SimResult) -> list[tuple[float, str, str, str]]:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from allotment.backends.fake import FakeBackend
+from allotment.scheduler.config import SchedulerConfig
 from allotment.service.app import create_app
 from allotment.service.loop import LoopConfig, SchedulerLoop
 from allotment.storage import repo
@@ -61,7 +62,8 @@ def site() -> Iterator[dict[str, Any]]:
                                 ("lee", "lead", "llama"), ("val", "lead", "vision")):
             _, tokens[who] = repo.create_user(s, who, role, node, now)
     backend = FakeBackend(exit_on_term=False)  # a borrower stops at SIGKILL, after grace
-    loop = SchedulerLoop(db, backend, LoopConfig(tick_s=0.3, grace_s=10, min_runtime_s=0))
+    loop = SchedulerLoop(db, backend, LoopConfig(
+        tick_s=0.3, scheduler=SchedulerConfig(grace_s=10, min_runtime_s=0)))
     app = create_app(db, loop, {"runs_dir": str(tmp / "runs"),
                                 "reports_dir": str(tmp / "reports")})
     _simulator_report(tmp / "reports" / "philly-sample")

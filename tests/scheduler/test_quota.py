@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from allotment.domain.org import OrgNode
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import ClusterState
 from tests.builders import cluster, group, job, org, team
 
 
-def scratch_with(nodes: list[OrgNode], usage: dict[str, int]) -> Scratch:
+def scratch_with(nodes: list[OrgNode], usage: dict[str, int]) -> Snapshot:
     """A scratch over a 16-GPU cluster where each team already runs ``usage[team]`` GPUs."""
     c = cluster(16, 1)  # 16 one-GPU nodes so usage never fragments
     state = ClusterState(c, org(nodes, 16))
@@ -19,7 +19,7 @@ def scratch_with(nodes: list[OrgNode], usage: dict[str, int]) -> Scratch:
             state.submit(w)
             state.start(w.id, ((node, 1),), 0.0)
             node += 1
-    return Scratch(state, 0.0)
+    return Snapshot(state, 0.0)
 
 
 def tree(llm: dict[str, int] | None = None, vision: dict[str, int] | None = None,
@@ -38,7 +38,7 @@ def tree(llm: dict[str, int] | None = None, vision: dict[str, int] | None = None
     ]
 
 
-def probe(sc: Scratch, gpus: int) -> str | None:
+def probe(sc: Snapshot, gpus: int) -> str | None:
     return sc.quota_block(job("probe", "llm", gpus, 0.0, 1.0))
 
 

@@ -32,8 +32,9 @@ import pytest
 from allotment.backends.accounts import DYNAMIC_UIDS, RunAs
 from allotment.backends.base import LaunchSpec
 from allotment.backends.local import LocalBackend
+from allotment.errors import BackendUnavailable
 from allotment.service.client import write_config
-from allotment.service.loop import LoopConfig, SchedulerLoop, TickReport
+from allotment.service.loop import LoopConfig, SchedulerLoop
 from allotment.storage import repo
 from allotment.storage.db import Database
 from allotment.storage.models import JobRow
@@ -483,11 +484,17 @@ def test_an_admitted_job_is_not_launched_once_the_flag_is_gone(world: World,
                                                                tmp_path: Path) -> None:
     """A job admitted while --shared-account was given, by a service restarted without it,
     goes back to pending (nothing launched, no attempt spent), with the reason."""
-    allowing = LocalBackend(tmp_path / "runs", work_dir=tmp_path / "work",
-                            accounts=RunAs(can_switch=False, shared_ok=True))
+    class AdmitsButCannotLaunch(LocalBackend):
+        def launch(self, spec: LaunchSpec) -> None:
+            raise BackendUnavailable("stopped right after the admission was committed")
+
+    allowing = AdmitsButCannotLaunch(tmp_path / "runs", work_dir=tmp_path / "work",
+                                     accounts=RunAs(can_switch=False, shared_ok=True))
     job = world.submit("member_own", command="echo ran")["id"]
-    SchedulerLoop(world.db, allowing, LoopConfig(), clock=world.clock).schedule(
-        world.clock(), TickReport())
+    before = SchedulerLoop(world.db, allowing, LoopConfig(), clock=world.clock)
+    report = before.tick()
+    assert report.admitted == [job] and report.backend_error
+    before.release()  # the service stops
     with world.db.session() as s:
         assert s.get(JobRow, job).state == "starting"  # type: ignore[union-attr]
     refusing = LocalBackend(tmp_path / "runs", work_dir=tmp_path / "work",

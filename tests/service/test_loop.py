@@ -6,13 +6,16 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from allotment.backends.fake import FakeBackend
+from allotment.scheduler.config import SchedulerConfig
 from allotment.service.loop import LoopConfig, SchedulerLoop
 from allotment.storage.models import JobRow
 from tests.service.conftest import World
 
 
 def loop_for(w: World, fb: FakeBackend, **cfg: float) -> SchedulerLoop:
-    return SchedulerLoop(w.db, fb, LoopConfig(grace_s=30, **cfg), clock=w.clock)  # type: ignore[arg-type]
+    sched = SchedulerConfig(grace_s=30, min_runtime_s=0)
+    return SchedulerLoop(w.db, fb, LoopConfig(scheduler=sched, **cfg),  # type: ignore[arg-type]
+                         clock=w.clock)
 
 
 def job(w: World, jid: int) -> dict:  # type: ignore[type-arg]

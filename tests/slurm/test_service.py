@@ -15,6 +15,7 @@ import yaml
 
 from allotment.backends.slurm.backend import SlurmBackend
 from allotment.backends.slurm.service import import_usage, run_sync
+from allotment.scheduler.config import SchedulerConfig
 from allotment.service.loop import LoopConfig, SchedulerLoop
 from allotment.storage import repo
 from tests.slurm.conftest import Cluster, Service, wait_for
@@ -27,7 +28,8 @@ def make_loop(c: Cluster, svc: Service, tmp_path: Path) -> SchedulerLoop:
     with svc.db.session() as s:
         prefix = f"allot{repo.install_id(s)}"
     backend = SlurmBackend(c.slurm, tmp_path / "runs", prefix=prefix, usage_every_s=3600)
-    return SchedulerLoop(svc.db, backend, LoopConfig(grace_s=5, min_runtime_s=0))
+    return SchedulerLoop(svc.db, backend,
+                         LoopConfig(scheduler=SchedulerConfig(grace_s=5, min_runtime_s=0)))
 
 
 def ticking(loop: SchedulerLoop, cond: object, timeout: float = 60) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from allotment.domain.org import OrgTree
 from allotment.domain.orgspec import org_from_data
 from allotment.domain.workload import JobId
 from allotment.errors import AllotmentError, InputError, OrgFileError
-from allotment.policies import POLICIES, SchedulerConfig, make_policy
+from allotment.policies import POLICIES, make_policy
+from allotment.scheduler.config import DEFAULTS, LasPreemption, SchedulerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Allotment: fair, efficient sharing of a GPU fleet.")
@@ -60,14 +62,19 @@ def simulate(
         "static,fifo,las,fairshare"
     ),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/simulate"),
-    grace_s: Annotated[float, typer.Option(help="preemption grace period (s)")] = 60.0,
-    min_runtime_s: Annotated[float, typer.Option(help="never preempt younger jobs (s)")] = 300.0,
-    checkpoint_s: Annotated[float, typer.Option(help="job checkpoint interval (s)")] = 1800.0,
+    grace_s: Annotated[float, typer.Option(help="preemption grace period (s)")] = DEFAULTS.grace_s,
+    min_runtime_s: Annotated[float, typer.Option(
+        help="never preempt younger jobs (s)")] = DEFAULTS.min_runtime_s,
+    checkpoint_s: Annotated[float, typer.Option(
+        help="job checkpoint interval (s)")] = DEFAULTS.checkpoint_s or 1800.0,
     las_preemption: Annotated[str, typer.Option(
         help="fairshare: queue-2 jobs a queue-1 job may preempt: none, team or surplus")] = "none",
     limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
     plots: Annotated[bool, typer.Option(help="draw PNG plots")] = True,
     events: Annotated[bool, typer.Option(help="write events.csv per policy")] = False,
+    engine: Annotated[str, typer.Option(
+        help="memory (the in-memory simulator) or service (the real scheduler loop on a "
+             "temporary SQLite database, with a virtual clock)")] = "memory",
 ) -> None:
     """Replay a trace through each policy and compare them."""
     from allotment.sim.engine import SimConfig
@@ -91,6 +98,8 @@ def simulate(
             raise InputError("nodes-per-rack", "topology sizes must be >= 1")
         if limit is not None and limit <= 0:
             raise InputError("limit", f"must be >= 1, got {limit}")
+        if engine not in ("memory", "service"):
+            raise InputError("engine", f"must be memory or service, got {engine!r}")
         path = resolve_trace(trace)
         jobs = load_trace(trace)
         if limit is not None:
@@ -113,17 +122,16 @@ def simulate(
             w = too_big[0]
             raise InputError("gpus", f"job {w.id} needs {w.gpus} GPUs; the cluster has "
                              f"{capacity[w.gpu_type]} {w.gpu_type} (give a larger --gpus)")
-        if las_preemption not in ("none", "team", "surplus"):
-            raise InputError("las-preemption",
-                             f"must be none, team or surplus, got {las_preemption!r}")
         cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s,
-                              las_preemption=las_preemption)
+                              checkpoint_s=checkpoint_s,
+                              las_preemption=LasPreemption.parse(las_preemption,
+                                                                 "las-preemption"))
         out.mkdir(parents=True, exist_ok=True)
     except AllotmentError as exc:
         _fail(exc)
         return
     results = []
-    sim_cfg = SimConfig(checkpoint_interval_s=checkpoint_s, record_events=events)
+    sim_cfg = SimConfig(record_events=events)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   console=err_console, transient=False) as progress:
@@ -132,7 +140,14 @@ def simulate(
             def advance(fraction: float, task: TaskID = task) -> None:
                 progress.update(task, completed=fraction)
 
-            res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg, progress=advance)
+            if engine == "service":
+                from allotment.service.replay import replay
+
+                res = replay(jobs, cluster, tree, dataclasses.replace(cfg, policy=name),
+                             sim_cfg, progress=advance)
+            else:
+                res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg,
+                              progress=advance)
             results.append(res)
             if events:
                 with (out / f"events-{name}.csv").open("w", newline="") as fh:
@@ -144,7 +159,7 @@ def simulate(
     meta = {"trace": str(path), "gpus": cluster.total_gpus, "gpus_per_node": gpus_per_node,
             "nodes": len(cluster.nodes), "jobs": len(jobs), "grace_s": grace_s,
             "min_runtime_s": min_runtime_s, "checkpoint_s": checkpoint_s,
-            "las_preemption": las_preemption}
+            "las_preemption": las_preemption, "engine": engine}
     doc = summary(results, meta)
     json_path = write_json(doc, out)
     console.print(table(results, f"{trace}: {len(jobs):,} jobs on {cluster.total_gpus} GPUs "

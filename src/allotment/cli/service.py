@@ -235,9 +235,11 @@ def _inventory_here(fake_gpus: int | None, gpu_type: str | None) -> list[dict[st
 def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: float,
                  idle_reclaim_after_s: float, idle_threshold: float, escalation_s: float,
                  webhook: str | None) -> Any:
+    from allotment.scheduler.config import DEFAULTS
     from allotment.service.loop import LoopConfig
 
-    return LoopConfig(policy=policy, tick_s=tick_s, grace_s=grace_s,
+    sched = dataclasses.replace(DEFAULTS, policy=policy, grace_s=grace_s)
+    return LoopConfig(scheduler=sched, tick_s=tick_s,
                       idle_window_s=idle_window_s, idle_reclaim_after_s=idle_reclaim_after_s,
                       idle_threshold_pct=idle_threshold, escalation_s=escalation_s,
                       webhook_url=webhook)
@@ -365,7 +367,7 @@ def serve(
     fake_gpus: FakeGpus = False,
     policy: Policy = "fairshare",
     tick_s: TickS = 2.0,
-    grace_s: GraceS = 30.0,
+    grace_s: GraceS = 60.0,
     idle_window_s: IdleWindowS = 1800.0,
     idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
     idle_threshold: IdleThreshold = 5.0,
@@ -406,7 +408,7 @@ def scheduler_cmd(
     fake_gpus: FakeGpus = False,
     policy: Policy = "fairshare",
     tick_s: TickS = 2.0,
-    grace_s: GraceS = 30.0,
+    grace_s: GraceS = 60.0,
     idle_window_s: IdleWindowS = 1800.0,
     idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
     idle_threshold: IdleThreshold = 5.0,
@@ -441,7 +443,8 @@ def scheduler_cmd(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    console.print(f"scheduler {loop.holder} running ({cfg.policy}, every {cfg.tick_s:g} s)")
+    console.print(f"scheduler {loop.holder} running ({cfg.scheduler.policy}, "
+                  f"every {cfg.tick_s:g} s)")
     loop.run(stop)
     loop.release()
 
@@ -456,7 +459,7 @@ def up(
     gpu_type: Annotated[str | None, typer.Option(help="GPU type name of this machine")] = None,
     demo: Annotated[bool, typer.Option(help="run the scripted demo, then stop")] = False,
     policy: Policy = "fairshare",
-    grace_s: GraceS = 30.0,
+    grace_s: GraceS = 60.0,
     max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
     run_as: RunAsOpt = None,
     shared_account: SharedAccount = False,

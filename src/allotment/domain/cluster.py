@@ -29,6 +29,8 @@ class Cluster:
 
     nodes: tuple[Node, ...]
     nodes_by_type: dict[GpuType, tuple[int, ...]] = field(init=False, compare=False)
+    _capacity: dict[GpuType, int] = field(init=False, compare=False, repr=False)
+    _max_node: dict[GpuType, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_type: dict[GpuType, list[int]] = {}
@@ -37,20 +39,24 @@ class Cluster:
                 raise ValueError(f"node {node.name} has index {node.index}, expected {i}")
             by_type.setdefault(node.gpu_type, []).append(i)
         object.__setattr__(self, "nodes_by_type", {k: tuple(v) for k, v in by_type.items()})
+        object.__setattr__(self, "_capacity", {
+            t: sum(self.nodes[i].gpus for i in ids) for t, ids in by_type.items()})
+        object.__setattr__(self, "_max_node", {
+            t: max(self.nodes[i].gpus for i in ids) for t, ids in by_type.items()})
 
     @property
     def gpu_types(self) -> tuple[GpuType, ...]:
         return tuple(sorted(self.nodes_by_type))
 
     def capacity(self, gpu_type: GpuType) -> int:
-        return sum(self.nodes[i].gpus for i in self.nodes_by_type.get(gpu_type, ()))
+        return self._capacity.get(gpu_type, 0)
 
     @property
     def total_gpus(self) -> int:
-        return sum(n.gpus for n in self.nodes)
+        return sum(self._capacity.values())
 
     def max_node_gpus(self, gpu_type: GpuType) -> int:
-        return max((self.nodes[i].gpus for i in self.nodes_by_type.get(gpu_type, ())), default=0)
+        return self._max_node.get(gpu_type, 0)
 
     @property
     def num_racks(self) -> int:

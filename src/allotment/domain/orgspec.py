@@ -126,3 +126,27 @@ def org_from_data(data: Any, capacity: Mapping[GpuType, int]) -> OrgTree:
     except Exception as exc:  # InputError / ConfigurationError from the tree itself
         field = getattr(exc, "field", "org")
         raise OrgFileError(field, getattr(exc, "message", str(exc))) from None
+
+
+def org_to_data(tree: OrgTree) -> dict[str, Any]:
+    """The org file of ``tree`` (the inverse of ``org_from_data``): each node's own quotas,
+    its guarantee only where it was given, its weight, its children."""
+    def spec(i: int) -> dict[str, Any]:
+        node = tree.nodes[i]
+        assert node is not None
+        out: dict[str, Any] = {"name": node.name, "weight": node.weight}
+        if node.explicit_guarantee and node.quotas:
+            out["guaranteed"] = {str(t): q.guaranteed for t, q in sorted(node.quotas.items())}
+        borrow = {str(t): q.borrow_limit for t, q in sorted(node.quotas.items())
+                  if q.borrow_limit is not None}
+        lend = {str(t): q.lend_limit for t, q in sorted(node.quotas.items())
+                if q.lend_limit is not None}
+        if borrow:
+            out["borrow_limit"] = borrow
+        if lend:
+            out["lend_limit"] = lend
+        if tree.children[i]:
+            out["children"] = [spec(c) for c in tree.children[i]]
+        return out
+
+    return {"org": [spec(c) for c in tree.children[0]]}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from allotment.errors import InputError
-from allotment.policies.base import Policy, SchedulerConfig
 from allotment.policies.fairshare import FairSharePolicy
 from allotment.policies.fifo import FifoPolicy
 from allotment.policies.las import LasPolicy
 from allotment.policies.static import StaticPolicy
+from allotment.scheduler.policy import Policy, SchedulerConfig
 
 POLICIES: dict[str, type[Policy]] = {
     "static": StaticPolicy,

@@ -20,11 +20,10 @@ its guarantee, and only if they run on borrowed GPUs.
 
 from __future__ import annotations
 
-from allotment.domain.workload import RunningJob, Workload
-from allotment.policies.base import OrderKey
+from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.policies.las import LasQueues
-from allotment.scheduler.scratch import Scratch
-from allotment.scheduler.state import ClusterState
+from allotment.scheduler.policy import LasPreemption, OrderKey
+from allotment.scheduler.snapshot import Snapshot
 
 # Fair-share value of org node N (Slurm Fair Tree style, one level at a time), compared at
 # a resolution of 1/100 (RESOLUTION) so that one more GPU for a large group does not
@@ -47,7 +46,7 @@ from allotment.scheduler.state import ClusterState
 RESOLUTION = 100
 
 
-def fair_share_value(sc: Scratch, node: int) -> int:
+def fair_share_value(sc: Snapshot, node: int) -> int:
     """v_N in units of 1/RESOLUTION, rounded down."""
     memo = sc.memo
     base = memo.get(node)
@@ -59,7 +58,7 @@ def fair_share_value(sc: Scratch, node: int) -> int:
     return int(v * RESOLUTION)
 
 
-def fair_share_path(sc: Scratch, team: str) -> tuple[int, ...]:
+def fair_share_path(sc: Snapshot, team: str) -> tuple[int, ...]:
     org = sc.state.org
     return tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
 
@@ -74,13 +73,24 @@ class FairSharePolicy(LasQueues):
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
-    def order_key(self, sc: Scratch, w: Workload, attained_gpu_s: float) -> OrderKey:
-        level = self.level(attained_gpu_s)
+    def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
         beyond = 0 if sc.within_guarantee(w) else 1
+        return self._key(w, beyond, fair_share_path(sc, w.team), self.level(attained_gpu_s))
+
+    def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
+                          attained: dict[JobId, float]) -> list[OrderKey]:
+        """The jobs of one queue share their team, GPU type and size, hence "beyond" and
+        the fair-share path."""
+        beyond = 0 if sc.within_guarantee(jobs[0]) else 1
+        path = fair_share_path(sc, jobs[0].team)
+        return [self._key(w, beyond, path, self.level(attained[w.id])) for w in jobs]
+
+    @staticmethod
+    def _key(w: Workload, beyond: int, path: tuple[int, ...], level: int) -> OrderKey:
         return (
             beyond,
             level * beyond,  # lent GPUs go to queue-1 (short so far) work first
-            fair_share_path(sc, w.team),
+            path,
             w.team,
             -w.priority,
             level,
@@ -88,7 +98,7 @@ class FairSharePolicy(LasQueues):
             w.seq,
         )
 
-    def quota_block(self, sc: Scratch, w: Workload) -> str | None:
+    def quota_block(self, sc: Snapshot, w: Workload) -> str | None:
         if not w.preemptible and not sc.within_guarantee(w):
             i = sc.team_index(w)
             return (
@@ -98,41 +108,41 @@ class FairSharePolicy(LasQueues):
             )
         return sc.quota_block(w)
 
-    def never_fits(self, state: ClusterState, w: Workload) -> str | None:
+    def never_fits(self, sc: Snapshot, w: Workload) -> str | None:
         """A non-preemptible gang larger than its team's whole guarantee could only ever
         run on borrowed GPUs, which must stay reclaimable: it is rejected, not left waiting."""
         if w.preemptible:
             return None
-        share = state.org.guarantee_of(w.team, w.gpu_type)
+        share = sc.state.org.guarantee_of(w.team, w.gpu_type)
         if w.gpus > share:
             return (f"non-preemptible gang of {w.gpus} exceeds team {w.team}'s guarantee of "
                     f"{share} {w.gpu_type} GPUs; it could run only on borrowed GPUs")
         return None
 
-    def preempt_class(self, sc: Scratch, w: Workload) -> object:
+    def preempt_class(self, sc: Snapshot, w: Workload) -> object:
         return (w.team, w.gpu_type, w.priority, sc.within_guarantee(w),
                 self.pending_level(sc, w))
 
-    def may_reserve(self, sc: Scratch, w: Workload) -> bool:
+    def may_reserve(self, sc: Snapshot, w: Workload) -> bool:
         if not self.config.backfill:
             return False
         return sc.within_guarantee(w) or sc.now - w.submit_time >= self.config.reserve_after_s
 
-    def reservation_scope(self, sc: Scratch, w: Workload) -> object:
+    def reservation_scope(self, sc: Snapshot, w: Workload) -> object:
         """Each team's guarantee is its own: its first blocked job within its guarantee holds
         GPUs whatever other teams wait for; borrowers share one reservation per GPU type."""
         return (w.gpu_type, w.team) if sc.within_guarantee(w) else w.gpu_type
 
-    def reserve_wakeup(self, sc: Scratch, w: Workload) -> float | None:
+    def reserve_wakeup(self, sc: Snapshot, w: Workload) -> float | None:
         return w.submit_time + self.config.reserve_after_s
 
-    def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
+    def may_preempt_for(self, sc: Snapshot, w: Workload) -> bool:
         if sc.within_guarantee(w):
             return True
-        return (self.config.las_preemption != "none"
+        return (self.config.las_preemption is not LasPreemption.NONE
                 and self.pending_level(sc, w) == 0)
 
-    def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
+    def is_victim_candidate(self, sc: Snapshot, w: Workload, job: RunningJob) -> bool:
         """Another team's job on borrowed GPUs (its team is above its guarantee) when ``w``
         is within its guarantee. With ``las_preemption`` ``team`` or ``surplus``, also the
         team's own queue-2 job for its queue-1 ``w``; with ``surplus``, also another team's
@@ -141,26 +151,26 @@ class FairSharePolicy(LasQueues):
         if v.gpu_type != w.gpu_type:
             return False
         if v.team == w.team:
-            return (self.config.las_preemption != "none" and v.priority <= w.priority
-                    and self.demotes(sc, w, job))
+            return (self.config.las_preemption is not LasPreemption.NONE
+                    and v.priority <= w.priority and self.demotes(sc, w, job))
         i = sc.state.org.index[v.team]
-        if sc.usage[v.gpu_type][i] <= sc.state.org.guaranteed[v.gpu_type][i]:
-            return False  # its team holds no borrowed GPUs
+        if sc.kept(v.gpu_type, i) <= sc.state.org.guaranteed[v.gpu_type][i]:
+            return False  # its team keeps no borrowed GPUs (net of those it is releasing)
         if sc.within_guarantee(w):
             return True
-        if self.config.las_preemption != "surplus" or v.priority > w.priority:
+        if self.config.las_preemption is not LasPreemption.SURPLUS or v.priority > w.priority:
             return False
         # surplus GPUs follow LAS across teams: a queue-1 borrower displaces a queue-2 one
         return self.demotes(sc, w, job)
 
-    def victim_teams(self, sc: Scratch, w: Workload) -> list[str] | None:
-        if not sc.within_guarantee(w) and self.config.las_preemption != "surplus":
+    def victim_teams(self, sc: Snapshot, w: Workload) -> list[str] | None:
+        if not sc.within_guarantee(w) and self.config.las_preemption is not LasPreemption.SURPLUS:
             return [w.team]
         org = sc.state.org
         t = w.gpu_type
-        usage, guaranteed = sc.usage[t], org.guaranteed[t]
+        guaranteed = org.guaranteed[t]
         over = [org.names[i] for i in range(1, len(org.names))
-                if org.is_team[i] and usage[i] > guaranteed[i] and org.names[i] != w.team]
+                if org.is_team[i] and sc.kept(t, i) > guaranteed[i] and org.names[i] != w.team]
         return [w.team, *over]
 
     # start_wakeup (from LasQueues): a cycle when a running job passes into queue 2. Under

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from allotment.policies.base import Policy
+from allotment.scheduler.policy import Policy
 
 
 class FifoPolicy(Policy):

@@ -11,8 +11,8 @@ As in Tiresias, no GPUs are held for a blocked gang: later jobs that fit simply 
 from __future__ import annotations
 
 from allotment.domain.workload import RunningJob, Workload
-from allotment.policies.base import OrderKey, Policy
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.policy import OrderKey, Policy
+from allotment.scheduler.snapshot import Snapshot
 
 
 def las_level(attained_gpu_s: float, threshold_gpu_s: float) -> int:
@@ -35,10 +35,10 @@ class LasQueues(Policy):
     def level(self, attained_gpu_s: float) -> int:
         return las_level(attained_gpu_s, self.config.las_threshold_gpu_s)
 
-    def pending_level(self, sc: Scratch, w: Workload) -> int:
+    def pending_level(self, sc: Snapshot, w: Workload) -> int:
         return self.level(sc.state.pending_attained[w.id])
 
-    def demotes(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
+    def demotes(self, sc: Snapshot, w: Workload, job: RunningJob) -> bool:
         """Whether running ``job`` sits in a lower queue than pending ``w``."""
         return self.level(job.attained_at(sc.now)) > self.pending_level(sc, w)
 
@@ -55,18 +55,18 @@ class LasPolicy(LasQueues):
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (self.level(attained_gpu_s), w.submit_time, w.seq)
 
-    def order_key(self, sc: Scratch, w: Workload, attained_gpu_s: float) -> OrderKey:
+    def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
         return (self.level(attained_gpu_s), w.submit_time, w.seq)
 
-    def may_reserve(self, sc: Scratch, w: Workload) -> bool:
+    def may_reserve(self, sc: Snapshot, w: Workload) -> bool:
         """Tiresias holds nothing: a gang that does not fit is skipped, later ones run."""
         return False
 
-    def preempt_class(self, sc: Scratch, w: Workload) -> object:
+    def preempt_class(self, sc: Snapshot, w: Workload) -> object:
         return (w.gpu_type, w.priority, self.pending_level(sc, w))
 
-    def may_preempt_for(self, sc: Scratch, w: Workload) -> bool:
+    def may_preempt_for(self, sc: Snapshot, w: Workload) -> bool:
         return self.pending_level(sc, w) == 0
 
-    def is_victim_candidate(self, sc: Scratch, w: Workload, job: RunningJob) -> bool:
+    def is_victim_candidate(self, sc: Snapshot, w: Workload, job: RunningJob) -> bool:
         return self.demotes(sc, w, job)

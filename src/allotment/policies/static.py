@@ -9,9 +9,8 @@ rejected.
 from __future__ import annotations
 
 from allotment.domain.workload import Workload
-from allotment.policies.base import Policy
-from allotment.scheduler.scratch import Scratch
-from allotment.scheduler.state import ClusterState
+from allotment.scheduler.policy import Policy
+from allotment.scheduler.snapshot import Snapshot
 
 
 class StaticPolicy(Policy):
@@ -20,7 +19,7 @@ class StaticPolicy(Policy):
     name = "static"
     has_guarantees = True
 
-    def quota_block(self, sc: Scratch, w: Workload) -> str | None:
+    def quota_block(self, sc: Snapshot, w: Workload) -> str | None:
         i = sc.team_index(w)
         used = sc.usage[w.gpu_type][i]
         share = sc.state.org.guaranteed[w.gpu_type][i]
@@ -28,8 +27,8 @@ class StaticPolicy(Policy):
             return f"team {w.team} partition full: {used}/{share} {w.gpu_type} GPUs in use"
         return None
 
-    def never_fits(self, state: ClusterState, w: Workload) -> str | None:
-        share = state.org.guarantee_of(w.team, w.gpu_type)
+    def never_fits(self, sc: Snapshot, w: Workload) -> str | None:
+        share = sc.state.org.guarantee_of(w.team, w.gpu_type)
         if w.gpus > share:
             return f"gang of {w.gpus} exceeds team {w.team}'s partition of {share} GPUs"
         return None

@@ -1,22 +1,13 @@
-"""The scheduling cycle and the state it reads.
-
-``decide`` lives in ``allotment.scheduler.cycle`` (imported lazily here, since policies
-import the scratch and decision types of this package).
-"""
+"""The scheduling cycle and the state it reads: ``decide(state, policy, now)`` over a
+``ClusterState``, through a per-cycle ``Snapshot``; preemption; reservations; estimates; and
+``apply`` (the one path by which decisions change the state)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from allotment.scheduler.config import DEFAULTS, LasPreemption, SchedulerConfig
+from allotment.scheduler.cycle import decide
 from allotment.scheduler.decisions import Admit, Decisions, Preempt, Reject, Reservation
 from allotment.scheduler.state import ClusterState
 
-__all__ = ["Admit", "ClusterState", "Decisions", "Preempt", "Reject", "Reservation", "decide"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "decide":
-        from allotment.scheduler.cycle import decide
-
-        return decide
-    raise AttributeError(name)
+__all__ = ["DEFAULTS", "Admit", "ClusterState", "Decisions", "LasPreemption", "Preempt",
+           "Reject", "Reservation", "SchedulerConfig", "decide"]

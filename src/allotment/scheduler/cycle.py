@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import heapq
 
-from allotment.domain.workload import Workload
-from allotment.policies.base import OrderKey, Policy
-from allotment.policies.victims import plan_reclaim
+from allotment.domain.cluster import GpuType
+from allotment.domain.workload import JobId, Workload
 from allotment.scheduler.decisions import Admit, Decisions, Reject
+from allotment.scheduler.policy import OrderKey, Policy
+from allotment.scheduler.preemption import plan_reclaim
 from allotment.scheduler.reservation import reserve
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import Bucket, ClusterState
 
 HeapEntry = tuple[OrderKey, int, Bucket, int]
 
 
-def _physical_reason(sc: Scratch, w: Workload) -> str:
+def _physical_reason(sc: Snapshot, w: Workload) -> str:
     t = w.gpu_type
     if sc.single_node(w):
         return (f"waiting for {w.gpus} free {t} GPUs on one node "
@@ -25,11 +26,12 @@ def _physical_reason(sc: Scratch, w: Workload) -> str:
     return f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"
 
 
-def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
-    """Admit, preempt, reserve and reject for one cycle at time ``now``."""
+def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False) -> Decisions:
+    """Admit, preempt, reserve and reject for one cycle at time ``now``; with ``explain``,
+    also the queue order (``Decisions.queue``) that reasons and positions are read from."""
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
-    sc = Scratch(state, now)
+    sc = Snapshot(state, now)
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
     #    head of the same queue are blocked whenever the head is (same team, same size)
     heap: list[HeapEntry] = []
@@ -60,7 +62,7 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
             seq += 1
             continue
         # 4. reject what can never run under this policy (the whole queue shares the size)
-        never = policy.never_fits(state, w)
+        never = policy.never_fits(sc, w)
         if never is not None:
             d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
             continue
@@ -102,4 +104,22 @@ def decide(state: ClusterState, policy: Policy, now: float) -> Decisions:
                     d.wake(wake)
         # 8. requeue: the head keeps its place and its reason; its queue waits
         d.waiting[w.id] = block
+    if explain:
+        d.queue = queue_order(sc, state, policy, d)
     return d
+
+
+def queue_order(sc: Snapshot, state: ClusterState, policy: Policy,
+                d: Decisions) -> dict[GpuType, list[JobId]]:
+    """Every job still pending after ``d``, per GPU type, by the policy's order key in the
+    cycle's final snapshot (what the next cycle starts from)."""
+    gone = {a.job_id for a in d.admits} | {r.job_id for r in d.rejects}
+    attained = state.pending_attained
+    keyed: dict[GpuType, list[tuple[OrderKey, JobId]]] = {}
+    for bucket in state.buckets.values():
+        jobs = [w for w in bucket.jobs if w.id not in gone]
+        if jobs:
+            keys = policy.bucket_order_keys(sc, jobs, attained)
+            keyed.setdefault(jobs[0].gpu_type, []).extend(
+                (k, w.id) for k, w in zip(keys, jobs, strict=True))
+    return {t: [jid for _, jid in sorted(rows)] for t, rows in sorted(keyed.items())}

@@ -53,8 +53,9 @@ class Reservation:
 @dataclass(slots=True)
 class Decisions:
     """The result of ``decide``: admissions, preemptions, rejections and reservations, plus
-    a reason in words for each job at the head of a blocked queue, and when to wake up next
-    if nothing else happens (a victim becomes old enough, a starvation guard expires)."""
+    a reason in words for each job at the head of a blocked queue, when to wake up next if
+    nothing else happens (a victim becomes old enough, a starvation guard expires), and on
+    request the queue order."""
 
     admits: list[Admit] = field(default_factory=list)
     preempts: list[Preempt] = field(default_factory=list)
@@ -62,6 +63,9 @@ class Decisions:
     reservations: list[Reservation] = field(default_factory=list)
     waiting: dict[JobId, str] = field(default_factory=dict)
     wake_at: float | None = None
+    # with ``decide(..., explain=True)``: every job still pending, per GPU type, in the
+    # policy's order at the end of the cycle (queue positions are read from it)
+    queue: dict[GpuType, list[JobId]] = field(default_factory=dict)
 
     def wake(self, t: float) -> None:
         if self.wake_at is None or t < self.wake_at:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from allotment.domain.workload import Workload
 from allotment.scheduler.decisions import Reservation
 from allotment.scheduler.placement import domain_of
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.snapshot import Snapshot
 
 
-def reserve(sc: Scratch, w: Workload) -> Reservation | None:
+def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
     """Hold GPUs for ``w``; None when every node it could use is already held."""
     cluster = sc.state.cluster
     nodes = cluster.nodes

@@ -1,7 +1,7 @@
 """The mutable cluster state that the edges (simulator, service) keep and ``decide`` reads.
 
 ``decide`` treats a ``ClusterState`` as a read-only snapshot: it copies what it changes into
-a scratch (``scheduler.scratch``) and returns decisions; the caller applies them here with
+a snapshot (``scheduler.snapshot``) and returns decisions; the caller applies them here with
 ``start``, ``mark_terminating`` and ``stop``. Aggregates (free GPUs per node, usage per org
 node, decayed usage) are kept incrementally so a cycle never rescans every job.
 """
@@ -19,12 +19,38 @@ from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.errors import InputError
 
 BucketKey = tuple[str, GpuType, int]  # (team, gpu type, gang size)
+Domain = tuple[str, int]  # (topology level, domain id) of a reservation
 PendingKey = Callable[[Workload, float], tuple[float | int, ...]]
 
 
 def default_pending_key(w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
     """Within one bucket: higher priority class first, then submit time, then sequence."""
     return (-w.priority, w.submit_time, w.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerMemory:
+    """What one cycle carries to the next beyond the jobs themselves, so that a restarted
+    or failed-over scheduler continues where the last one stopped: each org node's decayed
+    usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), and the topology
+    domain each waiting job had reserved (reservations are sticky). Keyed by names, so it
+    survives a rebuilt org index."""
+
+    decayed: dict[str, tuple[float, float]] = field(default_factory=dict)
+    reservations: dict[str, Domain] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"decayed": {k: [d, t] for k, (d, t) in sorted(self.decayed.items())},
+                "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())}}
+
+    @staticmethod
+    def from_json(raw: dict[str, object]) -> SchedulerMemory:
+        decayed = raw.get("decayed") or {}
+        reservations = raw.get("reservations") or {}
+        assert isinstance(decayed, dict) and isinstance(reservations, dict)
+        return SchedulerMemory(
+            {str(k): (float(v[0]), float(v[1])) for k, v in decayed.items()},
+            {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()})
 
 
 @dataclass(slots=True)
@@ -69,7 +95,7 @@ class ClusterState:
         }
         self.pending_sizes: dict[tuple[GpuType, int], int] = {}
         # domain ((level, id)) of each job's reservation in the last cycle: kept sticky
-        self.last_reservations: dict[JobId, tuple[str, int]] = {}
+        self.last_reservations: dict[JobId, Domain] = {}
 
     # -- queries -------------------------------------------------------------------------
     def pending_jobs(self) -> Iterator[Workload]:
@@ -93,17 +119,48 @@ class ClusterState:
         f = math.exp2(-(now - t0) / h)
         return self.decayed[i] * f + self.alloc_total[i] * (h / math.log(2)) * (1.0 - f)
 
+    def memory(self) -> SchedulerMemory:
+        """The cycle-to-cycle memory to persist (see ``SchedulerMemory``)."""
+        names = self.org.names
+        return SchedulerMemory(
+            {names[i]: (self.decayed[i], self.decay_time[i]) for i in range(1, len(names))
+             if self.decayed[i] or self.decay_time[i]},
+            {str(j): d for j, d in self.last_reservations.items()})
+
+    def restore(self, memory: SchedulerMemory) -> None:
+        """Take back a persisted memory, after the running and pending jobs were re-added:
+        decayed usage of the org nodes that still exist, and the reservations of jobs that
+        still wait. Decayed usage then integrates the jobs running now from each node's
+        saved time on."""
+        for name, (d, t) in memory.decayed.items():
+            i = self.org.index.get(name)
+            if i is not None and i > 0:
+                self.decayed[i], self.decay_time[i] = d, t
+        self.last_reservations = {JobId(j): d for j, d in memory.reservations.items()
+                                  if JobId(j) in self.pending_index}
+
     # -- pending -------------------------------------------------------------------------
-    def validate(self, w: Workload) -> None:
-        """Raise ``InputError`` naming the field if ``w`` can never be scheduled here."""
+    def unschedulable(self, w: Workload) -> tuple[str, str] | None:
+        """``(field, why)`` if ``w`` can never be scheduled on this cluster and org, else
+        None: the one check of a pending job, for the simulator (which refuses the trace)
+        and the service (which keeps the job waiting with the reason)."""
         if w.gpus <= 0:
-            raise InputError("gpus", f"must be >= 1, got {w.gpus}")
+            return "gpus", f"must be >= 1, got {w.gpus}"
         if w.gpu_type not in self.cluster.nodes_by_type:
-            raise InputError("gpu_type", f"unknown GPU type {w.gpu_type!r}")
-        self.org.team_index(w.team)
+            return "gpu_type", f"no {w.gpu_type!r} GPUs in the inventory (of the nodes up)"
+        i = self.org.index.get(w.team)
+        if i is None or not self.org.is_team[i]:
+            return "team", f"team {w.team!r} is not a team of the org tree now"
         cap = self.cluster.capacity(w.gpu_type)
         if w.gpus > cap:
-            raise InputError("gpus", f"gang of {w.gpus} exceeds the {cap} {w.gpu_type} GPUs")
+            return "gpus", f"gang of {w.gpus} exceeds the {cap} {w.gpu_type} GPUs up now"
+        return None
+
+    def validate(self, w: Workload) -> None:
+        """Raise ``InputError`` naming the field if ``w`` can never be scheduled here."""
+        bad = self.unschedulable(w)
+        if bad is not None:
+            raise InputError(*bad)
         if w.id in self.pending_index or w.id in self.running:
             raise InputError("id", f"job {w.id!r} already exists")
 

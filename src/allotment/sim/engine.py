@@ -1,13 +1,18 @@
-"""Discrete-event replay of a trace through ``decide``.
+"""Discrete-event replay of a trace through ``decide`` (``allot simulate --engine memory``).
 
-The event heap holds ``(time, priority, sequence, kind, job, epoch)`` (SimPy's habit), so
-runs repeat exactly. All events at one time are applied (job ends and preemption kills
-first, then submissions, then wake-ups), then one scheduling cycle runs and its decisions
-are applied. Between two event times the state is constant, and the metrics integrate it.
+The event heap holds ``(time, kind, sequence, job, epoch)`` (SimPy's habit), so runs repeat
+exactly. All events at one time are applied, in the canonical order of ``scheduler.apply``
+(runs that ended, then submissions), then one scheduling cycle runs if something happened
+and jobs wait, and its decisions go through ``scheduler.apply.apply`` with this engine's
+sink: an admission schedules the job's finish after its remaining work, a preemption its
+kill after the grace period. Between two event times the state is constant, and the
+metrics integrate it.
 
 Work model: a job needs ``duration`` seconds of run time. It checkpoints every
-``checkpoint_interval_s`` of a run; when preempted (grace, then kill) it keeps the work up
-to its last checkpoint and is requeued with its attained service.
+``SchedulerConfig.checkpoint_s`` of a run; when preempted (grace, then kill) it keeps the
+work up to its last checkpoint and is requeued with its attained service. A run that
+reaches its end during its grace period has finished. A start wake-up (a LAS demotion)
+fires only while that run is still going.
 """
 
 from __future__ import annotations
@@ -16,42 +21,36 @@ import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
 from allotment.domain.cluster import Cluster
 from allotment.domain.org import OrgTree
-from allotment.domain.workload import JobId, Workload
-from allotment.policies.base import Policy
+from allotment.domain.workload import JobId, RunningJob, Workload
+from allotment.scheduler import apply as path
 from allotment.scheduler.cycle import decide
-from allotment.scheduler.decisions import Decisions
+from allotment.scheduler.decisions import Admit, Decisions, Preempt
+from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
+from allotment.sim.journal import EventLog, JobRecord, Journal
 from allotment.sim.metrics import MetricsRecorder, RunMetrics
 
-FINISH, KILL, SUBMIT, WAKE = 0, 1, 2, 3
-EventLog = list[tuple[float, str, str, str]]
+
+class HeapKind(IntEnum):
+    """Heap events; at one time they are taken in this order."""
+
+    FINISH = 0  # a run's work is done
+    KILL = 1  # a preempted run's grace period is over
+    SUBMIT = 2
+    WAKE = 3  # a cycle is wanted (a victim old enough, a demotion, a starvation guard)
 
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """Simulation-only knobs: checkpoint cadence, event log, utilisation bin width."""
+    """Simulation-only knobs: event log, utilisation bin width (the scheduler's own knobs,
+    checkpoints included, are the policy's ``SchedulerConfig``)."""
 
-    checkpoint_interval_s: float | None = 1800.0
     record_events: bool = True
     bin_s: float = 3600.0
-
-
-@dataclass(slots=True)
-class JobRecord:
-    """What happened to one job."""
-
-    workload: Workload
-    first_start: float | None = None
-    finish: float | None = None
-    done_s: float = 0.0  # work kept (seconds of run time at full gang)
-    run_s: float = 0.0  # wall time spent holding GPUs, including lost work
-    preemptions: int = 0
-    lost_gpu_s: float = 0.0
-    rejected: str | None = None
-    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -62,6 +61,57 @@ class SimResult:
     metrics: RunMetrics
     wall_s: float
     cycles: int = 0
+
+
+@dataclass(slots=True)
+class _Run:
+    """The simulator's knowledge of a job's work: kept work and the current run's epoch."""
+
+    done_s: float = 0.0
+    epoch: int = 0
+    ends_at: float = 0.0
+
+
+HeapEntry = tuple[float, int, int, JobId, int]
+
+
+class _HeapSink:
+    """The simulator's sink: decisions become future heap events."""
+
+    def __init__(self, runs: dict[JobId, _Run], durations: dict[JobId, float],
+                 grace_s: float) -> None:
+        self.heap: list[HeapEntry] = []
+        self.seq = 0
+        self.runs = runs
+        self.durations = durations
+        self.grace_s = grace_s
+        self.wakes: set[float] = set()
+
+    def push(self, t: float, kind: HeapKind, job_id: JobId, epoch: int = 0) -> None:
+        heapq.heappush(self.heap, (t, kind, self.seq, job_id, epoch))
+        self.seq += 1
+
+    def reject(self, job_id: JobId, reason: str, now: float) -> bool:
+        return True
+
+    def preempt(self, p: Preempt, now: float) -> bool:
+        self.push(now + self.grace_s, HeapKind.KILL, p.job_id, self.runs[p.job_id].epoch)
+        return True
+
+    def admit(self, a: Admit, now: float) -> bool:
+        run = self.runs[a.job_id]
+        run.ends_at = now + self.durations[a.job_id] - run.done_s
+        self.push(run.ends_at, HeapKind.FINISH, a.job_id, run.epoch)
+        return True
+
+    def wake(self, t: float, job: RunningJob | None = None) -> None:
+        if job is not None:
+            run = self.runs[job.workload.id]
+            if t < run.ends_at:  # a wake-up after the run's end would be dropped anyway
+                self.push(t, HeapKind.WAKE, job.workload.id, run.epoch)
+        elif t not in self.wakes:
+            self.wakes.add(t)
+            self.push(t, HeapKind.WAKE, JobId(""), 0)
 
 
 def simulate(
@@ -79,31 +129,28 @@ def simulate(
     """
     cfg = config or SimConfig()
     started = time.perf_counter()
-    state = ClusterState(cluster, org, pending_key=policy.pending_key)
-    jobs: dict[JobId, JobRecord] = {}
-    events: EventLog = []
-    log = events.append if cfg.record_events else (lambda _e: None)
-    heap: list[tuple[float, int, int, int, JobId, int]] = []
-    seq = 0
+    state = ClusterState(cluster, org, pending_key=policy.pending_key,
+                         usage_half_life_s=policy.config.usage_half_life_s)
+    journal = Journal(workloads, cfg.record_events)
+    runs: dict[JobId, _Run] = {}
+    durations: dict[JobId, float] = {}
+    by_id: dict[JobId, Workload] = {}
+    sink = _HeapSink(runs, durations, policy.config.grace_s)
     for w in workloads:
         state.validate(w)
-        jobs[w.id] = JobRecord(w)
-        heap.append((w.submit_time, SUBMIT, seq, SUBMIT, w.id, 0))
-        seq += 1
-    heapq.heapify(heap)
+        if w.id in by_id:
+            raise ValueError(f"job {w.id!r} appears twice")
+        by_id[w.id] = w
+        runs[w.id] = _Run()
+        durations[w.id] = w.duration or 0.0
+        sink.push(w.submit_time, HeapKind.SUBMIT, w.id)
+    heap = sink.heap
     recorder = MetricsRecorder(state, cfg.bin_s)
-    wakes: set[float] = set()
-    grace = policy.config.grace_s
     last_decisions = Decisions()
     total = len(heap)
     submitted = 0
     cycles = 0
     t_end = max((w.submit_time for w in workloads), default=0.0)
-
-    def push(t: float, kind: int, job_id: JobId, epoch: int) -> None:
-        nonlocal seq
-        heapq.heappush(heap, (t, kind, seq, kind, job_id, epoch))
-        seq += 1
 
     same_instant, last_now = 0, None
     while heap:
@@ -112,93 +159,56 @@ def simulate(
         last_now = now
         if same_instant > 10_000:
             raise RuntimeError(f"livelock: over 10,000 cycles at t={now} under {policy.name}")
-        recorder.advance(now, last_decisions)
-        # apply every event at this time
+        ended: list[tuple[bool, Workload]] = []
+        arrivals: list[Workload] = []
+        changed = wake_due = False
         while heap and heap[0][0] == now:
-            _, _, _, kind, job_id, epoch = heapq.heappop(heap)
-            rec = jobs.get(job_id)
-            if kind == SUBMIT and rec is not None:
-                state.submit(rec.workload)
-                submitted += 1
-                log((now, "submit", job_id, rec.workload.team))
-                if progress is not None and submitted % 1000 == 0:
-                    progress(submitted / total)
-            elif kind == FINISH and rec is not None and epoch == rec.epoch:
-                job = state.stop(job_id, now)
-                rec.run_s += now - job.segment_start
-                rec.done_s = rec.workload.duration or 0.0
-                rec.finish = now
-                rec.epoch += 1
+            _, kind, _, job_id, epoch = heapq.heappop(heap)
+            if kind == HeapKind.SUBMIT:
+                arrivals.append(by_id[job_id])
+            elif kind == HeapKind.WAKE:
+                if not job_id:
+                    sink.wakes.discard(now)
+                    wake_due = True
+                elif job_id in state.running and runs[job_id].epoch == epoch:
+                    wake_due = True
+            elif runs[job_id].epoch == epoch:  # FINISH or KILL of the current run
+                runs[job_id].epoch += 1
+                ended.append((kind == HeapKind.KILL, by_id[job_id]))
+        if not (ended or arrivals or wake_due):
+            continue  # only stale events (a preempted run's old finish, a wake-up of a
+            # run gone): nothing happens now, and the metrics integrate on
+        recorder.advance(now, last_decisions)
+        for w in path.end_order(ended):
+            run = runs[w.id]
+            if run.ends_at <= now:  # done, even if its grace period was running
+                path.finish(state, w.id, now, journal)
+                run.done_s = durations[w.id]
                 t_end = max(t_end, now)
-                log((now, "finish", job_id, ""))
-            elif kind == KILL and rec is not None and epoch == rec.epoch:
-                job = state.stop(job_id, now)
-                ckpt = job.last_checkpoint(now)
-                rec.run_s += now - job.segment_start
-                rec.done_s += ckpt - job.segment_start
-                lost = (now - ckpt) * rec.workload.gpus
-                rec.lost_gpu_s += lost
-                rec.preemptions += 1
-                rec.epoch += 1
-                state.submit(rec.workload, job.attained_at(now))
-                log((now, "requeue", job_id, f"lost {lost:.0f} GPU-s"))
-            elif kind == WAKE:
-                wakes.discard(now)
-        if not state.num_pending:
-            last_decisions = Decisions()
+            else:
+                job, _ = path.requeue(state, w.id, now, journal)
+                run.done_s += job.last_checkpoint(now) - job.segment_start
+        for w in arrivals:
+            path.submit(state, w, now, journal)
+            submitted += 1
+            if progress is not None and submitted % 1000 == 0:
+                progress(submitted / total)
+        changed = bool(ended or arrivals)
+        if not path.should_decide(state, changed, wake_due):
+            if not state.num_pending:
+                last_decisions = Decisions()
             continue
         cycles += 1
         d = decide(state, policy, now)
-        _apply(d, state, jobs, policy, cfg, now, grace, push, log)
+        path.apply(d, state, policy, sink, now, journal)
         for r in d.rejects:
             recorder.rejected(r.job_id)
         if observer is not None:
             observer(state, d, now)
-        if d.wake_at is not None and d.wake_at > now and d.wake_at not in wakes:
-            wakes.add(d.wake_at)
-            push(d.wake_at, WAKE, JobId(""), 0)
         last_decisions = d
     recorder.advance(t_end, Decisions())
     if progress is not None:
         progress(1.0)
     wall = time.perf_counter() - started
-    metrics = recorder.finish(jobs, t_end)
-    return SimResult(policy.name, jobs, events, metrics, wall, cycles)
-
-
-def _apply(
-    d: Decisions,
-    state: ClusterState,
-    jobs: dict[JobId, JobRecord],
-    policy: Policy,
-    cfg: SimConfig,
-    now: float,
-    grace: float,
-    push: Callable[[float, int, JobId, int], None],
-    log: Callable[[tuple[float, str, str, str]], None],
-) -> None:
-    for r in d.rejects:
-        state.remove_pending(r.job_id)
-        jobs[r.job_id].rejected = r.reason
-        log((now, "reject", r.job_id, r.reason))
-    for p in d.preempts:
-        state.mark_terminating(p.job_id, now)
-        push(now + grace, KILL, p.job_id, jobs[p.job_id].epoch)
-        log((now, "preempt", p.job_id, f"for {p.for_job}"))
-    for a in d.admits:
-        rec = jobs[a.job_id]
-        job = state.start(a.job_id, a.placement, now, cfg.checkpoint_interval_s,
-                          a.borrowed_gpus)
-        if rec.first_start is None:
-            rec.first_start = now
-        remaining = (rec.workload.duration or 0.0) - rec.done_s
-        push(now + remaining, FINISH, a.job_id, rec.epoch)
-        wake = policy.start_wakeup(job)
-        if wake is not None and wake < now + remaining:
-            push(wake, WAKE, JobId(""), 0)
-        where = ",".join(f"{n}:{g}" for n, g in a.placement)
-        borrowed = f" borrowed={a.borrowed_gpus}" if a.borrowed_gpus else ""
-        log((now, "admit", a.job_id, where + borrowed))
-    state.last_reservations = {
-        r.job_id: r.domain for r in d.reservations if not r.reclaim
-    }
+    metrics = recorder.finish(journal.jobs, t_end)
+    return SimResult(policy.name, journal.jobs, journal.events, metrics, wall, cycles)

@@ -23,15 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from allotment.domain.workload import JobId
 from allotment.scheduler.decisions import Decisions
 from allotment.scheduler.placement import on_one_node
 from allotment.scheduler.state import ClusterState
-
-if TYPE_CHECKING:
-    from allotment.sim.engine import JobRecord
+from allotment.sim.journal import JobRecord
 
 
 @dataclass(slots=True)

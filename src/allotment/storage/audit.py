@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from allotment.errors import ConfigurationError
@@ -336,10 +336,8 @@ def _seal_unkeyed(s: Session, head: AuditHead, key: bytes, now: float) -> None:
                     "; ".join(chain.problems[:5]))
 
 
-def append(s: Session, time: float, actor: str, action: str, subject: str, reason: str,
-           data: dict[str, Any] | None = None, scope: str | None = None) -> AuditRow:
-    """Append one entry inside the caller's transaction (committed with its decision);
-    ``scope`` defaults to ``scope_for(action, subject)``."""
+def _open_chain(s: Session, now: float) -> tuple[AuditKeys, AuditHead, bytes]:
+    """This session's keys, the locked head and the key; seals an unkeyed chain first."""
     keys = keys_of(s)
     if keys is None:
         raise ConfigurationError("this database session has no audit key (open it with "
@@ -347,13 +345,60 @@ def append(s: Session, time: float, actor: str, action: str, subject: str, reaso
     head = _locked_head(s)
     key = _key_for(keys, head)
     if head.keyed_from is None:
-        _seal_unkeyed(s, head, key, time)
+        _seal_unkeyed(s, head, key, now)
+    return keys, head, key
+
+
+def append(s: Session, time: float, actor: str, action: str, subject: str, reason: str,
+           data: dict[str, Any] | None = None, scope: str | None = None) -> AuditRow:
+    """Append one entry inside the caller's transaction (committed with its decision);
+    ``scope`` defaults to ``scope_for(action, subject)``."""
+    keys, head, key = _open_chain(s, time)
     payload = json.loads(json.dumps(data or {}, sort_keys=True, default=str))
     row = _write(s, head, key, time, actor, action, subject, reason, payload,
                  scope or scope_for(s, action, subject))
     assert head.chain_id is not None
     s.info[_PENDING] = (keys, head.chain_id, head.seq, head.hash)
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One decision to append: who did what to which subject, and why; ``scope`` as in
+    ``scope_for`` (None: derived from the subject)."""
+
+    time: float
+    actor: str
+    action: str
+    subject: str
+    reason: str
+    data: dict[str, Any]
+    scope: str | None = None
+
+
+def append_many(s: Session, entries: list[Entry]) -> None:
+    """Append several entries in order, with one head update and one bulk insert (a
+    scheduling cycle's decisions); the same chain as ``append``, entry by entry."""
+    if not entries:
+        return
+    keys, head, key = _open_chain(s, entries[0].time)
+    seq, prev = head.seq, head.hash
+    rows = []
+    for e in entries:
+        seq += 1
+        payload = json.loads(json.dumps(e.data, sort_keys=True, default=str))
+        scope = e.scope or scope_for(s, e.action, e.subject)
+        h = keyed_hash(key, prev, seq, e.time, e.actor, e.action, e.subject, e.reason,
+                       payload, scope)
+        rows.append({"seq": seq, "time": e.time, "actor": e.actor, "action": e.action,
+                     "subject": e.subject, "reason": e.reason, "data": payload,
+                     "prev_hash": prev, "hash": h, "scope": scope})
+        prev = h
+    s.execute(insert(AuditRow), rows)
+    head.seq, head.hash = seq, prev
+    s.flush()
+    assert head.chain_id is not None
+    s.info[_PENDING] = (keys, head.chain_id, head.seq, head.hash)
 
 
 # -- verifying ---------------------------------------------------------------------------------

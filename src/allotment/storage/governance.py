@@ -23,7 +23,7 @@ from allotment.planner.allocate import Plan, allocate
 from allotment.planner.cooperation import cooperation_options
 from allotment.planner.report import compare, to_json
 from allotment.planner.scenario import Rules, Scenario, parse_scenario
-from allotment.storage import audit, repo
+from allotment.storage import audit, inbox, repo
 from allotment.storage.models import (
     DisputeRow,
     OrgNodeRow,
@@ -205,6 +205,7 @@ def publish(s: Session, row: PlanRow, actor: str, now: float) -> None:
     except Exception as exc:
         raise InputError("plan", f"published quotas do not fit the inventory: {exc}") from None
     row.status, row.published_at = "published", now
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "plan.published", f"plan:{row.id}",
                  f"quotas for {row.period} set from plan {row.id}",
                  {"period": row.period, "guaranteed": {

@@ -1,7 +1,10 @@
-"""Job repository: submit, list, cancel, and the conditional state moves the loop uses.
+"""Job repository: submit, list, cancel, and the named state transitions of the loop.
 
-Every state move is ``UPDATE jobs SET ... WHERE id = :id AND state = :old``: the row count
-says whether this writer won. That makes the loop idempotent and safe beside API writers.
+Every transition is ``UPDATE jobs SET ... WHERE id = :id AND state IN (:old)``: the row
+count says whether this writer won, so the loop and API writers never both act on one
+transition (``domain.jobstate`` draws the lifecycle). Nothing else writes ``jobs.state``.
+Submissions and cancellations also note themselves in the scheduler's inbox, in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -10,15 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from allotment.domain.jobstate import ACTIVE, FINAL, JobState
 from allotment.errors import InputError
-from allotment.storage import repo
+from allotment.storage import inbox, repo
 from allotment.storage.models import JobRow
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
-FINAL_STATES = ("succeeded", "failed", "cancelled", "rejected")
+FINAL_STATES = tuple(str(s) for s in FINAL)
+S = JobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +58,13 @@ def submit(s: Session, user: str, spec: JobSpec, now: float) -> JobRow:
         raise InputError("command", "must not be empty")
     job = JobRow(team=spec.team, user=user, name=spec.name, gpu_type=spec.gpu_type,
                  gpus=spec.gpus, command=spec.command, priority_class=spec.priority_class,
-                 preemptible=spec.preemptible, time_limit_s=spec.time_limit_s, state="pending",
-                 submit_time=now, reason="submitted; waiting for the next scheduling cycle",
+                 preemptible=spec.preemptible, time_limit_s=spec.time_limit_s,
+                 state=S.PENDING, submit_time=now,
+                 reason="submitted; waiting for the next scheduling cycle",
                  placement=[], gpu_ids={})
     s.add(job)
     s.flush()
+    inbox.note(s, inbox.Change.SUBMIT, job.id)
     return job
 
 
@@ -77,7 +84,7 @@ def page(s: Session, teams: set[str] | None, states: Sequence[str] | None, limit
     return repo.paginate(s, JobRow, where, JobRow.id.desc(), limit, offset)
 
 
-def move(s: Session, job_id: int, old: str | Sequence[str], **values: Any) -> bool:
+def _move(s: Session, job_id: int, old: JobState | Sequence[JobState], **values: Any) -> bool:
     """Conditional state move; True if this writer made it."""
     olds = (old,) if isinstance(old, str) else tuple(old)
     res = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.state.in_(olds))
@@ -89,29 +96,139 @@ def cancel(s: Session, job: JobRow, actor: str, now: float) -> str:
     """Cancel a pending job at once, or stop a running one (SIGTERM, grace, SIGKILL)."""
     from allotment.storage import audit
 
-    if job.state == "pending":
-        if not move(s, job.id, "pending", state="cancelled", end_time=now,
-                    reason=f"cancelled by {actor}"):
+    why = f"cancelled by {actor}"
+    if job.state == S.PENDING:
+        if not _move(s, job.id, S.PENDING, state=S.CANCELLED, end_time=now, reason=why):
             raise repo.Conflict(f"job {job.id} changed state; try again")
-    elif job.state in ("starting", "running"):
-        if not move(s, job.id, ("starting", "running"), state="terminating",
-                    terminating_since=now, requeue=False, stop_reason=f"cancelled by {actor}"):
+    elif job.state in (S.STARTING, S.RUNNING):
+        if not begin_termination(s, job.id, now, requeue=False, why=why):
             raise repo.Conflict(f"job {job.id} changed state; try again")
-    elif job.state == "terminating":
-        move(s, job.id, "terminating", requeue=False, stop_reason=f"cancelled by {actor}")
+    elif job.state == S.TERMINATING:
+        _move(s, job.id, S.TERMINATING, requeue=False, stop_reason=why)
     else:
         raise repo.Conflict(f"job {job.id} is already {job.state}")
-    audit.append(s, now, actor, "job.cancelled", f"job:{job.id}", f"cancelled by {actor}",
+    inbox.note(s, inbox.Change.CANCEL, job.id)
+    audit.append(s, now, actor, "job.cancelled", f"job:{job.id}", why,
                  {"team": job.team, "state_before": job.state})
     s.refresh(job)
     return job.state
 
 
 def active(s: Session) -> list[JobRow]:
-    return list(s.execute(select(JobRow).where(JobRow.state.in_(repo.ACTIVE_STATES))
+    return list(s.execute(select(JobRow).where(JobRow.state.in_(ACTIVE))
                           .order_by(JobRow.id)).scalars())
 
 
 def pending(s: Session) -> list[JobRow]:
-    return list(s.execute(select(JobRow).where(JobRow.state == "pending")
+    return list(s.execute(select(JobRow).where(JobRow.state == S.PENDING)
                           .order_by(JobRow.id)).scalars())
+
+
+def rows(s: Session, ids: Sequence[int]) -> list[JobRow]:
+    """The rows of ``ids`` (in id order), fetched in chunks."""
+    out: list[JobRow] = []
+    ids = sorted(ids)
+    for k in range(0, len(ids), 500):
+        out += s.execute(select(JobRow).where(JobRow.id.in_(ids[k:k + 500]))
+                         .order_by(JobRow.id)).scalars()
+    return out
+
+
+# -- the named transitions ------------------------------------------------------------
+def still_pending(s: Session, ids: Sequence[int]) -> dict[int, tuple[int, float | None]]:
+    """Which of ``ids`` are pending now, with their attempt number and first start, locking
+    their rows (PostgreSQL; SQLite's write lock is held from the transaction's start), so
+    an admission cannot race a cancellation."""
+    out: dict[int, tuple[int, float | None]] = {}
+    ids = list(ids)
+    for k in range(0, len(ids), 500):
+        q = select(JobRow.id, JobRow.attempts, JobRow.first_start).where(
+            JobRow.id.in_(ids[k:k + 500]), JobRow.state == S.PENDING)
+        if s.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update()
+        out.update({i: (a, f) for i, a, f in s.execute(q).all()})
+    return out
+
+
+def admit_many(s: Session, admits: Sequence[dict[str, Any]]) -> None:
+    """pending -> starting for each ``{"id", "placement", "gpu_ids", "borrowed_gpus",
+    "start_time", "first_start", "reason"}`` (ids known pending under this transaction's
+    lock: ``still_pending``)."""
+    if admits:
+        s.execute(update(JobRow).execution_options(synchronize_session=False), [
+            {**a, "state": S.STARTING, "hold_until": None, "queue_position": None,
+             "estimated_start": None} for a in admits])
+
+
+def launched_many(s: Session, runs: Sequence[dict[str, Any]]) -> None:
+    """starting -> running (the run is alive), or starting with the workload manager's
+    reason while it waits there: ``{"id", "state", "reason", "external_id"}`` each, in bulk
+    (a job stopped meanwhile by a cancellation is left as it is)."""
+    if runs:
+        # (no IN list: executemany cannot expand one)
+        s.execute(update(JobRow).where(or_(JobRow.state == S.STARTING,
+                                           JobRow.state == S.RUNNING))
+                  .execution_options(synchronize_session=False), list(runs))
+
+
+def unadmit(s: Session, job_id: int, why: str, first_start: float | None) -> bool:
+    """starting -> pending when the backend refused to start the run (nothing was started,
+    no attempt is spent)."""
+    return _move(s, job_id, S.STARTING, state=S.PENDING, placement=[], gpu_ids={},
+                 borrowed_gpus=0, start_time=None, reason=why, first_start=first_start)
+
+
+def begin_termination(s: Session, job_id: int, now: float, requeue: bool, why: str,
+                      hold_until: float | None = None) -> bool:
+    """starting|running -> terminating: SIGTERM, the grace period, then SIGKILL; afterwards
+    requeued (``requeue``; held back until ``hold_until`` if given) or cancelled."""
+    values: dict[str, Any] = dict(state=S.TERMINATING, terminating_since=now, requeue=requeue,
+                                  stop_reason=why)
+    if hold_until is not None:
+        values["hold_until"] = hold_until
+    return _move(s, job_id, (S.STARTING, S.RUNNING), **values)
+
+
+def signalled(s: Session, job_id: int, term_sent_at: float | None = None,
+              kill_sent: bool = False) -> bool:
+    values: dict[str, Any] = {"kill_sent": True} if kill_sent else {"term_sent_at": term_sent_at}
+    return _move(s, job_id, S.TERMINATING, **values)
+
+
+def requeue(s: Session, job_id: int, old: JobState, attempts: int, preempted: bool,
+            attained_gpu_s: float, exit_code: int | None, why: str) -> bool:
+    """An active run ended without finishing the job (preempted, reclaimed, lost): the job
+    waits again as attempt ``attempts``."""
+    values: dict[str, Any] = dict(
+        state=S.PENDING, attempts=attempts, attained_gpu_s=attained_gpu_s, placement=[],
+        gpu_ids={}, borrowed_gpus=0, start_time=None, terminating_since=None,
+        term_sent_at=None, kill_sent=False, idle_below_since=None, idle_last_time=None,
+        idle_last_below=False, idle_warned_at=None, exit_code=exit_code, external_id=None,
+        reason=f"requeued: {why}")
+    if preempted:
+        values["preemptions"] = JobRow.preemptions + 1
+    return _move(s, job_id, old, **values)
+
+
+def finish(s: Session, job_id: int, old: JobState, state: JobState, now: float,
+           exit_code: int | None, attained_gpu_s: float, reason: str) -> bool:
+    """An active run ended the job: succeeded, failed or cancelled."""
+    return _move(s, job_id, old, state=state, end_time=now, exit_code=exit_code,
+                 attained_gpu_s=attained_gpu_s, reason=reason)
+
+
+def reject(s: Session, job_id: int, now: float, reason: str) -> bool:
+    return _move(s, job_id, S.PENDING, state=S.REJECTED, end_time=now, reason=reason)
+
+
+def explain_many(s: Session, changes: Sequence[dict[str, Any]]) -> None:
+    """Reason, queue position and estimated start of pending jobs (``{"id", "reason",
+    "queue_position", "estimated_start"}``), in bulk; a job no longer pending is left."""
+    if changes:
+        s.execute(update(JobRow).where(JobRow.state == S.PENDING)
+                  .execution_options(synchronize_session=False), list(changes))
+
+
+def idle_state(s: Session, job_id: int, **values: Any) -> bool:
+    """The idle rule's memory of a running job (kept across restarts)."""
+    return _move(s, job_id, S.RUNNING, **values)

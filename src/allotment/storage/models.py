@@ -288,3 +288,15 @@ class Lease(Base):
     role: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class InboxRow(Base):
+    """A change the scheduler loop has not seen yet, written in the same transaction as the
+    change (a submission, a cancellation, a new inventory, org or quota): the loop keeps its
+    state in memory and applies these as deltas, then deletes them."""
+
+    __tablename__ = "scheduler_inbox"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # submit | cancel | reshape
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

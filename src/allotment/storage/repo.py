@@ -19,10 +19,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from allotment.domain.cluster import Cluster, GpuType, Node
+from allotment.domain.jobstate import ACTIVE
 from allotment.domain.org import OrgNode, OrgTree, Quota
 from allotment.domain.orgspec import idle_windows, org_from_data
 from allotment.errors import AllotmentError, InputError
-from allotment.storage import audit
+from allotment.storage import audit, inbox
 from allotment.storage.models import (
     ApiToken,
     JobRow,
@@ -35,7 +36,7 @@ from allotment.storage.models import (
 )
 
 ROLES = ("member", "lead", "admin")
-ACTIVE_STATES = ("starting", "running", "terminating")
+ACTIVE_STATES = tuple(str(s) for s in ACTIVE)
 PERIOD_RE = re.compile(r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$")
 
 
@@ -269,6 +270,7 @@ def set_inventory(s: Session, nodes: Sequence[NodeSpec], actor: str, now: float)
     totals: dict[str, int] = {}
     for n in nodes:
         totals[n.gpu_type] = totals.get(n.gpu_type, 0) + n.gpus
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "inventory.set", "inventory",
                  f"{len(nodes)} nodes", {"gpus_by_type": totals})
 
@@ -289,10 +291,9 @@ def capacity(s: Session) -> dict[GpuType, int]:
     """Installed GPUs by type, down nodes included: quotas are planned against what is
     installed, so a node going down does not void the plan (its guarantees then wait or
     reclaim borrowed GPUs, as Kueue's nominal quotas do)."""
-    out: dict[GpuType, int] = {}
-    for r in node_rows(s):
-        out[GpuType(r.gpu_type)] = out.get(GpuType(r.gpu_type), 0) + r.gpus
-    return out
+    rows = s.execute(select(NodeRow.gpu_type, func.sum(NodeRow.gpus)).group_by(
+        NodeRow.gpu_type).order_by(NodeRow.gpu_type)).all()
+    return {GpuType(t): int(n) for t, n in rows}
 
 
 # -- org tree and quotas --------------------------------------------------------------
@@ -320,6 +321,7 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
                            guaranteed=q.guaranteed, borrow_limit=q.borrow_limit,
                            lend_limit=q.lend_limit, source="org"))
     s.flush()
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "org.set", "org", f"{len(tree.team_ids)} teams",
                  {"teams": list(tree.team_ids)})
     return tree
@@ -327,6 +329,11 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
 
 def org_rows(s: Session) -> list[OrgNodeRow]:
     return list(s.execute(select(OrgNodeRow).order_by(OrgNodeRow.position)).scalars())
+
+
+def published_periods(s: Session) -> list[str]:
+    """The periods that have quotas of their own (published plans, dispute changes)."""
+    return [p for (p,) in s.execute(select(QuotaRow.period).distinct()) if p != "default"]
 
 
 def effective_period(s: Session, now: float) -> str:
@@ -401,6 +408,7 @@ def set_quota(s: Session, period: str, team: str, gpu_type: str, guaranteed: int
     else:
         row.guaranteed, row.source = guaranteed, source
     s.flush()
+    inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "quota.changed", f"team:{team}", reason,
                  {"period": period, "gpu_type": gpu_type, "from": old, "to": guaranteed,
                   "source": source})

@@ -1,6 +1,7 @@
-"""A cycle's working copy of the state: free GPUs, held nodes and quota occupancy.
+"""The snapshot: a cycle's working copy of the state (free GPUs, held nodes, quota
+occupancy), as the README calls it.
 
-``Scratch`` answers "does this gang fit now?" (placement and hierarchical quota) and
+``Snapshot`` answers "does this gang fit now?" (placement and hierarchical quota) and
 records admissions, claims and reservations made earlier in the same cycle, so that each
 later answer sees them. The ``ClusterState`` it was built from is never changed.
 
@@ -30,8 +31,8 @@ from allotment.scheduler.placement import (
 from allotment.scheduler.state import ClusterState
 
 
-class Scratch:
-    """Working copy of a ``ClusterState`` for one cycle at time ``now``."""
+class Snapshot:
+    """The snapshot of a ``ClusterState`` for one cycle at time ``now``."""
 
     def __init__(self, state: ClusterState, now: float) -> None:
         self.state = state
@@ -48,10 +49,15 @@ class Scratch:
         self.reclaim_failed: dict[object, int] = {}
         # GPUs that terminating jobs will release, per node, not yet claimed by a waiter
         self.incoming: dict[int, int] = {}
+        # GPUs each org node's jobs are releasing (terminating, or chosen as victims in this
+        # cycle), per GPU type: a team's usage net of them is what it keeps
+        self.releasing: dict[GpuType, list[int]] = {
+            t: [0] * len(org.names) for t in cluster.gpu_types}
         for job in state.running.values():
             if job.terminating_since is not None:
                 for node, gpus in job.placement:
                     self.incoming[node] = self.incoming.get(node, 0) + gpus
+                self.release(job)
         self.max_node: dict[GpuType, int] = {
             t: cluster.max_node_gpus(t) for t in cluster.gpu_types
         }
@@ -201,8 +207,26 @@ class Scratch:
             self._set_free(node, self.free[node] - gpus)
         self._apply_quota(w.team, w.gpu_type, w.gpus)
 
-    def remove(self, job: RunningJob) -> None:
-        """Count ``job`` as gone (what-if for preemption); undo with ``admit``."""
+    def release(self, job: RunningJob) -> None:
+        """Count ``job``'s GPUs as on their way out of its team (a victim, or terminating)."""
+        org = self.state.org
+        i = org.index[job.workload.team]
+        rel = self.releasing[job.workload.gpu_type]
+        while i >= 0:
+            rel[i] += job.workload.gpus
+            i = org.parent[i]
+
+    def kept(self, gpu_type: GpuType, i: int) -> int:
+        """GPUs org node ``i`` holds and keeps: in use, less those being released."""
+        return self.usage[gpu_type][i] - self.releasing[gpu_type][i]
+
+    def without(self) -> Removal:
+        """A what-if: jobs removed through it count as gone until it is left, then they are
+        restored (``with sc.without() as gone: gone.remove(job); ...``), like Kueue's
+        ``SimulateWorkloadRemoval`` with its restore function."""
+        return Removal(self)
+
+    def _remove(self, job: RunningJob) -> None:
         for node, gpus in job.placement:
             self._set_free(node, self.free[node] + gpus)
         self._apply_quota(job.workload.team, job.workload.gpu_type, -job.workload.gpus)
@@ -216,3 +240,24 @@ class Scratch:
         t = w.gpu_type
         i = self.state.org.index[w.team]
         return self.usage[t][i] + w.gpus <= self.state.org.guaranteed[t][i]
+
+
+class Removal:
+    """Jobs taken out of a snapshot for a what-if; leaving the ``with`` block restores them
+    in reverse order, so the snapshot is exactly as before."""
+
+    def __init__(self, sc: Snapshot) -> None:
+        self.sc = sc
+        self.jobs: list[RunningJob] = []
+
+    def remove(self, job: RunningJob) -> None:
+        self.sc._remove(job)
+        self.jobs.append(job)
+
+    def __enter__(self) -> Removal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for job in reversed(self.jobs):
+            self.sc.admit(job.workload, job.placement)
+        self.jobs.clear()

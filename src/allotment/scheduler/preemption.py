@@ -11,23 +11,44 @@ the first such job becomes eligible.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from allotment.domain.workload import RunningJob, Workload
-from allotment.policies.base import Policy
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
-from allotment.scheduler.scratch import Scratch
+from allotment.scheduler.policy import Policy
+from allotment.scheduler.snapshot import Snapshot
 
-Cost = tuple[int, int, float, float, int]
+
+class VictimCost(NamedTuple):
+    """How much preempting one running job costs; lower is preempted first."""
+
+    priority: int  # its priority class (low first)
+    within_guarantee: int  # 0: admitted on borrowed GPUs, 1: within its team's guarantee
+    lost_gpu_s: float  # work thrown away if killed now: (now - last checkpoint) x gang
+    run_s: float  # time since this run started (shorter first)
+    seq: int  # tie-break: submission sequence
 
 
-def victim_cost(job: RunningJob, now: float) -> Cost:
+class NodeChoice(NamedTuple):
+    """A node where preempting ``victims`` frees room for a one-node gang; lower is better."""
+
+    top_priority: int  # highest priority class among the victims
+    within_guarantee: int  # 1 if any victim runs within its team's guarantee
+    lost_gpu_s: float
+    victims: int
+    node: int
+
+
+def victim_cost(job: RunningJob, now: float) -> VictimCost:
     w = job.workload
     lost = (now - job.last_checkpoint(now)) * w.gpus
-    return (w.priority, 0 if job.borrowed_gpus else 1, lost, now - job.segment_start, w.seq)
+    return VictimCost(w.priority, 0 if job.borrowed_gpus else 1, lost,
+                      now - job.segment_start, w.seq)
 
 
 def _candidates(
-    sc: Scratch, policy: Policy, w: Workload, d: Decisions
-) -> list[tuple[Cost, RunningJob]]:
+    sc: Snapshot, policy: Policy, w: Workload, d: Decisions
+) -> list[tuple[VictimCost, RunningJob]]:
     now = sc.now
     min_run = policy.config.min_runtime_s
     out = []
@@ -56,7 +77,7 @@ def _candidates(
     return out
 
 
-def _claim_incoming(sc: Scratch, w: Workload) -> list[int] | None:
+def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
     """Nodes where GPUs already being released (plus free ones) can hold ``w``."""
     t = w.gpu_type
     ids = sc.state.cluster.nodes_by_type[t]
@@ -87,16 +108,16 @@ def _claim_incoming(sc: Scratch, w: Workload) -> list[int] | None:
 
 
 def _choose_victims(
-    sc: Scratch, w: Workload, cands: list[tuple[Cost, RunningJob]]
+    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
     t = w.gpu_type
     if sc.single_node(w):
-        per_node: dict[int, list[tuple[Cost, RunningJob]]] = {}
+        per_node: dict[int, list[tuple[VictimCost, RunningJob]]] = {}
         for cost, job in cands:
             for node, _ in job.placement:
                 per_node.setdefault(node, []).append((cost, job))
-        best: tuple[tuple[int, int, float, int, int], list[RunningJob]] | None = None
+        best: tuple[NodeChoice, list[RunningJob]] | None = None
         for node, jobs in per_node.items():
             if not sc.usable_for_reclaim(node):
                 continue
@@ -108,16 +129,16 @@ def _choose_victims(
                     break
                 picked.append(job)
                 avail += sum(g for n, g in job.placement if n == node)
-                lost += cost[2]
-                top_prio = max(top_prio, cost[0])
-                guaranteed = max(guaranteed, cost[1])
+                lost += cost.lost_gpu_s
+                top_prio = max(top_prio, cost.priority)
+                guaranteed = max(guaranteed, cost.within_guarantee)
             if avail >= w.gpus:
-                score = (top_prio, guaranteed, lost, len(picked), node)
+                score = NodeChoice(top_prio, guaranteed, lost, len(picked), node)
                 if best is None or score < best[0]:
                     best = (score, picked)
         if best is None:
             return None
-        return best[1], [best[0][4]]
+        return best[1], [best[0].node]
     total = sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[t] if i not in sc.held)
     picked = []
     for _, job in cands:
@@ -135,14 +156,14 @@ def _choose_victims(
     return picked, sorted(nodes)
 
 
-def _fits_after_removal(sc: Scratch, w: Workload, nodes: list[int]) -> bool:
+def _fits_after_removal(sc: Snapshot, w: Workload, nodes: list[int]) -> bool:
     if sc.single_node(w):
         return sc.room(nodes[0]) >= w.gpus
     return sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[w.gpu_type]
                if sc.usable_for_reclaim(i)) >= w.gpus
 
 
-def _promise(sc: Scratch, w: Workload, nodes: list[int]) -> None:
+def _promise(sc: Snapshot, w: Workload, nodes: list[int]) -> None:
     """Hold ``nodes`` for ``w`` and promise it its GPUs there (the first node for a small
     gang; spread in node order for a large one)."""
     need = w.gpus
@@ -155,7 +176,7 @@ def _promise(sc: Scratch, w: Workload, nodes: list[int]) -> None:
     sc.hold(nodes)
 
 
-def plan_reclaim(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool:
+def plan_reclaim(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bool:
     """Make room for blocked ``w``: claim GPUs already being released, or preempt victims.
 
     Simulates removing the victims (undone before returning), checks that ``w`` then
@@ -178,7 +199,7 @@ def plan_reclaim(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool
     return found
 
 
-def _find_victims(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> bool:
+def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bool:
     cands = _candidates(sc, policy, w, d)
     if not cands:
         return False
@@ -186,28 +207,26 @@ def _find_victims(sc: Scratch, policy: Policy, w: Workload, d: Decisions) -> boo
     if choice is None:
         return False
     victims, nodes = choice
-    removed: list[RunningJob] = []
     ok = True
-    for job in victims:
-        if not policy.is_victim_candidate(sc, w, job):
-            ok = False
-            break
-        sc.remove(job)
-        removed.append(job)
-    if ok:
-        ok = policy.quota_block(sc, w) is None and _fits_after_removal(sc, w, nodes)
-    if ok:
-        # no thrashing: once requeued, every victim must sort after the job it made room for
-        mine = policy.order_key(sc, w, sc.state.pending_attained[w.id])
-        ok = all(
-            policy.order_key(sc, job.workload, job.attained_at(sc.now)) > mine for job in victims
-        )
-    for job in reversed(removed):
-        sc.admit(job.workload, job.placement)
+    with sc.without() as gone:  # what if the victims were gone? (undone on leaving)
+        for job in victims:
+            if not policy.is_victim_candidate(sc, w, job):
+                ok = False
+                break
+            gone.remove(job)
+        if ok:
+            ok = policy.quota_block(sc, w) is None and _fits_after_removal(sc, w, nodes)
+        if ok:
+            # no thrashing: once requeued, every victim must sort after the job it made
+            # room for
+            mine = policy.order_key(sc, w, sc.state.pending_attained[w.id])
+            ok = all(policy.order_key(sc, job.workload, job.attained_at(sc.now)) > mine
+                     for job in victims)
     if not ok:
         return False
     for job in victims:
         sc.doomed.add(job.workload.id)
+        sc.release(job)
         for node, gpus in job.placement:  # on their way once the grace period ends
             sc.incoming[node] = sc.incoming.get(node, 0) + gpus
         d.preempts.append(Preempt(job.workload.id, w.id,
