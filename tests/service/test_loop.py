@@ -216,3 +216,29 @@ def test_idle_window_is_set_per_team_in_the_org_file(world: World) -> None:
     bad = [dict(ORG[0], idle_window_s=-5), ORG[1]]
     r = world.call("admin", "PUT", "/v1/org", json={"org": bad})
     assert r.status_code == 422 and "idle_window_s" in r.text
+
+
+def test_queue_positions_follow_the_order_the_scheduler_used(world: World) -> None:
+    """Waiting jobs show their place in the queue (1 = next), from the order of the last
+    cycle: the job within its team's guarantee first; a job's place moves up when the one
+    ahead starts, without that job's row being rewritten."""
+    fb = FakeBackend(exit_on_term=False)
+    loop = loop_for(world, fb)
+    big = world.submit("member_own", gpus=16)["id"]
+    loop.tick()
+    world.clock.advance(600)
+    mine = world.submit("member_other", team="vision", gpus=8)["id"]
+    more = [world.submit("member_other", team="vision", gpus=8)["id"] for _ in range(2)]
+    loop.tick()
+    positions = {j: job(world, j)["queue_position"] for j in (mine, *more)}
+    assert positions == {mine: 1, more[0]: 2, more[1]: 3}
+    listed = world.call("member_other", "GET", "/v1/jobs?state=pending").json()["items"]
+    assert {j["id"]: j["queue_position"] for j in listed} == positions
+    assert job(world, big)["queue_position"] is None  # running: no place in the queue
+    world.clock.advance(31)
+    loop.tick()  # the borrower is killed after the grace period, and requeued
+    world.clock.advance(1)
+    assert loop.tick().admitted == [mine, more[0]]  # the second borrows llama's idle half
+    assert job(world, more[1])["queue_position"] == 1
+    with world.db.session() as s:
+        assert s.get(JobRow, more[1]).queue_position is None  # type: ignore[union-attr]

@@ -164,7 +164,7 @@ def _job_public(j: JobRow) -> dict[str, Any]:
 def _own_job(s: Any, user: User, job_id: int) -> JobRow:
     job = jobrepo.get(s, job_id)
     require_team(s, user, job.team)
-    return job
+    return jobrepo.with_positions(s, [job])[0]
 
 
 @router.post("/v1/jobs", response_model=sch.JobPublic, status_code=201, tags=["jobs"])

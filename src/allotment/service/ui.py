@@ -284,7 +284,7 @@ def _job_for(s: Any, user: User, job_id: int) -> Any:
 def job_detail(request: Request, job_id: Id, submitted: Flag = 0) -> HTMLResponse:
     user = _user(request)
     with _session(request) as s:
-        job = _job_for(s, user, job_id)
+        job = jobrepo.with_positions(s, [_job_for(s, user, job_id)])[0]
         s.expunge(job)
     return page(request, "job.html", user, active="jobs", j=job,
                 notice="Submitted." if submitted else None)

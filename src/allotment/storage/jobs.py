@@ -77,11 +77,27 @@ def get(s: Session, job_id: int) -> JobRow:
 
 def page(s: Session, teams: set[str] | None, states: Sequence[str] | None, limit: int,
          offset: int) -> tuple[list[JobRow], int]:
-    """Jobs of ``teams`` (None: all), newest first."""
+    """Jobs of ``teams`` (None: all), newest first, with their queue positions."""
     where = [JobRow.team.in_(teams)] if teams is not None else []
     if states:
         where.append(JobRow.state.in_(states))
-    return repo.paginate(s, JobRow, where, JobRow.id.desc(), limit, offset)
+    rows, total = repo.paginate(s, JobRow, where, JobRow.id.desc(), limit, offset)
+    return with_positions(s, rows), total
+
+
+def with_positions(s: Session, rows: list[JobRow]) -> list[JobRow]:
+    """Fill in ``queue_position`` of the pending ones from the queue order the scheduler
+    stored (``storage.queue``), without marking the rows changed."""
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    from allotment.storage import queue
+
+    waiting = [(j.id, j.gpu_type) for j in rows if j.state == S.PENDING]
+    pos = queue.positions(s, waiting) if waiting else {}
+    for j in rows:
+        if j.state == S.PENDING:
+            set_committed_value(j, "queue_position", pos.get(j.id))
+    return rows
 
 
 def _move(s: Session, job_id: int, old: JobState | Sequence[JobState], **values: Any) -> bool:
