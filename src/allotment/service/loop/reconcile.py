@@ -28,7 +28,7 @@ from allotment.errors import LaunchRefused
 from allotment.scheduler import apply as path
 from allotment.service.loop.live import Live
 from allotment.service.loop.rows import Run, job_id
-from allotment.storage import audit, governance
+from allotment.storage import audit, usage
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
 
@@ -158,7 +158,7 @@ def _record(s: Session, live: Live, e: Ended, now: float, obs: path.Observer,
                                {"team": r.team, "attempt": r.attempt + 1,
                                 "exit_code": e.code}, f"team:{r.team}"))
     if preempted:
-        row = governance.usage_row(s, r.team, r.gpu_type, int(now // 3600 * 3600))
+        row = usage.row(s, r.team, r.gpu_type, int(now // 3600 * 3600))
         row.preemptions = (row.preemptions or 0) + 1
     if in_state and st is not None:
         path.requeue(st, job_id(r.id), now, obs)
