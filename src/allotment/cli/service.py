@@ -606,9 +606,11 @@ def jobs(state: Annotated[list[str] | None, typer.Option(help="filter by state")
 @app.command()
 def why(job_id: Annotated[int, typer.Argument(help="job id")]) -> None:
     """Where a job stands and why, in words."""
+    from allotment.domain.jobstate import JobState
+
     j = _call("GET", f"/v1/jobs/{job_id}")
     console.print(f"job {j['id']} of team {j['team']}: [bold]{j['state']}[/]")
-    if j["state"] == "pending":
+    if j["state"] == JobState.PENDING:
         console.print(f"  queue position {j['queue_position'] or '-'} among "
                       f"{j['gpu_type']} jobs; estimated start {_when(j['estimated_start'])}")
     console.print(f"  why: {j['reason']}", highlight=False)
