@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from allotment.cli.main import _fail, app, console
+from allotment.cli.app import _fail, app, console
 from allotment.errors import AllotmentError
 
 slurm_app = typer.Typer(no_args_is_help=True,
