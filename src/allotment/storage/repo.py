@@ -1,8 +1,9 @@
 """Repository functions for users, tokens, the org tree, quotas, inventory and settings.
 
-Routes and the scheduler loop call these; they never build queries themselves. Every
-function takes the caller's session (one transaction) and raises ``InputError`` naming the
-field for a user mistake, ``NotFound``/``Conflict`` for a missing or busy object.
+The API, ``governance/`` and the scheduler loop call these; they never build queries
+themselves. Every function takes the caller's session (one transaction) and raises
+``InputError`` naming the field for a user mistake, ``NotFound``/``Conflict`` for a missing
+or busy object.
 """
 
 from __future__ import annotations
