@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from allotment.domain.jobstate import ACTIVE, FINAL, JobState
+from allotment.domain.jobstate import ACTIVE, JobState
 from allotment.errors import InputError
 from allotment.storage import inbox, repo
-from allotment.storage.models import JobRow
+from allotment.storage.models import JobRow, SampleRow
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
-FINAL_STATES = tuple(str(s) for s in FINAL)
 S = JobState
 
 
@@ -85,6 +84,26 @@ def page(s: Session, teams: set[str] | None, states: Sequence[str] | None, limit
     return with_positions(s, rows), total
 
 
+def team_queues(s: Session) -> list[dict[str, Any]]:
+    """Per team with jobs waiting or holding GPUs (by team name): pending jobs and GPUs,
+    running (active) jobs and GPUs, and borrowed GPUs. No commands: an org-wide summary."""
+    acc: dict[str, dict[str, Any]] = {}
+    q = select(JobRow.team, JobRow.state, func.count(), func.sum(JobRow.gpus),
+               func.sum(JobRow.borrowed_gpus)).where(
+        JobRow.state.in_((S.PENDING, *ACTIVE))).group_by(JobRow.team, JobRow.state)
+    for team, state, n, gpus, borrowed in s.execute(q):
+        a = acc.setdefault(team, {"team": team, "pending_jobs": 0, "pending_gpus": 0,
+                                  "running_jobs": 0, "running_gpus": 0, "borrowed_gpus": 0})
+        if state == S.PENDING:
+            a["pending_jobs"] += n
+            a["pending_gpus"] += int(gpus or 0)
+        else:
+            a["running_jobs"] += n
+            a["running_gpus"] += int(gpus or 0)
+            a["borrowed_gpus"] += int(borrowed or 0)
+    return [acc[t] for t in sorted(acc)]
+
+
 def with_positions(s: Session, rows: list[JobRow]) -> list[JobRow]:
     """Fill in ``queue_position`` of the pending ones from the queue order the scheduler
     stored (``storage.queue``), without marking the rows changed."""
@@ -128,6 +147,14 @@ def cancel(s: Session, job: JobRow, actor: str, now: float) -> str:
                  {"team": job.team, "state_before": job.state})
     s.refresh(job)
     return job.state
+
+
+def add_samples(s: Session, job_id: int,
+                samples: Sequence[tuple[float, int, float, float]]) -> None:
+    """Utilisation samples of a job's GPUs: ``(time, gpu, util_pct, mem_used_mib)`` each."""
+    for t, gpu, util_pct, mem_used_mib in samples:
+        s.add(SampleRow(job_id=job_id, time=t, gpu=gpu, util_pct=util_pct,
+                        mem_used_mib=mem_used_mib))
 
 
 def active(s: Session) -> list[JobRow]:

@@ -17,6 +17,7 @@ from typing import Any
 from allotment.backends.base import JOB_PATH, LaunchSpec, RunStatus
 from allotment.backends.slurm.cmd import Slurm
 from allotment.backends.slurm.sync import BORROW_QOS, GUARANTEED_QOS, account_name
+from allotment.domain.jobstate import RunState
 from allotment.errors import BackendError
 from allotment.reclaim.samples import GpuSample
 
@@ -57,17 +58,17 @@ def run_status(state: str, reason: str, code: str) -> RunStatus:
     """A Slurm job state (squeue ``%T`` / sacct ``State``) as a ``RunStatus``."""
     state = state.split()[0].rstrip("+") if state else ""
     if state in QUEUED:
-        return RunStatus("queued", detail=f"{state} (Reason={reason or 'None'})")
+        return RunStatus(RunState.QUEUED, detail=f"{state} (Reason={reason or 'None'})")
     if state in ALIVE:
-        return RunStatus("alive", detail=state)
+        return RunStatus(RunState.ALIVE, detail=state)
     if state in GONE:
-        return RunStatus("gone", detail=state)
+        return RunStatus(RunState.GONE, detail=state)
     if state == "COMPLETED":
-        return RunStatus("exited", exit_code(code) or 0, state)
+        return RunStatus(RunState.EXITED, exit_code(code) or 0, state)
     c = exit_code(code)
     if state == "CANCELLED" and not c:
         c = 143
-    return RunStatus("exited", c if c else 1, state)
+    return RunStatus(RunState.EXITED, c if c else 1, state)
 
 
 class SlurmBackend:
@@ -156,22 +157,22 @@ class SlurmBackend:
 
     def status(self, job_id: int, attempt: int) -> RunStatus:
         found = self.find(job_id, attempt)
-        return RunStatus("never") if found is None else found[1]
+        return RunStatus(RunState.NEVER) if found is None else found[1]
 
     def terminate(self, job_id: int, attempt: int) -> None:
         found = self.find(job_id, attempt)
         if found is None:
             return
         sid, st = found
-        if st.state == "queued":  # nothing to checkpoint: cancel it
+        if st.state == RunState.QUEUED:  # nothing to checkpoint: cancel it
             self.slurm.run(["scancel", sid], check=False)
-        elif st.state == "alive":
+        elif st.state == RunState.ALIVE:
             self.slurm.run(["scancel", "--full", "-s", "TERM", sid], check=False)
         self._snapshot = None
 
     def kill(self, job_id: int, attempt: int) -> None:
         found = self.find(job_id, attempt)
-        if found is not None and found[1].state in ("queued", "alive"):
+        if found is not None and found[1].state in (RunState.QUEUED, RunState.ALIVE):
             self.slurm.run(["scancel", found[0]], check=False)
             self._snapshot = None
 
@@ -187,7 +188,7 @@ class SlurmBackend:
             self._sstat_at.clear()
         self._sstat_at[(job_id, attempt)] = time.monotonic()
         found = self.find(job_id, attempt)
-        if found is None or found[1].state != "alive":
+        if found is None or found[1].state != RunState.ALIVE:
             return []
         try:
             out = self.slurm.run(["sstat", "-n", "-P", "-a", "-j", found[0],

@@ -12,7 +12,8 @@ from allotment.backends.slurm import sync
 from allotment.backends.slurm.accounting import parse_sacct, sacct_args, usage_by_hour
 from allotment.backends.slurm.cmd import Slurm
 from allotment.errors import ConfigurationError
-from allotment.storage import audit, governance, repo
+from allotment.storage import audit, repo
+from allotment.storage import usage as stored_usage
 from allotment.storage.db import Database
 from allotment.storage.models import UsageRow, User
 
@@ -69,7 +70,7 @@ def import_usage(db: Database, slurm: Slurm, start: float, end: float, now: floa
             row.used_gpu_s = row.borrowed_gpu_s = 0.0
             row.preemptions = 0
         for (team, gpu_type, hour), u in usage.items():
-            row = governance.usage_row(s, team, gpu_type, hour)
+            row = stored_usage.row(s, team, gpu_type, hour)
             row.used_gpu_s = u.used_gpu_s
             row.borrowed_gpu_s = u.borrowed_gpu_s
             row.preemptions = u.preemptions

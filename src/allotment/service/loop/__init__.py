@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from allotment.backends.base import Backend
 from allotment.errors import BackendUnavailable
+from allotment.governance import disputes
 from allotment.policies import make_policy
 from allotment.scheduler import apply as path
 from allotment.scheduler.config import DEFAULTS, SchedulerConfig
@@ -35,7 +36,7 @@ from allotment.service.loop.idle import IdleRule, idle
 from allotment.service.loop.notify import notify
 from allotment.service.loop.reconcile import End, reconcile, stop_orphans
 from allotment.service.loop.schedule import explain, schedule, take_inbox
-from allotment.storage import audit, governance, repo
+from allotment.storage import audit, repo
 from allotment.storage.db import Database
 from allotment.storage.models import Lease
 
@@ -196,7 +197,7 @@ class SchedulerLoop:
 
     def escalate(self, now: float, report: TickReport) -> None:
         with self.db.session() as s:
-            report.escalated += governance.escalate_due(s, now, self.config.escalation_s)
+            report.escalated += disputes.escalate_due(s, now, self.config.escalation_s)
 
     def _import_usage(self, now: float) -> None:
         """Backends with their own accounting (Slurm's sacct) are the truth for usage."""

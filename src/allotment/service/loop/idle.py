@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 
 from allotment.backends.base import Backend
 from allotment.domain.jobstate import JobState
-from allotment.policies.idle import IdleTracker, _JobIdle
+from allotment.policies.idle import IdleActionKind, IdleTracker, _JobIdle
 from allotment.service.loop.live import Live
 from allotment.service.loop.rows import job_id
 from allotment.storage import audit
@@ -86,12 +86,12 @@ def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
                                idle_warned_at=st.warned_at, idle_gpu_s=st.idle_gpu_s,
                                last_util_pct=by_time[max(by_time)])
             for a in actions:
-                if a.kind == "warn":
+                if a.kind == IdleActionKind.WARN:
                     audit.append(s, now, "scheduler", "job.idle_warned", f"job:{run.id}",
                                  a.reason, {"team": run.team, "gpus": run.gpus})
                     notify("idle_warning", run.id, run.team, a.reason)
                     warned.append(run.id)
-                elif a.kind == "reclaim":
+                elif a.kind == IdleActionKind.RECLAIM:
                     hold = rule.hold_s if rule.hold_s is not None else window
                     why = f"reclaimed for idling: {a.reason}"
                     if jobrepo.begin_termination(s, run.id, now, requeue=True, why=why,

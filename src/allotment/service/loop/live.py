@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from allotment.domain.jobstate import JobState
 from allotment.domain.org import OrgTree
+from allotment.domain.period import Period
 from allotment.scheduler import apply as path
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState, SchedulerMemory
@@ -60,7 +61,7 @@ class Live:
     def period_at(self, now: float) -> str:
         """The quota period in force at ``now`` (``repo.effective_period`` without a query:
         a publish rebuilds the state anyway)."""
-        month = repo.period_of(now)
+        month = str(Period.of(now))
         return max((p for p in self.periods if p <= month), default="default")
 
     def org(self) -> OrgTree:

@@ -23,12 +23,12 @@ from enum import Enum
 from sqlalchemy.orm import Session
 
 from allotment.backends.base import Backend, LaunchSpec, RunStatus
-from allotment.domain.jobstate import JobState
+from allotment.domain.jobstate import JobState, RunState
 from allotment.errors import LaunchRefused
 from allotment.scheduler import apply as path
 from allotment.service.loop.live import Live
 from allotment.service.loop.rows import Run, job_id
-from allotment.storage import audit, governance
+from allotment.storage import audit, usage
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
 
@@ -57,11 +57,11 @@ def classify(run: Run, st: RunStatus) -> Ended:
     """The rule of the module docstring."""
     if run.state == S.TERMINATING and not run.requeue:
         return Ended(run, End.CANCELLED, S.CANCELLED, st.exit_code, run.stop_reason)
-    if st.state == "exited" and st.exit_code == 0:
+    if st.state == RunState.EXITED and st.exit_code == 0:
         return Ended(run, End.FINISHED, S.SUCCEEDED, 0, "exited with code 0")
     if run.state == S.TERMINATING:
         return Ended(run, End.REQUEUED, None, st.exit_code, run.stop_reason)
-    if st.state in ("gone", "never"):
+    if st.state in (RunState.GONE, RunState.NEVER):
         return Ended(run, End.REQUEUED, None, st.exit_code,
                      "its process vanished (killed outside Allotment or lost with its host)")
     return Ended(run, End.FINISHED, S.FAILED, st.exit_code,
@@ -73,7 +73,8 @@ def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: f
     """One pass over the active runs; returns the runs that ended (already recorded)."""
     runs = sorted(live.runs.values(), key=lambda r: r.id)
     statuses = {r.id: backend.status(r.id, r.attempt) for r in runs}
-    to_launch = [r for r in runs if r.state == S.STARTING and statuses[r.id].state == "never"]
+    to_launch = [r for r in runs
+                 if r.state == S.STARTING and statuses[r.id].state == RunState.NEVER]
     refused: list[tuple[Run, str, float | None]] = []
     if to_launch:
         with db.session() as s:
@@ -99,7 +100,7 @@ def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: f
     with db.session() as s:
         for r in runs:
             st = statuses[r.id]
-            if st.state not in ("alive", "queued"):
+            if st.state not in (RunState.ALIVE, RunState.QUEUED):
                 ended.append(classify(r, st))
                 continue
             if r.state == S.TERMINATING:
@@ -113,7 +114,7 @@ def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: f
                     jobrepo.signalled(s, r.id, kill_sent=True)
                 continue
             run_id = r.external_id or backend.run_id(r.id, r.attempt)
-            if st.state == "alive":
+            if st.state == RunState.ALIVE:
                 new, reason = S.RUNNING, r.reason if r.state == S.RUNNING else "running"
             else:  # handed over, waiting in the workload manager (or requeued by it)
                 new, reason = S.STARTING, f"queued in {backend.name}: {st.detail}"
@@ -158,7 +159,7 @@ def _record(s: Session, live: Live, e: Ended, now: float, obs: path.Observer,
                                {"team": r.team, "attempt": r.attempt + 1,
                                 "exit_code": e.code}, f"team:{r.team}"))
     if preempted:
-        row = governance.usage_row(s, r.team, r.gpu_type, int(now // 3600 * 3600))
+        row = usage.row(s, r.team, r.gpu_type, int(now // 3600 * 3600))
         row.preemptions = (row.preemptions or 0) + 1
     if in_state and st is not None:
         path.requeue(st, job_id(r.id), now, obs)
