@@ -30,7 +30,7 @@ from allotment.scheduler import apply as path
 from allotment.scheduler.config import DEFAULTS, SchedulerConfig
 from allotment.scheduler.decisions import Decisions
 from allotment.service.loop import live as world
-from allotment.service.loop.accounting import account
+from allotment.service.loop.accounting import Accountant
 from allotment.service.loop.idle import IdleRule, idle
 from allotment.service.loop.notify import notify
 from allotment.service.loop.reconcile import End, reconcile, stop_orphans
@@ -55,6 +55,7 @@ class LoopConfig:
     idle_hold_s: float | None = None  # a reclaimed job may restart after this (default window)
     escalation_s: float = 2 * 86400.0
     lease_ttl_s: float = 10.0
+    accounting_flush_s: float = 30.0  # usage rows are written this often
     webhook_url: str | None = None
 
 
@@ -92,6 +93,7 @@ class SchedulerLoop:
         self.live: world.Live | None = None
         self.last_decisions: Decisions | None = None  # of the last cycle (its reservations)
         self._usage_at = float("-inf")
+        self.accountant = Accountant(self.config.accounting_flush_s)
         self._health_said: tuple[str | None, str, str] | None = None
         c = self.config
         self.idle_rule = IdleRule(c.idle_threshold_pct, c.idle_window_s,
@@ -111,7 +113,8 @@ class SchedulerLoop:
         7. disputes: escalate unanswered ones one level up the org tree;
         8. schedule: if something changed or a wake-up is due, ``decide()`` and apply its
            decisions (one transaction), then explain every waiting job;
-        9. reconcile again, so a decision is acted on in the tick that made it;
+        9. reconcile again the runs this tick admitted, stopped or signalled, so a decision
+           is acted on in the tick that made it;
         10. memory: persist decayed usage and reservations; backend health; usage import.
         """
         now = self.clock()
@@ -119,6 +122,7 @@ class SchedulerLoop:
         if not self._lease(now):  # 1
             report.acted = False
             self.live = None  # another process acts: our memory would go stale
+            self.accountant.forget()
             return report
         try:
             self._tick(now, report)
@@ -137,7 +141,7 @@ class SchedulerLoop:
         t = report.timed("world", t)
         live = self.live
         assert live is not None
-        account(self.db, live, now)  # 3
+        self.accountant.account(self.db, live, now)  # 3
         t = report.timed("accounting", t)
         grace = self.config.scheduler.grace_s
         obs = self.observer
@@ -164,7 +168,11 @@ class SchedulerLoop:
         t = report.timed("schedule", t)
         explain(self.db, live, d, now, rebuilt)
         t = report.timed("explain", t)
-        self._ended(reconcile(self.db, self.backend, live, now, grace, obs), report)  # 9
+        acted_on = {*report.admitted, *report.preempted, *report.reclaimed, *live.signalled}
+        live.signalled.clear()
+        if acted_on:  # 9: launch and signal what this tick decided
+            self._ended(reconcile(self.db, self.backend, live, now, grace, obs, acted_on),
+                        report)
         t = report.timed("reconcile", t)
         with self.db.session() as s:  # 10
             world.save_memory(s, live)
@@ -239,6 +247,14 @@ class SchedulerLoop:
             except Exception:
                 log.exception("scheduler tick failed; retrying next tick")
             stop.wait(self.config.tick_s)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is only in memory (the usage sums): before the process stops."""
+        try:
+            self.accountant.flush(self.db)
+        except Exception:
+            log.exception("could not write the last usage sums")
 
     def _lease(self, now: float) -> bool:
         try:
@@ -257,6 +273,8 @@ class SchedulerLoop:
             return False
 
     def release(self) -> None:
+        """Flush, then give the lease up so another scheduler may act at once."""
+        self.flush()
         with self.db.session() as s:
             s.execute(delete(Lease).where(Lease.role == "scheduler", Lease.holder == self.holder))
 
