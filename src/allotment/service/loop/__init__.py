@@ -32,7 +32,6 @@ from allotment.scheduler.decisions import Decisions
 from allotment.service.loop import live as world
 from allotment.service.loop.accounting import Accountant
 from allotment.service.loop.idle import IdleRule, idle
-from allotment.service.loop.notify import notify
 from allotment.service.loop.reconcile import End, reconcile, stop_orphans
 from allotment.service.loop.schedule import explain, schedule, take_inbox
 from allotment.storage import audit, governance, repo
@@ -152,8 +151,7 @@ class SchedulerLoop:
             live = self.live
             assert live is not None
         t = report.timed("inbox", t)
-        warned, reclaimed = idle(self.db, self.backend, live, now, self.idle_rule,  # 6
-                                 self._notify)
+        warned, reclaimed = idle(self.db, self.backend, live, now, self.idle_rule)  # 6
         report.warned += warned
         report.reclaimed += reclaimed
         t = report.timed("idle", t)
@@ -199,9 +197,6 @@ class SchedulerLoop:
         """When the loop wants its next cycle if nothing else happens (replay engine)."""
         return None if self.live is None else self.live.next_wake()
 
-    def _notify(self, kind: str, job_id: int, team: str, reason: str) -> None:
-        notify(self.config.webhook_url, kind, job_id, team, "", reason)
-
     def escalate(self, now: float, report: TickReport) -> None:
         with self.db.session() as s:
             report.escalated += governance.escalate_due(s, now, self.config.escalation_s)
@@ -240,7 +235,11 @@ class SchedulerLoop:
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``tick_s`` until ``stop`` is set; an error in one tick is logged and
-        the next tick retries (every step is idempotent)."""
+        the next tick retries (every step is idempotent). Notifications are sent by a
+        worker thread of their own meanwhile (``service.notify``)."""
+        from allotment.service.notify import Notifier
+
+        Notifier(self.db, self.config.webhook_url, self.clock).start(stop)
         while not stop.is_set():
             try:
                 self.tick()

@@ -5,7 +5,6 @@ The rule's memory of each job is kept in its row, so a restart continues it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -14,6 +13,7 @@ from allotment.backends.base import Backend
 from allotment.domain.jobstate import JobState
 from allotment.policies.idle import IdleTracker, _JobIdle
 from allotment.service.loop.live import Live
+from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import job_id
 from allotment.storage import audit
 from allotment.storage import jobs as jobrepo
@@ -30,8 +30,8 @@ class IdleRule:
     hold_s: float | None  # a reclaimed job may restart after this (default: its window)
 
 
-def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
-         notify: Callable[[str, int, str, str], None]) -> tuple[list[int], list[int]]:
+def idle(db: Database, backend: Backend, live: Live, now: float,
+         rule: IdleRule) -> tuple[list[int], list[int]]:
     """Returns the jobs warned and the jobs reclaimed in this pass."""
     warned: list[int] = []
     reclaimed: list[int] = []
@@ -82,7 +82,7 @@ def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
                 if a.kind == "warn":
                     audit.append(s, now, "scheduler", "job.idle_warned", f"job:{run.id}",
                                  a.reason, {"team": run.team, "gpus": run.gpus})
-                    notify("idle_warning", run.id, run.team, a.reason)
+                    notice(s, now, "idle_warning", run.id, run.team, run.user, a.reason)
                     warned.append(run.id)
                 elif a.kind == "reclaim":
                     hold = rule.hold_s if rule.hold_s is not None else window
@@ -98,6 +98,6 @@ def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
                         if live.state is not None and job_id(run.id) in live.state.running:
                             live.state.mark_terminating(job_id(run.id), now)
                         live.changed = True
-                        notify("idle_reclaim", run.id, run.team, a.reason)
+                        notice(s, now, "idle_reclaim", run.id, run.team, run.user, a.reason)
                         reclaimed.append(run.id)
     return warned, reclaimed

@@ -38,6 +38,7 @@ class Run:
     attempt: int
     state: JobState
     team: str
+    user: str
     gpu_type: str
     gpus: int
     borrowed_gpus: int
@@ -58,7 +59,7 @@ class Run:
 
     @staticmethod
     def of(j: JobRow, now: float) -> Run:
-        return Run(j.id, j.attempts, JobState(j.state), j.team, j.gpu_type, j.gpus,
+        return Run(j.id, j.attempts, JobState(j.state), j.team, j.user, j.gpu_type, j.gpus,
                    j.borrowed_gpus, list(j.placement), {k: list(v) for k, v in j.gpu_ids.items()},
                    j.start_time if j.start_time is not None else now, j.attained_gpu_s,
                    j.reason, j.external_id, j.terminating_since, j.term_sent_at, j.kill_sent,

@@ -26,6 +26,7 @@ from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
 from allotment.service.loop.live import Live
+from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import Run, job_id
 from allotment.storage import audit, inbox
 from allotment.storage import jobs as jobrepo
@@ -125,6 +126,8 @@ class DbSink:
                                         p.reason, {"for_job": int(p.for_job),
                                                    "grace_s": self.grace_s},
                                         f"team:{run.team}"))
+        notice(self.s, now, "preemption", jid, run.team, run.user,
+               f"{p.reason}; it stops after a {self.grace_s:g} s grace period and is requeued")
         self.preempted.append(jid)
         return True
 
@@ -151,7 +154,8 @@ class DbSink:
              "borrowed_gpus": borrowed}, f"team:{w.team}"))
         attempt, first_start = self.pending[jid]
         self.admits[-1]["first_start"] = first_start if first_start is not None else now
-        self.live.runs[jid] = Run(jid, attempt, JobState.STARTING, w.team, w.gpu_type,
+        self.live.runs[jid] = Run(jid, attempt, JobState.STARTING, w.team, w.user or "",
+                                  w.gpu_type,
                                   sum(g for _, g in a.placement), borrowed, placement,
                                   gpu_ids, now, attained, reason)
         self.live.explained.pop(jid, None)
