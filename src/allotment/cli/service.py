@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -115,6 +116,11 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     from allotment.service.private import private_service_files
     from allotment.storage.db import Database
 
+    # Many request threads and the scheduler's share one interpreter: hand the GIL over
+    # every millisecond instead of every 5, so a thread that holds the database's write
+    # lock gets back to work quickly after each call into SQLite (measured: p99 submit
+    # latency with 50 clients, benchmarks/submit_load.py)
+    sys.setswitchinterval(0.001)
     database = Database(db, data_dir)
     private_service_files(data_dir, database.url)
     database.upgrade()

@@ -90,7 +90,7 @@ def current_user(request: Request) -> User:
     user = None
     if len(value) <= 512:
         db: Database = request.app.state.db
-        with db.sessions() as s:
+        with db.readers() as s:  # reads only: no turn in SQLite's writer queue
             if kind == "token":
                 user = repo.user_by_token(s, value)
             else:
