@@ -62,7 +62,7 @@ def test_jobs_run_under_account_and_qos_and_borrowing_is_reclaimed(
     owner = service.submit("vic", "vision", 8, "sleep 300")
     assert ticking(loop, lambda: service.job(owner)["state"] == "running", 90)
     o = service.job(owner)
-    assert slurm.job(o["external_id"])["qos"] == "allot_guaranteed"
+    assert slurm.job(o["external_id"])["qos"] == "allot_g_vision"
     assert slurm.job(o["external_id"])["account"] == "vision"
     victims = [service.job(j) for j in (big, extra) if service.job(j)["preemptions"]]
     assert len(victims) == 1 and victims[0]["attempts"] == 1
