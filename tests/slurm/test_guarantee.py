@@ -3,8 +3,11 @@ borrowing never holds its guaranteed jobs, Slurm requeues the team's own borrowe
 nodes are full, users cannot pass the guarantee, preempted jobs hear SIGTERM when the grace
 starts, and a cluster synced by the first layout migrates in place.
 
-Jobs are submitted as real Unix users (``alice`` of Llama, ``vic`` of vision), made here if
-missing and removed at the end."""
+Jobs are submitted as real Unix users (``alice`` of Llama, ``vera`` of vision), made here if
+missing and removed at the end. They are Allotment users made here too, after their Unix
+accounts: slurmctld caches a Slurm user first seen without a Unix account with no uid and
+no default account (seen on 22.05: ``sbatch`` without ``-A`` then fails with "Invalid
+account" until ``scontrol reconfigure``, and the default account stays unset even then)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ GRACE_S = 10  # GraceTime of allot_borrow where a test waits for a preemption
 @pytest.fixture(scope="module")
 def unix_users(cluster: Cluster) -> Iterator[None]:
     made = []
-    for name in ("alice", "vic"):
+    for name in ("alice", "vera"):
         try:
             pwd.getpwnam(name)
         except KeyError:
@@ -56,11 +59,12 @@ def shared(unix_users: None) -> Iterator[Path]:
 
 @pytest.fixture
 def teams(slurm: Cluster, service: Service, unix_users: None) -> Service:
-    """The service with the issue's org (Llama 8, vision 8) and alice in Llama."""
+    """The service with the issue's org (Llama 8, vision 8), alice in Llama, vera in vision."""
     now = time.time()
     with service.db.session() as s:
         repo.set_org(s, {"org": ORG}, "test", now)
         repo.create_user(s, "alice", "member", "Llama", now)
+        repo.create_user(s, "vera", "member", "vision", now)
     return service
 
 
@@ -175,10 +179,11 @@ def test_users_typing_sbatch_cannot_pass_their_guarantee(slurm: Cluster,
             "qos=normal,allot_borrow,allot_g_llama")
     assert slurm.slurm.rows(["sacctmgr", "-n", "-P", "show", "qos", "where",
                              "name=allot_g_llama", "format=grptres"]) == [["gres/gpu=8"]]
-    # an admin adds vic to llama by hand: he inherits llama's QOS and shares its guarantee
-    slurm.sh("sacctmgr", "-i", "add", "user", "vic", "account=llama")
-    assert "Invalid qos" in refused(slurm, "vic", "sbatch", "-A", "llama", "-q", "normal", *wrap)
-    by_hand = sbatch(slurm, "vic", "-A", "llama", *wrap)
+    # an admin adds vera to llama by hand: she inherits llama's QOS and shares its guarantee
+    slurm.sh("sacctmgr", "-i", "add", "user", "vera", "account=llama")
+    assert "Invalid qos" in refused(slurm, "vera", "sbatch", "-A", "llama", "-q", "normal",
+                                    *wrap)
+    by_hand = sbatch(slurm, "vera", "-A", "llama", *wrap)
     assert wait_for(lambda: state(slurm, by_hand)[1] == "QOSGrpGRES")
     assert state(slurm, by_hand)[2] == "allot_g_llama"
     # what a user may do: move a held job to borrowing, where it runs on idle GPUs
@@ -226,7 +231,7 @@ def test_preempted_jobs_hear_sigterm_when_the_grace_starts(slurm: Cluster, teams
     t0 = time.time()
     owners = [sbatch(slurm, user, "-o", "/dev/null", "-w", node, "--gres=gpu:8",
                      "--wrap=sleep 3000") for user, node in (("alice", "node1"),
-                                                             ("vic", "node2"))]
+                                                             ("vera", "node2"))]
     assert wait_for(lambda: all(state(slurm, o)[0] == "RUNNING" for o in owners),
                     GRACE_S + 30), [state(slurm, j) for j in (*owners, *jobs)]
     time.sleep(0.5)
@@ -252,7 +257,7 @@ OLD_LAYOUT = [  # what `allot slurm sync` at the first layout ran, for ORG and i
     *(f"add user {u} account={a} qos=allot_borrow,allot_guaranteed "
       "defaultqos=allot_guaranteed"
       for u, a in (("alice", "llama"), ("ann", "llama"), ("root", "llama"),
-                   ("root", "vision"), ("vic", "vision"))),
+                   ("root", "vision"), ("vera", "vision"), ("vic", "vision"))),
 ]
 
 
@@ -268,15 +273,19 @@ def test_a_cluster_of_the_first_layout_migrates_in_place(slurm: Cluster,
                       "--gres=gpu:8", "--wrap=sleep 3000")
     assert wait_for(lambda: state(slurm, borrower)[0] == "RUNNING")
     stuck = sbatch(slurm, "alice", "-o", "/dev/null", "--gres=gpu:4", "--wrap=sleep 3000")
-    running = sbatch(slurm, "vic", "-o", "/dev/null", "--gres=gpu:4", "--wrap=sleep 3000")
+    running = sbatch(slurm, "vera", "-o", "/dev/null", "--gres=gpu:4", "--wrap=sleep 3000")
     assert wait_for(lambda: state(slurm, stuck)[:2] == ("PENDING", "AssocGrpGRES"))  # the bug
     assert wait_for(lambda: state(slurm, running)[0] == "RUNNING")
     conf = str(slurm.slurm.conf)
 
+    # the service's data directory, where its database has one (its audit key)
+    data = getattr(getattr(teams.db, "audit", None), "data_dir", None)
+    data_args = ["--data-dir", str(data)] if data is not None else []
+
     def allot_sync(*extra: str) -> str:
-        r = subprocess.run([ALLOT, "slurm", "sync", "--db", teams.db.url, "--slurm-conf",
-                            conf, "--submit-user", "root", *extra], capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run([ALLOT, "slurm", "sync", "--db", teams.db.url, *data_args,
+                            "--slurm-conf", conf, "--submit-user", "root", *extra],
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         return r.stdout
 

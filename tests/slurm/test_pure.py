@@ -242,8 +242,27 @@ def test_gpu_utilisation_from_sstat() -> None:
     assert gpu_util("cpu=00:00:01,mem=4M\n") is None  # fake GPUs: nothing gathered
 
 
-def test_a_one_node_command_runs_as_a_step_and_a_multi_node_one_in_the_batch_shell() -> None:
-    """Preemption signals steps at once and the batch shell only when the grace is over."""
-    assert batch_command("echo 'hi'; sleep 1", 1) == \
-        "exec srun --overlap --ntasks=1 --nodes=1 /bin/sh -c 'echo '\"'\"'hi'\"'\"'; sleep 1'"
+def test_a_one_node_command_runs_as_a_step_and_a_multi_node_one_in_the_batch_shell(
+        tmp_path: Path) -> None:
+    """Preemption signals steps at once and the batch shell only when the grace is over;
+    a step that cannot start (no slurmctld) falls back to the batch shell. Run here with a
+    stand-in ``srun`` that starts the step, or fails as srun does without a controller."""
+    import subprocess
+
+    script = batch_command("echo \"ran: $0\" \"it's\"; exit 3", 1)
+    assert "srun --overlap --ntasks=1 --nodes=1 /bin/sh -c" in script
     assert batch_command("srun python train.py", 2) == "srun python train.py"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), "SLURM_JOB_ID": "7"}
+    outcomes = []
+    for fake in ('shift 3; exec "$@"', "echo 'srun: error: Unable to contact slurm controller'"
+                 " >&2; exit 1"):
+        srun.write_text(f"#!/bin/sh\n{fake}\n")
+        srun.chmod(0o755)
+        r = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env,
+                           timeout=10)
+        outcomes.append((r.returncode, r.stdout, "did not start" in r.stderr))
+    assert outcomes == [(3, "ran: /bin/sh it's\n", False), (3, "ran: /bin/sh it's\n", True)]
+    assert not (tmp_path / "allotment-step-7").exists()  # the marker is cleaned up

@@ -15,7 +15,8 @@ batch shell only when the grace has run out (measured on Slurm 22.05: a step's t
 steps of its own. A job over several nodes keeps its command in the batch shell, which is
 expected to start its ranks with ``srun`` (steps, signalled as above). ``terminate``
 signals the steps only, as Slurm's preemption does: ``srun`` turns a SIGTERM of its own
-into SIGKILL of its step.
+into SIGKILL of its step. Where the step cannot start (slurmctld down just as the job
+began), the command runs in the batch shell (``batch_command``).
 """
 
 from __future__ import annotations
@@ -64,12 +65,25 @@ def gpu_util(sstat_out: str) -> float | None:
     return best
 
 
+# The step writes a marker before it runs the command. No marker after srun returned: the
+# step never started (slurmctld unreachable when the job began, say), and the command runs
+# in the batch shell instead, without the early SIGTERM, rather than not at all.
+_STEP = ('started="${TMPDIR:-/tmp}/allotment-step-$SLURM_JOB_ID"; rm -f "$started"\n'
+         'srun --overlap --ntasks=1 --nodes=1 /bin/sh -c \': > "$0"; exec /bin/sh -c "$1"\' '
+         '"$started" {cmd}\n'
+         'rc=$?\n'
+         'if [ -e "$started" ]; then rm -f "$started"; exit "$rc"; fi\n'
+         'echo "allotment: the job step did not start (srun exit $rc): '
+         'running the command in the batch shell" >&2\n'
+         'exec /bin/sh -c {cmd}\n')
+
+
 def batch_command(command: str, nodes: int) -> str:
     """The batch script's body for a job on ``nodes`` nodes: a one-node job's command as
     a one-task step, so that preemption signals it at once (see above)."""
     if nodes > 1:
         return command
-    return f"exec srun --overlap --ntasks=1 --nodes=1 /bin/sh -c {shlex.quote(command)}"
+    return _STEP.replace("{cmd}", shlex.quote(command))
 
 
 def run_status(state: str, reason: str, code: str) -> RunStatus:
