@@ -36,7 +36,8 @@ def sync_cmd(
                                          "borrowing job")] = 30,
     data_dir: DataDir = Path(".allotment"),
 ) -> None:
-    """Make Slurm enforce the quotas in force: accounts, GrpTRES limits, QOS, users."""
+    """Make Slurm enforce the quotas in force: accounts, one QOS per team with its
+    guarantee, the borrowing QOS, users."""
     from allotment.backends.slurm.cmd import Slurm
     from allotment.backends.slurm.service import run_sync
     from allotment.storage.db import Database
@@ -50,6 +51,8 @@ def sync_cmd(
         return
     for c in res.changes:
         console.print(c.line(), markup=False, highlight=False)
+    for note in res.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     verb = "would change" if dry_run else "changed"
     console.print(f"period {res.period}: {verb} {len(res.changes)} thing(s) in Slurm"
                   + ("" if res.changes else " (already in sync)"))
