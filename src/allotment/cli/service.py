@@ -20,6 +20,7 @@ import typer
 
 from allotment.cli.app import DataDir, DbOpt, _fail, app, console, err_console
 from allotment.errors import AllotmentError
+from allotment.scheduler.config import DEFAULTS
 
 MAX_BODY_BYTES = 1 << 20  # = service.bounds.MAX_BODY_BYTES (not imported: the CLI stays light)
 
@@ -49,11 +50,19 @@ def _inventory_here(fake_gpus: int | None, gpu_type: str | None) -> list[dict[st
 
 def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: float,
                  idle_reclaim_after_s: float, idle_threshold: float, escalation_s: float,
-                 webhook: str | None) -> Any:
-    from allotment.scheduler.config import DEFAULTS
+                 webhook: str | None, min_runtime_s: float | None = None,
+                 checkpoint_s: float | None = None, las_preemption: str | None = None) -> Any:
+    """The loop's settings around one ``SchedulerConfig`` (the defaults of
+    ``scheduler.config``, as ``allot simulate`` has them, unless an option says otherwise)."""
+    from allotment.scheduler.config import DEFAULTS, LasPreemption
     from allotment.service.loop import LoopConfig
 
-    sched = dataclasses.replace(DEFAULTS, policy=policy, grace_s=grace_s)
+    sched = dataclasses.replace(
+        DEFAULTS, policy=policy, grace_s=grace_s,
+        min_runtime_s=DEFAULTS.min_runtime_s if min_runtime_s is None else min_runtime_s,
+        checkpoint_s=DEFAULTS.checkpoint_s if checkpoint_s is None else checkpoint_s,
+        las_preemption=DEFAULTS.las_preemption if las_preemption is None
+        else LasPreemption.parse(las_preemption, "las-preemption"))
     return LoopConfig(scheduler=sched, tick_s=tick_s,
                       idle_window_s=idle_window_s, idle_reclaim_after_s=idle_reclaim_after_s,
                       idle_threshold_pct=idle_threshold, escalation_s=escalation_s,
@@ -147,6 +156,11 @@ Policy = Annotated[str, typer.Option(help="scheduling policy")]
 FakeGpus = Annotated[bool, typer.Option(help="jobs get fake GPUs (no NVML)")]
 TickS = Annotated[float, typer.Option(help="seconds between scheduling cycles")]
 GraceS = Annotated[float, typer.Option(help="SIGTERM to SIGKILL on preemption")]
+MinRuntimeS = Annotated[float, typer.Option(help="never preempt a job younger than this (s)")]
+CheckpointS = Annotated[float, typer.Option(
+    help="a job's checkpoint interval (s), assumed when it reports none (lost-work estimates)")]
+LasPreemptionOpt = Annotated[str, typer.Option(
+    help="fairshare: queue-2 jobs a queue-1 job may preempt: none, team or surplus")]
 IdleWindowS = Annotated[float, typer.Option(help="idle this long: warned")]
 IdleReclaimAfterS = Annotated[float, typer.Option(help="then reclaimed after")]
 IdleThreshold = Annotated[float, typer.Option(help="idle below this % utilisation")]
@@ -185,9 +199,12 @@ def serve(
     data_dir: DataDir = Path(".allotment"),
     scheduler: Annotated[bool, typer.Option(help="run the scheduler loop in this process")] = True,
     fake_gpus: FakeGpus = False,
-    policy: Policy = "fairshare",
+    policy: Policy = DEFAULTS.policy,
     tick_s: TickS = 2.0,
-    grace_s: GraceS = 60.0,
+    grace_s: GraceS = DEFAULTS.grace_s,
+    min_runtime_s: MinRuntimeS = DEFAULTS.min_runtime_s,
+    checkpoint_s: CheckpointS = DEFAULTS.checkpoint_s or 1800.0,
+    las_preemption: LasPreemptionOpt = str(DEFAULTS.las_preemption),
     idle_window_s: IdleWindowS = 1800.0,
     idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
     idle_threshold: IdleThreshold = 5.0,
@@ -209,7 +226,8 @@ def serve(
     try:
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
-            escalation_s, webhook), lease_ttl_s=lease_ttl_s)
+            escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption),
+            lease_ttl_s=lease_ttl_s)
         web = {"session_ttl_s": session_ttl_s, "auth_fail_limit": auth_fail_limit,
                "auth_fail_window_s": auth_fail_window_s,
                "public_origins": [o.rstrip("/") for o in public_origin or []]}
@@ -226,9 +244,12 @@ def scheduler_cmd(
     db: DbOpt = None,
     data_dir: DataDir = Path(".allotment"),
     fake_gpus: FakeGpus = False,
-    policy: Policy = "fairshare",
+    policy: Policy = DEFAULTS.policy,
     tick_s: TickS = 2.0,
-    grace_s: GraceS = 60.0,
+    grace_s: GraceS = DEFAULTS.grace_s,
+    min_runtime_s: MinRuntimeS = DEFAULTS.min_runtime_s,
+    checkpoint_s: CheckpointS = DEFAULTS.checkpoint_s or 1800.0,
+    las_preemption: LasPreemptionOpt = str(DEFAULTS.las_preemption),
     idle_window_s: IdleWindowS = 1800.0,
     idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
     idle_threshold: IdleThreshold = 5.0,
@@ -249,7 +270,8 @@ def scheduler_cmd(
     try:
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
-            escalation_s, webhook), lease_ttl_s=lease_ttl_s)
+            escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption),
+            lease_ttl_s=lease_ttl_s)
         database = Database(db, data_dir)
         private_service_files(data_dir, database.url)
         database.upgrade()
@@ -278,8 +300,8 @@ def up(
         help="pretend this machine has N GPUs (default: its NVIDIA GPUs, else 8 fake)")] = None,
     gpu_type: Annotated[str | None, typer.Option(help="GPU type name of this machine")] = None,
     demo: Annotated[bool, typer.Option(help="run the scripted demo, then stop")] = False,
-    policy: Policy = "fairshare",
-    grace_s: GraceS = 60.0,
+    policy: Policy = DEFAULTS.policy,
+    grace_s: GraceS = DEFAULTS.grace_s,
     max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
     run_as: RunAsOpt = None,
     shared_account: SharedAccount = False,
@@ -328,8 +350,10 @@ def up(
         path = write_config(url, token)
         console.print(f"created user admin; token saved to {path}")
     fake = fake_gpus is not None or nodes[0]["gpu_type"] == (gpu_type or "fake")
+    # the demo plays in seconds what takes minutes: a job it reclaims is seconds old
     cfg = _loop_config(policy, 1.0 if demo else 2.0, 3.0 if demo else grace_s,
-                       20.0 if demo else 1800.0, 10.0 if demo else 600.0, 5.0, 172800.0, None)
+                       20.0 if demo else 1800.0, 10.0 if demo else 600.0, 5.0, 172800.0, None,
+                       min_runtime_s=0.0 if demo else None)
     console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
                   f"database {db}")
     if not demo:
