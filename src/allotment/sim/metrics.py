@@ -129,25 +129,24 @@ class MetricsRecorder:
         state = self.state
         cluster = state.cluster
         free = state.free
-        alloc = self.capacity - sum(free)
+        alloc = self.capacity - sum(state.type_free.values())
         self.alloc_gpu_s += alloc * dt
         self._bin(self.t, now, alloc)
         held = {n for r in d.reservations for n in r.nodes}
-        for t, ids in cluster.nodes_by_type.items():
-            reserved = 0
-            unheld = 0
+        for t, type_free in state.type_free.items():
+            # from the state's per-type aggregates: free GPUs on held (reserved) nodes,
+            # on the others, and the largest free block on an unheld node
+            reserved = sum(free[i] for i in held if cluster.nodes[i].gpu_type == t)
+            unheld = type_free - reserved
             biggest = 0
-            for i in ids:
-                f = free[i]
-                if i in held:
-                    reserved += f
-                else:
-                    unheld += f
-                    if f > biggest:
-                        biggest = f
+            levels = state.levels[t]
+            for f in range(len(levels) - 1, 0, -1):
+                if levels[f] and (not held or not levels[f] <= held):
+                    biggest = f
+                    break
             self.reserved_gpu_s += reserved * dt
             if unheld and state.pending_sizes:
-                node_max = cluster.max_node_gpus(t)
+                node_max = len(levels) - 1
                 fitting = 0
                 for (pt, size), count in state.pending_sizes.items():
                     if pt == t and (size <= biggest if on_one_node(size, node_max)
