@@ -49,15 +49,16 @@ RESOLUTION = 100
 
 
 def fair_share_value(sc: Snapshot, node: int) -> int:
-    """v_N in units of 1/RESOLUTION, rounded down."""
-    memo = sc.memo
-    base = memo.get(node)
-    org = sc.state.org
-    if base is None:
+    """v_N in units of 1/RESOLUTION, rounded down (cached in the snapshot until N's
+    occupancy changes)."""
+    v = sc.node_cache.get(node)
+    if v is None:
+        org = sc.state.org
         base = sc.state.decayed_usage(node, sc.now) / sc.state.half_life_s
-        memo[node] = base
-    v = (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
-    return int(v * RESOLUTION)
+        v = sc.node_cache[node] = int(
+            (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
+            * RESOLUTION)
+    return v
 
 
 def fair_share_path(sc: Snapshot, team: str) -> tuple[int, ...]:

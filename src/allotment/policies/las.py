@@ -79,4 +79,6 @@ class LasPolicy(LasQueues):
         if self.pending_level(sc, w) > 0:
             return lambda job: False
         threshold, now = self.config.las_threshold_gpu_s, sc.now
-        return lambda job: job.attained_at(now) >= threshold
+        # job.attained_at(now) >= threshold, inlined (called for every running job)
+        return lambda job: (job.attained_gpu_s + (now - job.segment_start) * job.workload.gpus
+                            >= threshold)

@@ -73,10 +73,15 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         if never is not None:
             d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
             continue
-        # 5. nominate: quota first, then a placement on unheld free GPUs
-        block = policy.quota_block(sc, w)
-        physical = False
-        if block is None:
+        # 5. nominate: quota first, then a placement on unheld free GPUs. A gang with no
+        #    room is physically blocked whatever its quota: with no reasons to write, the
+        #    room is looked at first and the quota is not asked
+        known_room = not reasons
+        physical = known_room and not sc.fits(w)
+        block: str | None = "" if physical else policy.quota_block(sc, w)
+        if physical:
+            pass
+        elif block is None:
             placement = sc.place(w)
             if placement is not None:
                 borrowed = sc.borrowed_after(w) if policy.has_guarantees else 0
@@ -86,7 +91,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 continue
             physical = True
             block = _physical_reason(sc, w) if reasons else ""
-        elif not sc.fits(w):
+        elif not known_room and not sc.fits(w):
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
         #    (the next job of the same queue may need GPUs reclaimed too)
@@ -113,7 +118,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         # 8. requeue: the head keeps its place and its reason; its queue waits (reasons
         #    are written out only when asked for: the simulator never reads them)
         if reasons:
-            d.waiting[w.id] = block
+            d.waiting[w.id] = block or ""
     if explain:
         d.queue = queue_order(sc, state, policy, d)
     return d

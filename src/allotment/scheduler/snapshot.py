@@ -43,9 +43,10 @@ class Snapshot:
         self.free = list(state.free)
         self.held: set[int] = set()
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
-        self.memo: dict[int, float] = {}  # per-cycle cache for policies
-        # per-team values a policy derives from the snapshot's occupancy (its fair-share
-        # path): emptied whenever an admission or a removal changes the occupancy
+        # values a policy derives from the snapshot's occupancy, per org node (its
+        # fair-share value) and per team (its path of values): an admission or a removal
+        # drops those of the nodes on its team's path and of the teams below them
+        self.node_cache: dict[int, int] = {}
         self.team_cache: dict[str, tuple[int, ...]] = {}
         self.version = 0  # counts the changes to the occupancy (admissions, removals)
         # GPUs promised on a node to jobs waiting for reclaimed GPUs in this cycle
@@ -71,6 +72,7 @@ class Snapshot:
             t: [b.copy() for b in lv] for t, lv in state.levels.items()}
         # free GPUs on unheld nodes per type: rejects a large gang without a node scan
         self.type_free: dict[GpuType, int] = dict(state.type_free)
+        self._max_fit: dict[GpuType, int] = {}  # see max_fit
         # free GPUs on unheld nodes per rack and pod, per type
         self.domain_free: dict[GpuType, DomainFree] = {
             t: {level: dict(v) for level, v in dom.items()}
@@ -86,6 +88,7 @@ class Snapshot:
         n = self.state.cluster.nodes[node]
         t = n.gpu_type
         if node not in self.held:
+            self._max_fit.pop(t, None)
             self.levels[t][self.free[node]].discard(node)
             self.levels[t][value].add(node)
             change = value - self.free[node]
@@ -102,6 +105,7 @@ class Snapshot:
             if node not in self.held:
                 n = cluster.nodes[node]
                 t = n.gpu_type
+                self._max_fit.pop(t, None)
                 self.levels[t][self.free[node]].discard(node)
                 self.type_free[t] -= self.free[node]
                 dom = self.domain_free[t]
@@ -122,12 +126,14 @@ class Snapshot:
         return on_one_node(w.gpus, self.max_node[w.gpu_type])
 
     def max_fit(self, gpu_type: GpuType) -> int:
-        """Largest single-node gang that fits on unheld nodes now."""
-        lv = self.levels[gpu_type]
-        for f in range(len(lv) - 1, 0, -1):
-            if lv[f]:
-                return f
-        return 0
+        """Largest single-node gang that fits on unheld nodes now (cached until the free
+        GPUs of that type change)."""
+        fit = self._max_fit.get(gpu_type)
+        if fit is None:
+            lv = self.levels[gpu_type]
+            fit = next((f for f in range(len(lv) - 1, 0, -1) if lv[f]), 0)
+            self._max_fit[gpu_type] = fit
+        return fit
 
     def unheld_free(self, gpu_type: GpuType) -> int:
         return self.type_free[gpu_type]
@@ -148,10 +154,10 @@ class Snapshot:
         """Whether ``place(w)`` would find room, without building the placement: a gang
         larger than one node fits iff the unheld free GPUs of its type hold it (the "type"
         level is the last domain tried)."""
-        if self.single_node(w):
-            lv = self.levels[w.gpu_type]
-            return any(lv[f] for f in range(w.gpus, len(lv)))
-        return self.type_free[w.gpu_type] >= w.gpus
+        t = w.gpu_type
+        if w.gpus <= self.max_node[t]:  # single_node(w)
+            return self.max_fit(t) >= w.gpus
+        return self.type_free[t] >= w.gpus
 
     # -- quota -------------------------------------------------------------------------
     def team_index(self, w: Workload) -> int:
@@ -188,10 +194,16 @@ class Snapshot:
 
     def _apply_quota(self, team: str, t: GpuType, g: int) -> None:
         org = self.state.org
-        self.team_cache.clear()
         self.version += 1
-        usage = self.usage[t]
         i = org.index[team]
+        path = org.path[i]
+        if self.node_cache:
+            for n in path:
+                self.node_cache.pop(n, None)
+        if self.team_cache:
+            for name in self.state.teams_below(path[0]):
+                self.team_cache.pop(name, None)
+        usage = self.usage[t]
         while i >= 0:
             usage[i] += g
             self.alloc_total[i] += g

@@ -113,6 +113,7 @@ class ClusterState:
         self.pending_sizes: dict[tuple[GpuType, int], int] = {}
         # domain ((level, id)) of each job's reservation in the last cycle: kept sticky
         self.last_reservations: dict[JobId, Domain] = {}
+        self._teams_below: dict[int, list[str]] = {}
         # jobs told to stop whose GPUs are not back yet (their GPUs are on their way out)
         self.terminating: dict[JobId, RunningJob] = {}
         # placement index, kept per GPU type: levels[t][f] = nodes of type t with f free
@@ -157,6 +158,16 @@ class ClusterState:
                     self.eff[t][0] = self.occ[t][0]
 
     # -- queries -------------------------------------------------------------------------
+    def teams_below(self, node: int) -> list[str]:
+        """Names of the teams in org node ``node``'s subtree (cached; the org is fixed)."""
+        below = self._teams_below.get(node)
+        if below is None:
+            org = self.org
+            below = [org.names[i] for i in range(len(org.names))
+                     if org.is_team[i] and node in org.path[i]]
+            self._teams_below[node] = below
+        return below
+
     def pending_jobs(self) -> Iterator[Workload]:
         for key in sorted(self.buckets):
             yield from self.buckets[key].jobs
