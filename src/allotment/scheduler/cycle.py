@@ -15,7 +15,8 @@ from allotment.scheduler.reservation import reserve
 from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import Bucket, ClusterState
 
-HeapEntry = tuple[OrderKey, int, Bucket, int, int]  # key, seq, queue, position, version
+# key, seq, queue, position, and the snapshot's version for the job's team when keyed
+HeapEntry = tuple[OrderKey, int, Bucket, int, int]
 
 
 def _physical_reason(sc: Snapshot, w: Workload) -> str:
@@ -50,7 +51,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         if pos + 1 < len(bucket.jobs):
             nxt = bucket.jobs[pos + 1]
             heapq.heappush(heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket,
-                                  pos + 1, sc.version))
+                                  pos + 1, sc.version(nxt.team)))
             return seq + 1
         return seq
 
@@ -62,10 +63,10 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     while heap:
         key, _, bucket, pos, version = heapq.heappop(heap)
         w = bucket.jobs[pos]
-        if rekey and version != sc.version:
+        if rekey and version != sc.version(w.team):
             fresh = policy.order_key(sc, w, attained[w.id])
             if fresh != key and heap and fresh > heap[0][0]:
-                heapq.heappush(heap, (fresh, seq, bucket, pos, sc.version))
+                heapq.heappush(heap, (fresh, seq, bucket, pos, sc.version(w.team)))
                 seq += 1
                 continue
         # 4. reject what can never run under this policy (the whole queue shares the size)

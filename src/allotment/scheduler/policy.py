@@ -23,7 +23,9 @@ class Policy:
     uses_estimates = False
     preempts = False
     has_guarantees = False  # admissions beyond a team's guarantee are "borrowed"
-    # whether ``order_key`` reads the snapshot (so that admissions in a cycle re-key)
+    # whether ``order_key`` reads the snapshot (so that admissions in a cycle re-key); a
+    # key of a team's job may read only what lies under the team's top-level org node
+    # (admissions elsewhere leave it as it was: ``Snapshot.version``)
     keys_read_snapshot = False
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:

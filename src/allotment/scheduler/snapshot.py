@@ -48,7 +48,9 @@ class Snapshot:
         # drops those of the nodes on its team's path and of the teams below them
         self.node_cache: dict[int, int] = {}
         self.team_cache: dict[str, tuple[int, ...]] = {}
-        self.version = 0  # counts the changes to the occupancy (admissions, removals)
+        # changes to the occupancy (admissions, removals) per top-level org node: a key
+        # computed for a team since the last change under its top-level node is fresh
+        self.versions: dict[int, int] = {}
         # GPUs promised on a node to jobs waiting for reclaimed GPUs in this cycle
         self.claimed: dict[int, int] = {}
         # smallest gang of each preemption class that found no victims in this cycle
@@ -159,6 +161,11 @@ class Snapshot:
             return self.max_fit(t) >= w.gpus
         return self.type_free[t] >= w.gpus
 
+    def version(self, team: str) -> int:
+        """How often the occupancy under ``team``'s top-level org node changed so far."""
+        org = self.state.org
+        return self.versions.get(org.path[org.index[team]][0], 0)
+
     # -- quota -------------------------------------------------------------------------
     def team_index(self, w: Workload) -> int:
         return self.state.org.index[w.team]
@@ -194,9 +201,9 @@ class Snapshot:
 
     def _apply_quota(self, team: str, t: GpuType, g: int) -> None:
         org = self.state.org
-        self.version += 1
         i = org.index[team]
         path = org.path[i]
+        self.versions[path[0]] = self.versions.get(path[0], 0) + 1
         if self.node_cache:
             for n in path:
                 self.node_cache.pop(n, None)
