@@ -20,6 +20,8 @@ its guarantee, and only if they run on borrowed GPUs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.policies.las import LasQueues
 from allotment.scheduler.policy import LasPreemption, OrderKey
@@ -47,20 +49,27 @@ RESOLUTION = 100
 
 
 def fair_share_value(sc: Snapshot, node: int) -> int:
-    """v_N in units of 1/RESOLUTION, rounded down."""
-    memo = sc.memo
-    base = memo.get(node)
-    org = sc.state.org
-    if base is None:
+    """v_N in units of 1/RESOLUTION, rounded down (cached in the snapshot until N's
+    occupancy changes)."""
+    v = sc.node_cache.get(node)
+    if v is None:
+        org = sc.state.org
         base = sc.state.decayed_usage(node, sc.now) / sc.state.half_life_s
-        memo[node] = base
-    v = (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
-    return int(v * RESOLUTION)
+        v = sc.node_cache[node] = int(
+            (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
+            * RESOLUTION)
+    return v
 
 
 def fair_share_path(sc: Snapshot, team: str) -> tuple[int, ...]:
-    org = sc.state.org
-    return tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
+    """The team's key path, cached in the snapshot until its next admission or removal
+    (``Snapshot.team_cache``), which is what changes A_N."""
+    cache = sc.team_cache
+    path = cache.get(team)
+    if path is None:
+        org = sc.state.org
+        path = cache[team] = tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
+    return path
 
 
 class FairSharePolicy(LasQueues):
@@ -69,6 +78,7 @@ class FairSharePolicy(LasQueues):
     name = "fairshare"
     preempts = True
     has_guarantees = True
+    keys_read_snapshot = True
 
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
@@ -162,6 +172,35 @@ class FairSharePolicy(LasQueues):
             return False
         # surplus GPUs follow LAS across teams: a queue-1 borrower displaces a queue-2 one
         return self.demotes(sc, w, job)
+
+    def victim_test(self, sc: Snapshot, w: Workload) -> Callable[[RunningJob], bool]:
+        """``is_victim_candidate`` with what depends on ``w`` alone worked out once."""
+        t, team, prio = w.gpu_type, w.team, w.priority
+        within = sc.within_guarantee(w)
+        las = self.config.las_preemption
+        # demotes(w, job) with two queues: w in queue 1 and the job attained the threshold
+        w_first = self.pending_level(sc, w) == 0
+        threshold, now = self.config.las_threshold_gpu_s, sc.now
+        index, guaranteed, usage, releasing = (sc.state.org.index, sc.state.org.guaranteed[t],
+                                               sc.usage[t], sc.releasing[t])
+
+        def test(job: RunningJob) -> bool:
+            v = job.workload
+            if v.gpu_type != t:
+                return False
+            if v.team == team:
+                return (las is not LasPreemption.NONE and v.priority <= prio and w_first
+                        and job.attained_at(now) >= threshold)
+            i = index[v.team]
+            if usage[i] - releasing[i] <= guaranteed[i]:  # sc.kept: no borrowed GPUs kept
+                return False
+            if within:
+                return True
+            if las is not LasPreemption.SURPLUS or v.priority > prio:
+                return False
+            return w_first and job.attained_at(now) >= threshold
+
+        return test
 
     def victim_teams(self, sc: Snapshot, w: Workload) -> list[str] | None:
         if not sc.within_guarantee(w) and self.config.las_preemption is not LasPreemption.SURPLUS:

@@ -10,6 +10,8 @@ As in Tiresias, no GPUs are held for a blocked gang: later jobs that fit simply 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.snapshot import Snapshot
@@ -70,3 +72,13 @@ class LasPolicy(LasQueues):
 
     def is_victim_candidate(self, sc: Snapshot, w: Workload, job: RunningJob) -> bool:
         return self.demotes(sc, w, job)
+
+    def victim_test(self, sc: Snapshot, w: Workload) -> Callable[[RunningJob], bool]:
+        """``demotes`` with two queues: only a queue-1 ``w`` demotes anyone, and it demotes
+        the jobs that have attained the threshold by now."""
+        if self.pending_level(sc, w) > 0:
+            return lambda job: False
+        threshold, now = self.config.las_threshold_gpu_s, sc.now
+        # job.attained_at(now) >= threshold, inlined (called for every running job)
+        return lambda job: (job.attained_gpu_s + (now - job.segment_start) * job.workload.gpus
+                            >= threshold)

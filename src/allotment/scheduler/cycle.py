@@ -15,7 +15,8 @@ from allotment.scheduler.reservation import reserve
 from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import Bucket, ClusterState
 
-HeapEntry = tuple[OrderKey, int, Bucket, int]
+# key, seq, queue, position, and the snapshot's version for the job's team when keyed
+HeapEntry = tuple[OrderKey, int, Bucket, int, int]
 
 
 def _physical_reason(sc: Snapshot, w: Workload) -> str:
@@ -26,9 +27,13 @@ def _physical_reason(sc: Snapshot, w: Workload) -> str:
     return f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"
 
 
-def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False) -> Decisions:
+def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False,
+           reasons: bool = True) -> Decisions:
     """Admit, preempt, reserve and reject for one cycle at time ``now``; with ``explain``,
-    also the queue order (``Decisions.queue``) that reasons and positions are read from."""
+    also the queue order (``Decisions.queue``) that reasons and positions are read from.
+    Without ``reasons`` (a replay that nobody watches), ``Decisions.waiting`` stays empty:
+    the decisions are the same, only the words are not written."""
+    reasons = reasons or explain
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
     sc = Snapshot(state, now)
@@ -39,37 +44,45 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     seq = 0
     for bucket in state.buckets.values():
         w0 = bucket.jobs[0]
-        heap.append((policy.order_key(sc, w0, attained[w0.id]), seq, bucket, 0))
+        heap.append((policy.order_key(sc, w0, attained[w0.id]), seq, bucket, 0, 0))
         seq += 1
     def push_next(bucket: Bucket, pos: int, seq: int) -> int:
         """Queue the job behind ``pos`` in ``bucket``; returns the next heap sequence."""
         if pos + 1 < len(bucket.jobs):
             nxt = bucket.jobs[pos + 1]
             heapq.heappush(heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket,
-                                  pos + 1))
+                                  pos + 1, sc.version(nxt.team)))
             return seq + 1
         return seq
 
     # 3. order: lowest key first, re-keyed lazily as admissions change fair-share values
+    #    (a key computed since the snapshot's last change is still fresh)
     heapq.heapify(heap)
+    rekey = policy.keys_read_snapshot
     reserved: set[object] = set()
     while heap:
-        key, _, bucket, pos = heapq.heappop(heap)
+        key, _, bucket, pos, version = heapq.heappop(heap)
         w = bucket.jobs[pos]
-        fresh = policy.order_key(sc, w, attained[w.id])
-        if fresh != key and heap and fresh > heap[0][0]:
-            heapq.heappush(heap, (fresh, seq, bucket, pos))
-            seq += 1
-            continue
+        if rekey and version != sc.version(w.team):
+            fresh = policy.order_key(sc, w, attained[w.id])
+            if fresh != key and heap and fresh > heap[0][0]:
+                heapq.heappush(heap, (fresh, seq, bucket, pos, sc.version(w.team)))
+                seq += 1
+                continue
         # 4. reject what can never run under this policy (the whole queue shares the size)
         never = policy.never_fits(sc, w)
         if never is not None:
             d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
             continue
-        # 5. nominate: quota first, then a placement on unheld free GPUs
-        block = policy.quota_block(sc, w)
-        physical = False
-        if block is None:
+        # 5. nominate: quota first, then a placement on unheld free GPUs. A gang with no
+        #    room is physically blocked whatever its quota: with no reasons to write, the
+        #    room is looked at first and the quota is not asked
+        known_room = not reasons
+        physical = known_room and not sc.fits(w)
+        block: str | None = "" if physical else policy.quota_block(sc, w)
+        if physical:
+            pass
+        elif block is None:
             placement = sc.place(w)
             if placement is not None:
                 borrowed = sc.borrowed_after(w) if policy.has_guarantees else 0
@@ -78,19 +91,20 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 seq = push_next(bucket, pos, seq)
                 continue
             physical = True
-            block = _physical_reason(sc, w)
-        elif sc.place(w) is None:
+            block = _physical_reason(sc, w) if reasons else ""
+        elif not known_room and not sc.fits(w):
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
         #    (the next job of the same queue may need GPUs reclaimed too)
         if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
-            d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
+            if reasons:
+                d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
             seq = push_next(bucket, pos, seq)
             continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
         #    backfill (every later job) cannot delay it
-        scope = policy.reservation_scope(sc, w)
+        scope = policy.reservation_scope(sc, w) if physical else None
         if physical and scope not in reserved:
             may_reserve = policy.may_reserve(sc, w)
             held = reserve(sc, w) if may_reserve else None
@@ -102,8 +116,10 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 wake = policy.reserve_wakeup(sc, w)
                 if wake is not None and wake > now:
                     d.wake(wake)
-        # 8. requeue: the head keeps its place and its reason; its queue waits
-        d.waiting[w.id] = block
+        # 8. requeue: the head keeps its place and its reason; its queue waits (reasons
+        #    are written out only when asked for: the simulator never reads them)
+        if reasons:
+            d.waiting[w.id] = block or ""
     if explain:
         d.queue = queue_order(sc, state, policy, d)
     return d

@@ -76,3 +76,46 @@ def place_across_nodes(
             if need == 0:
                 return tuple(sorted(out))
     return None
+
+
+LEVELS = ("rack", "pod")  # the topology levels below "type" (all nodes of the type)
+DomainIndex = dict[str, dict[int, list[int]]]  # level -> domain -> its node ids, ascending
+DomainFree = dict[str, dict[int, int]]  # level -> domain -> free GPUs on unheld nodes
+
+
+def domain_index(nodes: Sequence[Node], node_ids: Sequence[int]) -> DomainIndex:
+    """The nodes of each rack and pod (fixed for a cluster)."""
+    index: DomainIndex = {level: {} for level in LEVELS}
+    for i in sorted(node_ids):
+        for level in LEVELS:
+            index[level].setdefault(domain_of(nodes[i], level), []).append(i)
+    return index
+
+
+def place_in_domains(
+    index: DomainIndex, node_ids: Sequence[int], totals: DomainFree, type_free: int,
+    free: Sequence[int], held: set[int], gpus: int,
+) -> Placement | None:
+    """``place_across_nodes`` (same rule, same answer) from free totals kept per domain,
+    so that a cycle does not rescan every node for each large gang."""
+    for level in (*LEVELS, "type"):
+        if level == "type":
+            if type_free < gpus:
+                return None
+            members = [i for i in node_ids if i not in held and free[i]]
+        else:
+            fitting = [(total, d) for d, total in totals[level].items() if total >= gpus]
+            if not fitting:
+                continue
+            _, domain = min(fitting)
+            members = [i for i in index[level][domain] if i not in held and free[i]]
+        members.sort(key=lambda i: (-free[i], i))
+        out: list[tuple[int, int]] = []
+        need = gpus
+        for i in members:
+            take = min(free[i], need)
+            out.append((i, take))
+            need -= take
+            if need == 0:
+                return tuple(sorted(out))
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.config import LasPreemption, SchedulerConfig
 from allotment.scheduler.snapshot import Snapshot
@@ -21,6 +23,10 @@ class Policy:
     uses_estimates = False
     preempts = False
     has_guarantees = False  # admissions beyond a team's guarantee are "borrowed"
+    # whether ``order_key`` reads the snapshot (so that admissions in a cycle re-key); a
+    # key of a team's job may read only what lies under the team's top-level org node
+    # (admissions elsewhere leave it as it was: ``Snapshot.version``)
+    keys_read_snapshot = False
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
@@ -73,6 +79,11 @@ class Policy:
     def is_victim_candidate(self, sc: Snapshot, w: Workload, job: RunningJob) -> bool:
         """Whether running ``job`` may be preempted to make room for pending ``w``."""
         return False
+
+    def victim_test(self, sc: Snapshot, w: Workload) -> Callable[[RunningJob], bool]:
+        """``is_victim_candidate`` for one ``w`` over many running jobs; a policy may work
+        out once what the answers for ``w`` share. Must agree with it."""
+        return lambda job: self.is_victim_candidate(sc, w, job)
 
     def start_wakeup(self, job: RunningJob) -> float | None:
         """A time after a job's start when the policy wants a cycle (e.g. LAS demotion)."""

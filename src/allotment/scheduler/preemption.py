@@ -59,6 +59,7 @@ def _candidates(
         running.values() if teams is None
         else [j for t in teams for j in by_team.get(t, {}).values()]
     )
+    candidate = policy.victim_test(sc, w)
     for job in pool:
         v = job.workload
         if (
@@ -66,7 +67,7 @@ def _candidates(
             or not v.preemptible
             or v.gpu_type != w.gpu_type
             or v.id in sc.doomed
-            or not policy.is_victim_candidate(sc, w, job)
+            or not candidate(job)
         ):
             continue
         if now - job.segment_start < min_run:

@@ -23,12 +23,13 @@ from __future__ import annotations
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.placement import (
+    DomainFree,
     Placement,
     on_one_node,
-    place_across_nodes,
+    place_in_domains,
     place_on_one_node,
 )
-from allotment.scheduler.state import ClusterState
+from allotment.scheduler.state import ClusterState, propagate_occupancy
 
 
 class Snapshot:
@@ -42,7 +43,14 @@ class Snapshot:
         self.free = list(state.free)
         self.held: set[int] = set()
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
-        self.memo: dict[int, float] = {}  # per-cycle cache for policies
+        # values a policy derives from the snapshot's occupancy, per org node (its
+        # fair-share value) and per team (its path of values): an admission or a removal
+        # drops those of the nodes on its team's path and of the teams below them
+        self.node_cache: dict[int, int] = {}
+        self.team_cache: dict[str, tuple[int, ...]] = {}
+        # changes to the occupancy (admissions, removals) per top-level org node: a key
+        # computed for a team since the last change under its top-level node is fresh
+        self.versions: dict[int, int] = {}
         # GPUs promised on a node to jobs waiting for reclaimed GPUs in this cycle
         self.claimed: dict[int, int] = {}
         # smallest gang of each preemption class that found no victims in this cycle
@@ -53,56 +61,43 @@ class Snapshot:
         # cycle), per GPU type: a team's usage net of them is what it keeps
         self.releasing: dict[GpuType, list[int]] = {
             t: [0] * len(org.names) for t in cluster.gpu_types}
-        for job in state.running.values():
-            if job.terminating_since is not None:
-                for node, gpus in job.placement:
-                    self.incoming[node] = self.incoming.get(node, 0) + gpus
-                self.release(job)
+        for job in state.terminating.values():
+            for node, gpus in job.placement:
+                self.incoming[node] = self.incoming.get(node, 0) + gpus
+            self.release(job)
         self.max_node: dict[GpuType, int] = {
-            t: cluster.max_node_gpus(t) for t in cluster.gpu_types
+            t: len(lv) - 1 for t, lv in state.levels.items()
         }
-        self.levels: dict[GpuType, list[set[int]]] = {}
-        for t, ids in cluster.nodes_by_type.items():
-            lv: list[set[int]] = [set() for _ in range(self.max_node[t] + 1)]
-            for i in ids:
-                lv[self.free[i]].add(i)
-            self.levels[t] = lv
+        # the state keeps the placement index and the occupancy up to date; the snapshot
+        # copies them (copies of lists and sets, no scan of nodes, jobs or the org tree)
+        self.levels: dict[GpuType, list[set[int]]] = {
+            t: [b.copy() for b in lv] for t, lv in state.levels.items()}
         # free GPUs on unheld nodes per type: rejects a large gang without a node scan
-        self.type_free: dict[GpuType, int] = {
-            t: sum(self.free[i] for i in ids) for t, ids in cluster.nodes_by_type.items()
-        }
+        self.type_free: dict[GpuType, int] = dict(state.type_free)
+        self._max_fit: dict[GpuType, int] = {}  # see max_fit
+        # free GPUs on unheld nodes per rack and pod, per type
+        self.domain_free: dict[GpuType, DomainFree] = {
+            t: {level: dict(v) for level, v in dom.items()}
+            for t, dom in state.domain_free.items()}
         self.usage = {t: list(u) for t, u in state.usage.items()}
         self.alloc_total = list(state.alloc_total)
-        # occupancy and eff per type, bottom-up
-        self.occ: dict[GpuType, list[int]] = {}
-        self.eff: dict[GpuType, list[int]] = {}
-        self.lock: dict[GpuType, list[int]] = {}
-        order = sorted(range(len(org.names)), key=lambda i: -org.depth[i])
-        for t in cluster.gpu_types:
-            g = org.guaranteed[t]
-            lend = org.lend_limit[t]
-            lock_by = [
-                0 if lend[i] is None else max(0, g[i] - (lend[i] or 0))
-                for i in range(len(org.names))
-            ]
-            occ = [0] * len(org.names)
-            eff = [0] * len(org.names)
-            for i in order:
-                if org.is_team[i]:
-                    occ[i] = self.usage[t][i]
-                eff[i] = max(occ[i], lock_by[i]) if i else occ[i]
-                p = org.parent[i]
-                if p >= 0:
-                    occ[p] += eff[i]
-            self.occ[t], self.eff[t], self.lock[t] = occ, eff, lock_by
+        self.occ: dict[GpuType, list[int]] = {t: list(o) for t, o in state.occ.items()}
+        self.eff: dict[GpuType, list[int]] = {t: list(e) for t, e in state.eff.items()}
+        self.lock: dict[GpuType, list[int]] = state.lock  # fixed per org: never written
 
     # -- free GPUs ---------------------------------------------------------------------
     def _set_free(self, node: int, value: int) -> None:
-        t = self.state.cluster.nodes[node].gpu_type
+        n = self.state.cluster.nodes[node]
+        t = n.gpu_type
         if node not in self.held:
+            self._max_fit.pop(t, None)
             self.levels[t][self.free[node]].discard(node)
             self.levels[t][value].add(node)
-            self.type_free[t] += value - self.free[node]
+            change = value - self.free[node]
+            self.type_free[t] += change
+            dom = self.domain_free[t]
+            dom["rack"][n.rack] += change
+            dom["pod"][n.pod] += change
         self.free[node] = value
 
     def hold(self, nodes: list[int] | tuple[int, ...]) -> None:
@@ -110,9 +105,14 @@ class Snapshot:
         cluster = self.state.cluster
         for node in nodes:
             if node not in self.held:
-                t = cluster.nodes[node].gpu_type
+                n = cluster.nodes[node]
+                t = n.gpu_type
+                self._max_fit.pop(t, None)
                 self.levels[t][self.free[node]].discard(node)
                 self.type_free[t] -= self.free[node]
+                dom = self.domain_free[t]
+                dom["rack"][n.rack] -= self.free[node]
+                dom["pod"][n.pod] -= self.free[node]
                 self.held.add(node)
 
     def room(self, node: int) -> int:
@@ -128,12 +128,14 @@ class Snapshot:
         return on_one_node(w.gpus, self.max_node[w.gpu_type])
 
     def max_fit(self, gpu_type: GpuType) -> int:
-        """Largest single-node gang that fits on unheld nodes now."""
-        lv = self.levels[gpu_type]
-        for f in range(len(lv) - 1, 0, -1):
-            if lv[f]:
-                return f
-        return 0
+        """Largest single-node gang that fits on unheld nodes now (cached until the free
+        GPUs of that type change)."""
+        fit = self._max_fit.get(gpu_type)
+        if fit is None:
+            lv = self.levels[gpu_type]
+            fit = next((f for f in range(len(lv) - 1, 0, -1) if lv[f]), 0)
+            self._max_fit[gpu_type] = fit
+        return fit
 
     def unheld_free(self, gpu_type: GpuType) -> int:
         return self.type_free[gpu_type]
@@ -146,10 +148,23 @@ class Snapshot:
             return None if node is None else ((node, w.gpus),)
         if self.type_free[t] < w.gpus:
             return None
-        cluster = self.state.cluster
-        return place_across_nodes(
-            cluster.nodes, cluster.nodes_by_type[t], self.free, self.held, w.gpus
-        )
+        return place_in_domains(
+            self.state.domains[t], self.state.cluster.nodes_by_type[t], self.domain_free[t],
+            self.type_free[t], self.free, self.held, w.gpus)
+
+    def fits(self, w: Workload) -> bool:
+        """Whether ``place(w)`` would find room, without building the placement: a gang
+        larger than one node fits iff the unheld free GPUs of its type hold it (the "type"
+        level is the last domain tried)."""
+        t = w.gpu_type
+        if w.gpus <= self.max_node[t]:  # single_node(w)
+            return self.max_fit(t) >= w.gpus
+        return self.type_free[t] >= w.gpus
+
+    def version(self, team: str) -> int:
+        """How often the occupancy under ``team``'s top-level org node changed so far."""
+        org = self.state.org
+        return self.versions.get(org.path[org.index[team]][0], 0)
 
     # -- quota -------------------------------------------------------------------------
     def team_index(self, w: Workload) -> int:
@@ -186,21 +201,22 @@ class Snapshot:
 
     def _apply_quota(self, team: str, t: GpuType, g: int) -> None:
         org = self.state.org
-        occ, eff, lock = self.occ[t], self.eff[t], self.lock[t]
-        usage = self.usage[t]
         i = org.index[team]
-        delta = g
+        path = org.path[i]
+        self.versions[path[0]] = self.versions.get(path[0], 0) + 1
+        if self.node_cache:
+            for n in path:
+                self.node_cache.pop(n, None)
+        if self.team_cache:
+            for name in self.state.teams_below(path[0]):
+                self.team_cache.pop(name, None)
+        usage = self.usage[t]
         while i >= 0:
             usage[i] += g
             self.alloc_total[i] += g
-            if delta:
-                occ[i] += delta
-                if i > 0:
-                    new_eff = max(occ[i], lock[i])
-                    delta, eff[i] = new_eff - eff[i], new_eff
-                else:
-                    eff[i] = occ[i]
             i = org.parent[i]
+        propagate_occupancy(org.parent, org.index[team], g, self.occ[t], self.eff[t],
+                            self.lock[t])
 
     def admit(self, w: Workload, placement: Placement) -> None:
         for node, gpus in placement:

@@ -17,6 +17,7 @@ from allotment.domain.cluster import Cluster, GpuType
 from allotment.domain.org import OrgTree
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.errors import InputError
+from allotment.scheduler.placement import DomainFree, DomainIndex, domain_index
 
 BucketKey = tuple[str, GpuType, int]  # (team, gpu type, gang size)
 Domain = tuple[str, int]  # (topology level, domain id) of a reservation
@@ -26,6 +27,22 @@ PendingKey = Callable[[Workload, float], tuple[float | int, ...]]
 def default_pending_key(w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
     """Within one bucket: higher priority class first, then submit time, then sequence."""
     return (-w.priority, w.submit_time, w.seq)
+
+
+def propagate_occupancy(parent: list[int], i: int, gpus: int, occ: list[int],
+                        eff: list[int], lock: list[int]) -> None:
+    """Add ``gpus`` (negative: remove) to team ``i``'s occupancy and carry the change up:
+    O_N += delta; eff_N = max(O_N, lock_N) below the root (eff_root = O_root); the parent's
+    occupancy changes by what eff_N changed, and the walk stops where nothing changes."""
+    delta = gpus
+    while i >= 0 and delta:
+        occ[i] += delta
+        if i > 0:
+            new_eff = max(occ[i], lock[i])
+            delta, eff[i] = new_eff - eff[i], new_eff
+        else:
+            eff[i] = occ[i]
+        i = parent[i]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +113,61 @@ class ClusterState:
         self.pending_sizes: dict[tuple[GpuType, int], int] = {}
         # domain ((level, id)) of each job's reservation in the last cycle: kept sticky
         self.last_reservations: dict[JobId, Domain] = {}
+        self._teams_below: dict[int, list[str]] = {}
+        # jobs told to stop whose GPUs are not back yet (their GPUs are on their way out)
+        self.terminating: dict[JobId, RunningJob] = {}
+        # placement index, kept per GPU type: levels[t][f] = nodes of type t with f free
+        # GPUs; type_free[t] = free GPUs of type t (a snapshot copies both)
+        self.levels: dict[GpuType, list[set[int]]] = {}
+        for t, ids in cluster.nodes_by_type.items():
+            lv: list[set[int]] = [set() for _ in range(cluster.max_node_gpus(t) + 1)]
+            for i in ids:
+                lv[self.free[i]].add(i)
+            self.levels[t] = lv
+        self.type_free: dict[GpuType, int] = {
+            t: sum(self.free[i] for i in ids) for t, ids in cluster.nodes_by_type.items()}
+        # the nodes of each rack and pod, and their free GPUs, per type
+        self.domains: dict[GpuType, DomainIndex] = {
+            t: domain_index(cluster.nodes, ids) for t, ids in cluster.nodes_by_type.items()}
+        self.domain_free: dict[GpuType, DomainFree] = {
+            t: {level: {d: sum(self.free[i] for i in members) for d, members in doms.items()}
+                for level, doms in index.items()}
+            for t, index in self.domains.items()}
+        # hierarchical quota occupancy (see scheduler.snapshot): lock_N = G_N - L_N, the
+        # guarantee N may not lend (fixed per org); occ and eff kept as usage changes
+        self.lock: dict[GpuType, list[int]] = {}
+        self.occ: dict[GpuType, list[int]] = {}
+        self.eff: dict[GpuType, list[int]] = {}
+        for t in cluster.gpu_types:
+            g, lend = org.guaranteed[t], org.lend_limit[t]
+            lock = [0 if lend[i] is None else max(0, g[i] - (lend[i] or 0))
+                    for i in range(len(org.names))]
+            self.lock[t] = lock
+            self.occ[t] = [0] * len(org.names)
+            # eff_N = max(O_N, lock_N) below the root, O_root at the root
+            eff = list(lock)
+            eff[0] = 0
+            self.eff[t] = eff
+            # an internal node's occupancy starts as the sum of its children's eff
+            for i in sorted(range(1, len(org.names)), key=lambda i: -org.depth[i]):
+                p = org.parent[i]
+                self.occ[t][p] += self.eff[t][i]
+                if p > 0:
+                    self.eff[t][p] = max(self.occ[t][p], lock[p])
+                else:
+                    self.eff[t][0] = self.occ[t][0]
 
     # -- queries -------------------------------------------------------------------------
+    def teams_below(self, node: int) -> list[str]:
+        """Names of the teams in org node ``node``'s subtree (cached; the org is fixed)."""
+        below = self._teams_below.get(node)
+        if below is None:
+            org = self.org
+            below = [org.names[i] for i in range(len(org.names))
+                     if org.is_team[i] and node in org.path[i]]
+            self._teams_below[node] = below
+        return below
+
     def pending_jobs(self) -> Iterator[Workload]:
         for key in sorted(self.buckets):
             yield from self.buckets[key].jobs
@@ -215,6 +285,21 @@ class ClusterState:
             usage[i] += gpus
             self.alloc_total[i] += gpus
             i = self.org.parent[i]
+        propagate_occupancy(self.org.parent, self.org.index[team], gpus,
+                            self.occ[gpu_type], self.eff[gpu_type], self.lock[gpu_type])
+
+    def _set_free(self, node: int, value: int) -> None:
+        t = self.cluster.nodes[node].gpu_type
+        lv = self.levels[t]
+        lv[self.free[node]].discard(node)
+        lv[value].add(node)
+        change = value - self.free[node]
+        self.type_free[t] += change
+        n = self.cluster.nodes[node]
+        dom = self.domain_free[t]
+        dom["rack"][n.rack] += change
+        dom["pod"][n.pod] += change
+        self.free[node] = value
 
     def start(
         self,
@@ -237,7 +322,7 @@ class ClusterState:
                 raise ValueError(f"placement of {job_id} on node {node} is not possible")
         w, attained = self._remove_at(bucket, pos)
         for node, gpus in placement:
-            free[node] -= gpus
+            self._set_free(node, free[node] - gpus)
         self._account(w.team, w.gpu_type, w.gpus, now)
         job = RunningJob(w, placement, now, attained, checkpoint_interval_s,
                          borrowed_gpus=borrowed_gpus)
@@ -249,13 +334,15 @@ class ClusterState:
         job = self.running[job_id]
         if job.terminating_since is None:
             job.terminating_since = now
+        self.terminating[job_id] = job
 
     def stop(self, job_id: JobId, now: float) -> RunningJob:
         """Release a running job's GPUs (finished, failed, cancelled or preempted)."""
         job = self.running.pop(job_id)
         del self.running_by_team[job.workload.team][job_id]
+        self.terminating.pop(job_id, None)
         for node, gpus in job.placement:
-            self.free[node] += gpus
+            self._set_free(node, self.free[node] + gpus)
         w = job.workload
         self._account(w.team, w.gpu_type, -w.gpus, now)
         return job

@@ -199,7 +199,7 @@ def simulate(
                 last_decisions = Decisions()
             continue
         cycles += 1
-        d = decide(state, policy, now)
+        d = decide(state, policy, now, reasons=observer is not None)
         path.apply(d, state, policy, sink, now, journal)
         for r in d.rejects:
             recorder.rejected(r.job_id)

@@ -115,6 +115,7 @@ class MetricsRecorder:
             for i in self.team_idx
         }
         self.rejected_ids: set[JobId] = set()
+        self.team_rows = [(i, org.names[i], self.teams[org.names[i]]) for i in self.team_idx]
 
     def rejected(self, job_id: JobId) -> None:
         self.rejected_ids.add(job_id)
@@ -129,25 +130,24 @@ class MetricsRecorder:
         state = self.state
         cluster = state.cluster
         free = state.free
-        alloc = self.capacity - sum(free)
+        alloc = self.capacity - sum(state.type_free.values())
         self.alloc_gpu_s += alloc * dt
         self._bin(self.t, now, alloc)
         held = {n for r in d.reservations for n in r.nodes}
-        for t, ids in cluster.nodes_by_type.items():
-            reserved = 0
-            unheld = 0
+        for t, type_free in state.type_free.items():
+            # from the state's per-type aggregates: free GPUs on held (reserved) nodes,
+            # on the others, and the largest free block on an unheld node
+            reserved = sum(free[i] for i in held if cluster.nodes[i].gpu_type == t)
+            unheld = type_free - reserved
             biggest = 0
-            for i in ids:
-                f = free[i]
-                if i in held:
-                    reserved += f
-                else:
-                    unheld += f
-                    if f > biggest:
-                        biggest = f
+            levels = state.levels[t]
+            for f in range(len(levels) - 1, 0, -1):
+                if levels[f] and (not held or not levels[f] <= held):
+                    biggest = f
+                    break
             self.reserved_gpu_s += reserved * dt
             if unheld and state.pending_sizes:
-                node_max = cluster.max_node_gpus(t)
+                node_max = len(levels) - 1
                 fitting = 0
                 for (pt, size), count in state.pending_sizes.items():
                     if pt == t and (size <= biggest if on_one_node(size, node_max)
@@ -170,21 +170,15 @@ class MetricsRecorder:
     def _teams(self, dt: float) -> None:
         state = self.state
         org = state.org
-        min_gang: dict[tuple[str, str], int] = {}
-        for team, t, size in state.buckets:
-            k = (team, t)
-            if size < min_gang.get(k, 1 << 30):
-                min_gang[k] = size
+        min_gang: dict[tuple[str, str], int] | None = None  # worked out when first needed
         h = dt / 3600.0
         for t in org.gpu_types:
             usage = state.usage[t]
             pending = state.pending_gpus[t]
             guaranteed = org.guaranteed[t]
-            for i in self.team_idx:
+            for i, name, tm in self.team_rows:
                 u = usage[i]
                 g = guaranteed[i]
-                name = org.names[i]
-                tm = self.teams[name]
                 tm.gpu_hours += u * h
                 if g <= 0:
                     continue
@@ -193,7 +187,16 @@ class MetricsRecorder:
                 tm.demanded_entitled_gpu_h += min(demand, g) * h
                 if demand >= g:
                     tm.demand_at_guarantee_h += h
-                    if u >= g or min_gang.get((name, t), 1 << 30) > g - u:
+                    if u >= g:
+                        tm.satisfied_h += h
+                        continue
+                    if min_gang is None:
+                        min_gang = {}
+                        for team, gt, size in state.buckets:
+                            k = (team, gt)
+                            if size < min_gang.get(k, 1 << 30):
+                                min_gang[k] = size
+                    if min_gang.get((name, t), 1 << 30) > g - u:
                         tm.satisfied_h += h
 
     def finish(self, jobs: Mapping[JobId, JobRecord], t_end: float) -> RunMetrics:
