@@ -23,10 +23,11 @@ from allotment.domain.jobstate import JobState
 from allotment.domain.org import OrgTree
 from allotment.domain.period import Period
 from allotment.scheduler import apply as path
+from allotment.scheduler.ledger import make_ledger
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState, SchedulerMemory
 from allotment.service.loop.rows import Run, idle_windows, job_id, workload
-from allotment.storage import inbox, repo
+from allotment.storage import budgets, inbox, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import JobRow
 
@@ -214,7 +215,13 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
     for j in jobrepo.pending_brief(s):
         live.add_pending(j, now, obs)
     if live.state is not None:
+        # the budgets of the quota period in force (the plan's month, or the org file's),
+        # set once the active jobs are back, so that re-adding them counts nothing
+        live.state.ledger = make_ledger(cfg.credit_half_life_s, cfg.credit_cap,
+                                        budgets.of_period(s, live.period), live.period)
         live.state.restore(load_memory(s))
+        if live.state.ledger.time is None:
+            live.state.ledger.time = now
     if previous is not None:
         for t, jid, attempt in previous.wakes:
             if not jid or (jid in live.runs and live.runs[jid].attempt == attempt):
