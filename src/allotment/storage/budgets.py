@@ -26,3 +26,20 @@ def of_period(s: Session, period: str) -> Budgets:
         if rows:
             return {(r.team, GpuType(r.gpu_type)): r.gpu_hours for r in rows}
     return {}
+
+
+def used_in(s: Session, period: str, now: float) -> dict[tuple[str, GpuType], float]:
+    """GPU-seconds used per (team, GPU type) in ``period`` up to ``now``, from the hourly
+    usage rows (``default``: all of them)."""
+    from allotment.domain.period import Period
+    from allotment.storage import usage
+
+    if period == "default":
+        start, end = 0, int(now) + 1
+    else:
+        start, end = Period.parse(period).start, Period.parse(period).end
+    out: dict[tuple[str, GpuType], float] = {}
+    for r in usage.rows_between(s, start, end):
+        key = (r.team, GpuType(r.gpu_type))
+        out[key] = out.get(key, 0.0) + r.used_gpu_s
+    return out

@@ -217,11 +217,18 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
     if live.state is not None:
         # the budgets of the quota period in force (the plan's month, or the org file's),
         # set once the active jobs are back, so that re-adding them counts nothing
-        live.state.ledger = make_ledger(cfg.credit_half_life_s, cfg.credit_cap,
-                                        budgets.of_period(s, live.period), live.period)
-        live.state.restore(load_memory(s))
-        if live.state.ledger.time is None:
-            live.state.ledger.time = now
+        ledger = live.state.ledger = make_ledger(
+            cfg.credit_half_life_s, cfg.credit_cap, budgets.of_period(s, live.period),
+            live.period)
+        memory = load_memory(s)
+        live.state.restore(memory)
+        if ledger.budget_gpu_s and memory.ledger.get("period") != live.period:
+            # a period this scheduler has not counted yet: what was used in it so far
+            ledger.used_gpu_s = {k: v for k, v in budgets.used_in(s, live.period, now).items()
+                                 if k in ledger.budget_gpu_s}
+            ledger.time = None
+        if ledger.time is None:
+            ledger.time = now
     if previous is not None:
         for t, jid, attempt in previous.wakes:
             if not jid or (jid in live.runs and live.runs[jid].attempt == attempt):
