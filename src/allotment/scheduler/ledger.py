@@ -184,6 +184,16 @@ class Ledger:
         return out
 
     # -- persistence ----------------------------------------------------------------------
+    def at(self, state: ClusterState, now: float) -> Ledger:
+        """A copy integrated up to ``now`` (this ledger is left as it is): what to save.
+        Integrating in two steps gives the same values as in one (the cap included: with
+        a constant rate the curve moves monotonically towards its limit)."""
+        copy = Ledger(self.budget_gpu_s, self.period, self.credit_half_life_s,
+                      self.credit_cap, dict(self.used_gpu_s), dict(self.over_since),
+                      dict(self.warned), dict(self.credit_gpu_s), self.time)
+        copy.advance(state, now)
+        return copy
+
     def to_json(self) -> dict[str, object]:
         def keyed(d: dict[BudgetKey, float] | dict[BudgetKey, int]) -> list[list[object]]:
             return [[team, str(t), v] for (team, t), v in sorted(d.items())]

@@ -178,15 +178,18 @@ class SchedulerLoop:
         with self.db.session() as s:  # 10 (budget warnings with the memory that records them)
             if live.state is not None and live.state.ledger.budget_gpu_s:
                 budget_warn(s, live.state, now)
-            world.save_memory(s, live)
+            world.save_memory(s, live, now)
         self._import_usage(now)
         report.timed("memory", t)
 
     def _world(self, now: float, report: TickReport, force: bool = False) -> bool:
         """Build the in-memory state when there is none, the shape changed, or a new month
-        began (its published quotas apply); stop the jobs on nodes that went away."""
+        began (its published quotas and its budgets apply); stop the jobs on nodes that
+        went away."""
         live = self.live
-        if not force and live is not None and live.period == live.period_at(now):
+        if (not force and live is not None and live.period == live.period_at(now)
+                and (live.state is None
+                     or live.state.ledger.period == live.budget_period(now))):
             return False
         with self.db.session() as s:
             self.live = world.build(s, now, self.policy, self.observer, previous=live,

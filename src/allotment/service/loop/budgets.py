@@ -59,3 +59,13 @@ def over_note(st: ClusterState, team: str, gpu_type: GpuType, now: float) -> str
     share = used / budget * 100 if budget > 0 else 100.0
     return (f"team {team} is {share:.0f}% of its {budget / 3600:,.0f} GPU-hour budget for "
             f"{_period_words(ledger.period)}; its jobs run on idle GPUs only")
+
+
+def credit_note(st: ClusterState, team: str, now: float) -> str | None:
+    """"credit for lending: 120 GPU-hours (lowers its fair-share value when it borrows)",
+    when the team has credit; else None."""
+    credit = st.ledger.credit_at(st, team, now) / 3600
+    if credit < 0.005:
+        return None
+    return f"credit for lending: {credit:,.2f} GPU-hours (lowers its fair-share value when " \
+           "it borrows)"
