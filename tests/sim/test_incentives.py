@@ -122,3 +122,14 @@ def test_over_budget_work_goes_after_teams_within_budget() -> None:
     assert r.jobs["o1"].first_start == 7800.0
     plain = simulate(jobs, c, o, make_policy("fairshare"), SimConfig())
     assert plain.jobs["o1"].first_start == 7200.0
+
+
+def test_zero_budget_is_over_from_the_start() -> None:
+    """A budget of 0 GPU-hours: over from the team's first GPU-second; its work still runs
+    on idle GPUs."""
+    c = cluster(16)
+    o = org([team("z", 8), team("ok", 8)], 16)
+    jobs = [job("z0", "z", 8, 0.0, 600.0, seq=0), job("k0", "ok", 8, 100.0, 600.0, seq=1)]
+    r = simulate(jobs, c, o, make_policy("fairshare"), SimConfig(), budgets={("z", GPU): 0.0})
+    assert r.jobs["z0"].finish == 600.0
+    assert r.ledger is not None and r.ledger.over_since[("z", GPU)] == 0.0

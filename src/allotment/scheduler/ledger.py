@@ -60,7 +60,8 @@ class Ledger:
     warned: dict[BudgetKey, int] = field(default_factory=dict)  # highest WARN_AT sent
     credit_gpu_s: dict[str, float] = field(default_factory=dict)
     time: float | None = None  # everything above is integrated up to here
-    _rates: tuple[float, dict[str, float]] | None = None  # r_T, valid from ``time`` on
+    # r_T, valid from ``time`` on, for the state's shape then (time, running, pending)
+    _rates: tuple[tuple[float, int, int], dict[str, float]] | None = None
 
     @property
     def active(self) -> bool:
@@ -86,8 +87,10 @@ class Ledger:
                 continue
             used = self.used_gpu_s.get(key, 0.0)
             gain = usage[i] * dt
-            if used < budget <= used + gain and key not in self.over_since:
-                self.over_since[key] = t0 + (budget - used) / usage[i]
+            if key not in self.over_since and used + gain >= budget:
+                # when U reached B (a budget of 0, or one reached before: at t0)
+                self.over_since[key] = t0 + max(0.0, budget - used) / usage[i] if (
+                    usage[i] and budget > used) else t0
             self.used_gpu_s[key] = used + gain
         if self.credit_half_life_s is not None:
             rates = self.rates(state)
@@ -102,7 +105,8 @@ class Ledger:
 
     def rates(self, state: ClusterState) -> dict[str, float]:
         """r_T for every team lending now (cached until the next ``advance``)."""
-        t = self.time if self.time is not None else 0.0
+        t = (self.time if self.time is not None else 0.0, len(state.running),
+             state.num_pending)
         if self._rates is not None and self._rates[0] == t:
             return self._rates[1]
         org = state.org
