@@ -13,7 +13,7 @@ from allotment.policies import SchedulerConfig, make_policy
 from allotment.scheduler.config import LasPreemption
 from allotment.scheduler.snapshot import Snapshot
 from allotment.sim.engine import SimConfig, simulate
-from tests.builders import cluster, job, org, team
+from tests.builders import GPU, cluster, job, org, team
 
 
 def _trace(seed: int) -> list[Workload]:
@@ -24,10 +24,13 @@ def _trace(seed: int) -> list[Workload]:
             for k in range(300)]
 
 
-@pytest.mark.parametrize(("policy", "las"), [
-    ("las", LasPreemption.NONE), ("fairshare", LasPreemption.NONE),
-    ("fairshare", LasPreemption.TEAM), ("fairshare", LasPreemption.SURPLUS)])
-def test_victim_test_agrees_with_is_victim_candidate(policy: str, las: LasPreemption) -> None:
+@pytest.mark.parametrize(("policy", "las", "budget"), [
+    ("las", LasPreemption.NONE, False), ("fairshare", LasPreemption.NONE, False),
+    ("fairshare", LasPreemption.TEAM, False), ("fairshare", LasPreemption.SURPLUS, False),
+    ("fairshare", LasPreemption.SURPLUS, True)])
+def test_victim_test_agrees_with_is_victim_candidate(policy: str, las: LasPreemption,
+                                                     budget: bool) -> None:
+    """(with ``budget``: team a has a GPU-hour budget it soon passes, so it only borrows)"""
     cfg = SchedulerConfig(grace_s=30.0, min_runtime_s=0.0, las_threshold_gpu_s=2_000.0,
                           las_preemption=las)
     p = make_policy(policy, cfg)
@@ -47,5 +50,6 @@ def test_victim_test_agrees_with_is_victim_candidate(policy: str, las: LasPreemp
     p.victim_test = checking  # type: ignore[method-assign]
     for seed in range(3):
         simulate(_trace(seed), cluster(32),
-                 org([team("a", 8), team("b", 8), team("c", 16)], 32), p, SimConfig())
+                 org([team("a", 8), team("b", 8), team("c", 16)], 32), p, SimConfig(),
+                 budgets={("a", GPU): 20 * 3600.0} if budget else None)
     assert checked[True] > 20 and checked[False] > 20  # both answers were exercised

@@ -102,18 +102,24 @@ def cancel(job_id: Annotated[int, typer.Argument(help="job id")]) -> None:
 @app.command()
 def usage(period: Annotated[str | None, typer.Option(help="YYYY-MM (default: now)")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """GPU-hours per team: used, borrowed, lent, idle-allocated, and the hoarding score."""
+    """GPU-hours per team: used, borrowed, lent, idle-allocated, the hoarding score, the
+    period's budget and what is left of it, and the credit for lending."""
     rows = _call("GET", "/v1/usage", params={"period": period} if period else {})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     t = Table(title=f"Usage {period or 'this month'} (GPU-hours)")
     for col in ("team", "type", "used", "borrowed", "lent", "idle-allocated", "guaranteed",
-                "hoarding"):
+                "hoarding", "budget", "remaining", "credit"):
         t.add_column(col, justify="left" if col in ("team", "type") else "right")
+
+    def hours(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     for r in rows:
         t.add_row(r["team"], r["gpu_type"], f"{r['used_gpu_hours']:.2f}",
                   f"{r['borrowed_gpu_hours']:.2f}", f"{r['lent_gpu_hours']:.2f}",
                   f"{r['idle_allocated_gpu_hours']:.2f}", f"{r['guaranteed_gpu_hours']:.2f}",
-                  f"{r['hoarding_score']:.2f}")
+                  f"{r['hoarding_score']:.2f}", hours(r.get("budget_gpu_hours")),
+                  hours(r.get("remaining_gpu_hours")), hours(r.get("credit_gpu_hours")))
     console.print(t)

@@ -51,7 +51,9 @@ def _inventory_here(fake_gpus: int | None, gpu_type: str | None) -> list[dict[st
 def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: float,
                  idle_reclaim_after_s: float, idle_threshold: float, escalation_s: float,
                  webhook: str | None, min_runtime_s: float | None = None,
-                 checkpoint_s: float | None = None, las_preemption: str | None = None) -> Any:
+                 checkpoint_s: float | None = None, las_preemption: str | None = None,
+                 credit_half_life_s: float | None = None,
+                 credit_cap: float | None = None) -> Any:
     """The loop's settings around one ``SchedulerConfig`` (the defaults of
     ``scheduler.config``, as ``allot simulate`` has them, unless an option says otherwise)."""
     from allotment.scheduler.config import DEFAULTS, LasPreemption
@@ -62,7 +64,9 @@ def _loop_config(policy: str, tick_s: float, grace_s: float, idle_window_s: floa
         min_runtime_s=DEFAULTS.min_runtime_s if min_runtime_s is None else min_runtime_s,
         checkpoint_s=DEFAULTS.checkpoint_s if checkpoint_s is None else checkpoint_s,
         las_preemption=DEFAULTS.las_preemption if las_preemption is None
-        else LasPreemption.parse(las_preemption, "las-preemption"))
+        else LasPreemption.parse(las_preemption, "las-preemption"),
+        credit_half_life_s=credit_half_life_s,
+        credit_cap=DEFAULTS.credit_cap if credit_cap is None else credit_cap)
     return LoopConfig(scheduler=sched, tick_s=tick_s,
                       idle_window_s=idle_window_s, idle_reclaim_after_s=idle_reclaim_after_s,
                       idle_threshold_pct=idle_threshold, escalation_s=escalation_s,
@@ -161,6 +165,10 @@ CheckpointS = Annotated[float, typer.Option(
     help="a job's checkpoint interval (s), assumed when it reports none (lost-work estimates)")]
 LasPreemptionOpt = Annotated[str, typer.Option(
     help="fairshare: queue-2 jobs a queue-1 job may preempt: none, team or surplus")]
+CreditHalfLifeS = Annotated[float | None, typer.Option(
+    help="credit for lending: its half-life in s (off without it)")]
+CreditCap = Annotated[float, typer.Option(
+    help="credit cap: this many x guarantee x credit half-life")]
 IdleWindowS = Annotated[float, typer.Option(help="idle this long: warned")]
 IdleReclaimAfterS = Annotated[float, typer.Option(help="then reclaimed after")]
 IdleThreshold = Annotated[float, typer.Option(help="idle below this % utilisation")]
@@ -205,6 +213,8 @@ def serve(
     min_runtime_s: MinRuntimeS = DEFAULTS.min_runtime_s,
     checkpoint_s: CheckpointS = DEFAULTS.checkpoint_s or 1800.0,
     las_preemption: LasPreemptionOpt = str(DEFAULTS.las_preemption),
+    credit_half_life_s: CreditHalfLifeS = DEFAULTS.credit_half_life_s,
+    credit_cap: CreditCap = DEFAULTS.credit_cap,
     idle_window_s: IdleWindowS = 1800.0,
     idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
     idle_threshold: IdleThreshold = 5.0,
@@ -226,7 +236,8 @@ def serve(
     try:
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
-            escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption),
+            escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption,
+            credit_half_life_s, credit_cap),
             lease_ttl_s=lease_ttl_s)
         web = {"session_ttl_s": session_ttl_s, "auth_fail_limit": auth_fail_limit,
                "auth_fail_window_s": auth_fail_window_s,
@@ -250,6 +261,8 @@ def scheduler_cmd(
     min_runtime_s: MinRuntimeS = DEFAULTS.min_runtime_s,
     checkpoint_s: CheckpointS = DEFAULTS.checkpoint_s or 1800.0,
     las_preemption: LasPreemptionOpt = str(DEFAULTS.las_preemption),
+    credit_half_life_s: CreditHalfLifeS = DEFAULTS.credit_half_life_s,
+    credit_cap: CreditCap = DEFAULTS.credit_cap,
     idle_window_s: IdleWindowS = 1800.0,
     idle_reclaim_after_s: IdleReclaimAfterS = 600.0,
     idle_threshold: IdleThreshold = 5.0,
@@ -270,7 +283,8 @@ def scheduler_cmd(
     try:
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
-            escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption),
+            escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption,
+            credit_half_life_s, credit_cap),
             lease_ttl_s=lease_ttl_s)
         database = Database(db, data_dir)
         private_service_files(data_dir, database.url)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from allotment.cli.app import _fail, app, console, err_console, load_yaml
 from allotment.domain.cluster import GpuType, make_cluster
 from allotment.domain.org import OrgTree
-from allotment.domain.orgspec import org_from_data
+from allotment.domain.orgspec import budgets_from_data, org_from_data
 from allotment.domain.workload import JobId
 from allotment.errors import AllotmentError, InputError, OrgFileError
 from allotment.policies import make_policy
@@ -43,6 +43,11 @@ def simulate(
     limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
     plots: Annotated[bool, typer.Option(help="draw PNG plots")] = True,
     events: Annotated[bool, typer.Option(help="write events.csv per policy")] = False,
+    credit_half_life_s: Annotated[float | None, typer.Option(
+        help="credit for lending: its half-life in s (off without it)")] = (
+            DEFAULTS.credit_half_life_s),
+    credit_cap: Annotated[float, typer.Option(
+        help="credit cap: this many x guarantee x credit half-life")] = DEFAULTS.credit_cap,
     engine: Annotated[str, typer.Option(
         help="memory (the in-memory simulator) or service (the real scheduler loop on a "
              "temporary SQLite database, with a virtual clock)")] = "memory",
@@ -81,8 +86,11 @@ def simulate(
         cluster = make_cluster(per_type, gpus_per_node, nodes_per_rack, racks_per_pod)
         capacity = {GpuType(t): cluster.capacity(GpuType(t)) for t in types}
         tree: OrgTree
+        budgets: dict[tuple[str, GpuType], float] = {}
         if org is not None:
-            tree = org_from_data(load_yaml(org, "org"), capacity)
+            org_data = load_yaml(org, "org")
+            tree = org_from_data(org_data, capacity)
+            budgets = budgets_from_data(org_data, tree)
             missing = sorted({w.team for w in jobs} - set(tree.team_ids))
             if missing:
                 raise OrgFileError("org", f"teams in the trace but not in {org}: {missing[:10]}")
@@ -96,7 +104,8 @@ def simulate(
         cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s,
                               checkpoint_s=checkpoint_s,
                               las_preemption=LasPreemption.parse(las_preemption,
-                                                                 "las-preemption"))
+                                                                 "las-preemption"),
+                              credit_half_life_s=credit_half_life_s, credit_cap=credit_cap)
         out.mkdir(parents=True, exist_ok=True)
     except AllotmentError as exc:
         _fail(exc)
@@ -115,10 +124,10 @@ def simulate(
                 from allotment.service.replay import replay
 
                 res = replay(jobs, cluster, tree, dataclasses.replace(cfg, policy=name),
-                             sim_cfg, progress=advance)
+                             sim_cfg, progress=advance, budgets=budgets)
             else:
                 res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg,
-                              progress=advance)
+                              progress=advance, budgets=budgets)
             results.append(res)
             if events:
                 with (out / f"events-{name}.csv").open("w", newline="") as fh:
@@ -130,7 +139,8 @@ def simulate(
     meta = {"trace": str(path), "gpus": cluster.total_gpus, "gpus_per_node": gpus_per_node,
             "nodes": len(cluster.nodes), "jobs": len(jobs), "grace_s": grace_s,
             "min_runtime_s": min_runtime_s, "checkpoint_s": checkpoint_s,
-            "las_preemption": las_preemption, "engine": engine}
+            "las_preemption": las_preemption, "engine": engine,
+            "credit_half_life_s": credit_half_life_s}
     doc = summary(results, meta)
     json_path = write_json(doc, out)
     console.print(table(results, f"{trace}: {len(jobs):,} jobs on {cluster.total_gpus} GPUs "

@@ -56,10 +56,27 @@ class OrgNodeSpec(BaseModel):
         return v
 
 
+class BudgetSpec(BaseModel):
+    """``budgets: [{team, gpu_type, gpu_hours}]`` beside ``org:`` (a GPU-hour budget per
+    team and GPU type for the period; ``gpu_type`` optional with one type)."""
+
+    model_config = STRICT
+
+    team: str = Field(min_length=1, max_length=128)
+    gpu_type: str | None = Field(default=None, min_length=1, max_length=64)
+    gpu_hours: float = Field(ge=0, le=1e12)
+
+    @field_validator("gpu_hours", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class OrgSpec(BaseModel):
     model_config = STRICT
 
     org: list[OrgNodeSpec] = Field(min_length=1)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
 
 
 def idle_windows(data: Any) -> dict[str, float]:
@@ -126,6 +143,40 @@ def org_from_data(data: Any, capacity: Mapping[GpuType, int]) -> OrgTree:
     except Exception as exc:  # InputError / ConfigurationError from the tree itself
         field = getattr(exc, "field", "org")
         raise OrgFileError(field, getattr(exc, "message", str(exc))) from None
+
+
+def budgets_from_data(data: Any, tree: OrgTree) -> dict[tuple[str, GpuType], float]:
+    """The ``budgets`` of an org file (GPU-hours per team and GPU type), checked against
+    ``tree``; raises ``OrgFileError`` naming the field, e.g. ``budgets[1].team``."""
+    try:
+        spec = OrgSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise OrgFileError(_loc(tuple(err["loc"])), err["msg"]) from None
+    return budgets_of(spec.budgets, tree, "budgets")
+
+
+def budgets_of(specs: list[BudgetSpec], tree: OrgTree,
+               where: str) -> dict[tuple[str, GpuType], float]:
+    out: dict[tuple[str, GpuType], float] = {}
+    for k, b in enumerate(specs):
+        i = tree.index.get(b.team)
+        if i is None or not tree.is_team[i]:
+            raise OrgFileError(f"{where}[{k}].team", f"{b.team!r} is not a team of the org")
+        if b.gpu_type is None:
+            if len(tree.gpu_types) != 1:
+                raise OrgFileError(f"{where}[{k}].gpu_type",
+                                   f"required: the cluster has {list(tree.gpu_types)}")
+            t = tree.gpu_types[0]
+        elif b.gpu_type not in tree.gpu_types:
+            raise OrgFileError(f"{where}[{k}].gpu_type", f"unknown GPU type {b.gpu_type!r}; "
+                               f"cluster has {list(tree.gpu_types)}")
+        else:
+            t = GpuType(b.gpu_type)
+        if (b.team, t) in out:
+            raise OrgFileError(f"{where}[{k}]", f"a second budget for {b.team} and {t}")
+        out[(b.team, t)] = b.gpu_hours
+    return out
 
 
 def org_to_data(tree: OrgTree) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from allotment.domain.cluster import GpuType
 from allotment.domain.period import Period
 from allotment.storage import usage
 
@@ -51,3 +52,46 @@ def history_for(s: Session, period: Period) -> dict[str, dict[str, float]]:
         h["used_gpu_hours"] += row.used_gpu_s / 3600
         h["idle_gpu_hours"] += row.idle_gpu_s / 3600
     return out
+
+
+MEMORY_KEY = "scheduler_memory"  # the scheduler loop's memory (service.loop.live.MEMORY_KEY)
+
+
+def credits_now(s: Session) -> dict[str, float]:
+    """Each team's credit for lending (GPU-hours) as the scheduler last saved it."""
+    import json
+
+    from allotment.storage import repo
+
+    raw = repo.get_setting(s, MEMORY_KEY)
+    try:
+        ledger = json.loads(raw).get("ledger") or {} if raw else {}
+        return {str(k): float(v) / 3600 for k, v in (ledger.get("credit") or {}).items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def with_budgets(s: Session, rows: list[dict[str, Any]], period: Period) -> list[dict[str, Any]]:
+    """``usage_summary`` rows with each team's budget for the period (its own, else the
+    org file's), the GPU-hours left of it (budget - used, never below 0) and its credit
+    for lending; a team with a budget and no usage yet gets a row of its own."""
+    from allotment.storage import budgets
+
+    plan = budgets.of_period(s, str(period))
+    credit = credits_now(s)
+    by_key = {(r["team"], r["gpu_type"]): r for r in rows}
+    for team, t in plan:
+        if (team, str(t)) not in by_key:
+            row = {"team": team, "gpu_type": str(t), "period": str(period), "preemptions": 0,
+                   "used_gpu_hours": 0.0, "borrowed_gpu_hours": 0.0, "lent_gpu_hours": 0.0,
+                   "idle_allocated_gpu_hours": 0.0, "guaranteed_gpu_hours": 0.0,
+                   "hoarding_score": 0.0}
+            rows.append(row)
+            by_key[(team, str(t))] = row
+    for (team, t), r in by_key.items():
+        budget = plan.get((team, GpuType(t)))
+        r["budget_gpu_hours"] = None if budget is None else round(budget, 4)
+        r["remaining_gpu_hours"] = (None if budget is None
+                                    else round(max(0.0, budget - r["used_gpu_hours"]), 4))
+        r["credit_gpu_hours"] = round(credit.get(team, 0.0), 4)
+    return sorted(rows, key=lambda r: (r["team"], r["gpu_type"]))

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from allotment.domain.cluster import GpuType
 from allotment.domain.period import Period
 from allotment.errors import InputError
 from allotment.governance import accounting
@@ -23,6 +24,7 @@ from allotment.planner.report import compare as compare_allocations
 from allotment.planner.report import to_json
 from allotment.planner.scenario import Scenario, parse_scenario
 from allotment.storage import audit, inbox, repo
+from allotment.storage import budgets as budget_rows
 from allotment.storage import plans as stored
 from allotment.storage import requests as stored_requests
 from allotment.storage.models import OrgNodeRow, PlanRow
@@ -135,6 +137,12 @@ def publish(s: Session, row: PlanRow, actor: str, now: float) -> None:
             planned[key] = sum(n for (team, t), n in planned.items() if t == default.gpu_type
                                and team in teams and _under(parents, team, default.org_node))
     repo.replace_period_quotas(s, row.period, planned, f"plan:{row.id}")
+    plan_budgets = {(b["team"], GpuType(b["gpu_type"])): float(b["gpu_hours"])
+                    for b in row.scenario.get("budgets") or []}
+    unknown = sorted({team for team, _ in plan_budgets} - teams)
+    if unknown:
+        raise InputError("scenario.budgets", f"teams {unknown} are not teams of the stored org")
+    budget_rows.set_period(s, row.period, plan_budgets, f"plan:{row.id}")
     # the published quotas must fit the inventory now (an over-full plan is refused)
     try:
         repo.load_org(s, Period.parse(row.period).start)
@@ -142,11 +150,13 @@ def publish(s: Session, row: PlanRow, actor: str, now: float) -> None:
         raise InputError("plan", f"published quotas do not fit the inventory: {exc}") from None
     row.status, row.published_at = stored.PUBLISHED, now
     inbox.note(s, inbox.Change.RESHAPE)
+    data: dict[str, Any] = {"period": row.period, "guaranteed": {
+        f"{a['team']}/{a['gpu_type']}": a["allocated"] for a in row.result["teams"].values()}}
+    if plan_budgets:
+        data["budget_gpu_hours"] = {f"{team}/{t}": h
+                                    for (team, t), h in sorted(plan_budgets.items())}
     audit.append(s, now, actor, "plan.published", f"plan:{row.id}",
-                 f"quotas for {row.period} set from plan {row.id}",
-                 {"period": row.period, "guaranteed": {
-                     f"{a['team']}/{a['gpu_type']}": a["allocated"]
-                     for a in row.result["teams"].values()}})
+                 f"quotas for {row.period} set from plan {row.id}", data)
 
 
 def _under(parents: dict[str, str | None], node: str, ancestor: str) -> bool:

@@ -27,6 +27,8 @@
         tags: [llm, pretraining]
     history:                        # optional, last period, per team
       llm-a: {allocated_gpus: 2000, used_gpu_hours: 1300000, idle_gpu_hours: 1840}
+    budgets:                        # optional: GPU-hour budgets of the period, set on publish
+      - {team: llm-a, gpu_type: h100, gpu_hours: 4000000}   # gpu_type optional with one type
 
 Errors name the path of the bad field, e.g. ``requests[3].min_gpus``.
 """
@@ -101,6 +103,16 @@ class HistorySpec(BaseModel):
     idle_gpu_hours: float = Field(default=0.0, ge=0)
 
 
+class BudgetSpec(BaseModel):
+    """A team's GPU-hour budget for the period (``scheduler.ledger``)."""
+
+    model_config = STRICT
+
+    team: str = Field(min_length=1, max_length=128)
+    gpu_type: str | None = Field(default=None, min_length=1, max_length=64)
+    gpu_hours: float = Field(ge=0, le=1e12)
+
+
 class Scenario(BaseModel):
     model_config = STRICT
 
@@ -113,6 +125,7 @@ class Scenario(BaseModel):
     org: list[OrgWeightSpec] = Field(min_length=1)
     requests: list[RequestSpec] = Field(default_factory=list)
     history: dict[str, HistorySpec] = Field(default_factory=dict)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
     other_period_requests: int = 0
     _org_maps: tuple[dict[str, str | None], dict[str, float], list[str]] | None = (
         PrivateAttr(default=None))
@@ -142,6 +155,19 @@ class Scenario(BaseModel):
         self.other_period_requests = sum(
             1 for r in self.requests if r.period is not None and r.period != self.period)
         self.requests = [r for r in self.requests if r.period in (None, self.period)]
+        types = sorted(self.capacity())
+        seen: set[tuple[str, str]] = set()
+        for k, b in enumerate(self.budgets):
+            if b.gpu_type is None:
+                if len(types) != 1:
+                    raise ValueError(f"budgets[{k}].gpu_type: required with GPU types {types}")
+                b.gpu_type = types[0]
+            elif b.gpu_type not in types:
+                raise ValueError(f"budgets[{k}].gpu_type: {b.gpu_type!r} is not in the "
+                                 f"inventory ({types})")
+            if (b.team, b.gpu_type) in seen:
+                raise ValueError(f"budgets[{k}]: a second budget for {b.team} and {b.gpu_type}")
+            seen.add((b.team, b.gpu_type))
         return self
 
     def capacity(self) -> dict[str, int]:

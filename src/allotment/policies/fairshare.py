@@ -4,7 +4,8 @@ whoever waits, borrowed GPUs reclaimed by preemption, usage-aware ordering.
 Admission order, lowest key first:
     (beyond-guarantee?, LAS queue if beyond, fair-share path, team, -priority class,
      LAS queue, submit, sequence)
-so work within a team's guarantee goes before borrowing work, and borrowers are served by
+so work within a team's guarantee goes before borrowing work, and work of a team past its
+GPU-hour budget after both (``beyond`` is 2: ``policies.incentives``); borrowers are served by
 the fair-share value of their org path (siblings of an idle lender first: their common
 group has the lower value). As in Kueue, a priority class orders work inside its team; it
 never lets one team's job pass another team's guaranteed work, nor shields a borrowed job
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from allotment.domain.workload import JobId, RunningJob, Workload
+from allotment.policies.incentives import beyond_class, credited_path, within_guarantee
 from allotment.policies.las import LasQueues
 from allotment.scheduler.policy import LasPreemption, OrderKey
 from allotment.scheduler.snapshot import Snapshot
@@ -84,15 +86,20 @@ class FairSharePolicy(LasQueues):
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
     def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
-        beyond = 0 if sc.within_guarantee(w) else 1
-        return self._key(w, beyond, fair_share_path(sc, w.team), self.level(attained_gpu_s))
+        beyond = beyond_class(sc, w)  # 2: past its budget (policies.incentives)
+        path = fair_share_path(sc, w.team)
+        if beyond:
+            path = credited_path(sc, w.team, path)
+        return self._key(w, beyond, path, self.level(attained_gpu_s))
 
     def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
                           attained: dict[JobId, float]) -> list[OrderKey]:
         """The jobs of one queue share their team, GPU type and size, hence "beyond" and
         the fair-share path."""
-        beyond = 0 if sc.within_guarantee(jobs[0]) else 1
+        beyond = beyond_class(sc, jobs[0])
         path = fair_share_path(sc, jobs[0].team)
+        if beyond:
+            path = credited_path(sc, jobs[0].team, path)
         return [self._key(w, beyond, path, self.level(attained[w.id])) for w in jobs]
 
     @staticmethod
@@ -130,24 +137,24 @@ class FairSharePolicy(LasQueues):
         return None
 
     def preempt_class(self, sc: Snapshot, w: Workload) -> object:
-        return (w.team, w.gpu_type, w.priority, sc.within_guarantee(w),
+        return (w.team, w.gpu_type, w.priority, within_guarantee(sc, w),
                 self.pending_level(sc, w))
 
     def may_reserve(self, sc: Snapshot, w: Workload) -> bool:
         if not self.config.backfill:
             return False
-        return sc.within_guarantee(w) or sc.now - w.submit_time >= self.config.reserve_after_s
+        return within_guarantee(sc, w) or sc.now - w.submit_time >= self.config.reserve_after_s
 
     def reservation_scope(self, sc: Snapshot, w: Workload) -> object:
         """Each team's guarantee is its own: its first blocked job within its guarantee holds
         GPUs whatever other teams wait for; borrowers share one reservation per GPU type."""
-        return (w.gpu_type, w.team) if sc.within_guarantee(w) else w.gpu_type
+        return (w.gpu_type, w.team) if within_guarantee(sc, w) else w.gpu_type
 
     def reserve_wakeup(self, sc: Snapshot, w: Workload) -> float | None:
         return w.submit_time + self.config.reserve_after_s
 
     def may_preempt_for(self, sc: Snapshot, w: Workload) -> bool:
-        if sc.within_guarantee(w):
+        if within_guarantee(sc, w):
             return True
         return (self.config.las_preemption is not LasPreemption.NONE
                 and self.pending_level(sc, w) == 0)
@@ -166,7 +173,7 @@ class FairSharePolicy(LasQueues):
         i = sc.state.org.index[v.team]
         if sc.kept(v.gpu_type, i) <= sc.state.org.guaranteed[v.gpu_type][i]:
             return False  # its team keeps no borrowed GPUs (net of those it is releasing)
-        if sc.within_guarantee(w):
+        if within_guarantee(sc, w):
             return True
         if self.config.las_preemption is not LasPreemption.SURPLUS or v.priority > w.priority:
             return False
@@ -176,7 +183,7 @@ class FairSharePolicy(LasQueues):
     def victim_test(self, sc: Snapshot, w: Workload) -> Callable[[RunningJob], bool]:
         """``is_victim_candidate`` with what depends on ``w`` alone worked out once."""
         t, team, prio = w.gpu_type, w.team, w.priority
-        within = sc.within_guarantee(w)
+        within = within_guarantee(sc, w)
         las = self.config.las_preemption
         # demotes(w, job) with two queues: w in queue 1 and the job attained the threshold
         w_first = self.pending_level(sc, w) == 0
@@ -203,7 +210,7 @@ class FairSharePolicy(LasQueues):
         return test
 
     def victim_teams(self, sc: Snapshot, w: Workload) -> list[str] | None:
-        if not sc.within_guarantee(w) and self.config.las_preemption is not LasPreemption.SURPLUS:
+        if not within_guarantee(sc, w) and self.config.las_preemption is not LasPreemption.SURPLUS:
             return [w.team]
         org = sc.state.org
         t = w.gpu_type

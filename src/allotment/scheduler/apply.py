@@ -86,6 +86,7 @@ def should_decide(state: ClusterState, changed: bool, wake_due: bool) -> bool:
 def submit(state: ClusterState, w: Workload, now: float, obs: Observer = NO_OBSERVER,
            attained_gpu_s: float = 0.0) -> None:
     """Queue a submitted job (validated by ``ClusterState.validate`` first)."""
+    state.ledger.advance(state, now)  # pending work changes whom credit is earned by
     state.submit(w, attained_gpu_s)
     obs.submitted(now, w)
 
@@ -96,6 +97,7 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
     through its grace period), admissions; then remember the reservations (kept sticky by
     the next cycle) and ask for the wake-ups the cycle and the admitted jobs need."""
     checkpoint_s = policy.config.checkpoint_s
+    state.ledger.advance(state, now)
     for r in d.rejects:
         if sink.reject(r.job_id, r.reason, now):
             state.remove_pending(r.job_id)
@@ -143,6 +145,7 @@ def cancel(state: ClusterState, job_id: JobId, now: float,
     if running is not None:
         state.stop(job_id, now)
     elif job_id in state.pending_index:
+        state.ledger.advance(state, now)
         state.remove_pending(job_id)
     else:
         return

@@ -17,6 +17,10 @@ Defaults:
     las_threshold_gpu_s  3600    GPU-s of attained service that demote a job to LAS queue 2
     las_preemption       none    fairshare: queue-2 jobs a queue-1 job may preempt
     usage_half_life_s    604800  s (7 days): half-life of the decayed usage D of fair share
+    credit_half_life_s   None    s: half-life of the credit for lending (None: no credit;
+                                 ``scheduler.ledger``, ``policies.incentives``)
+    credit_cap           1.0     credit is capped at this many x the team's guarantee x the
+                                 credit half-life (GPU-seconds)
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class SchedulerConfig:
     las_threshold_gpu_s: float = 3600.0
     las_preemption: LasPreemption = LasPreemption.NONE
     usage_half_life_s: float = 7 * 24 * 3600.0
+    credit_half_life_s: float | None = None
+    credit_cap: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("grace_s", "min_runtime_s", "reserve_after_s", "las_threshold_gpu_s"):
@@ -65,6 +71,13 @@ class SchedulerConfig:
             raise InputError("checkpoint_s", f"must be > 0, got {self.checkpoint_s!r}")
         if not (0 < self.usage_half_life_s < float("inf")):
             raise InputError("usage_half_life_s", f"must be > 0, got {self.usage_half_life_s!r}")
+        if self.credit_half_life_s is not None and not (
+                0 < self.credit_half_life_s < float("inf")):
+            raise InputError("credit_half_life_s",
+                             f"must be > 0, got {self.credit_half_life_s!r}")
+        if not (0 <= self.credit_cap < float("inf")):
+            raise InputError("credit_cap", f"must be a finite number >= 0, got "
+                             f"{self.credit_cap!r}")
         if not isinstance(self.las_preemption, LasPreemption):
             object.__setattr__(self, "las_preemption", LasPreemption.parse(
                 str(self.las_preemption)))

@@ -17,6 +17,7 @@ from allotment.domain.cluster import Cluster, GpuType
 from allotment.domain.org import OrgTree
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.errors import InputError
+from allotment.scheduler.ledger import Ledger
 from allotment.scheduler.placement import DomainFree, DomainIndex, domain_index
 
 BucketKey = tuple[str, GpuType, int]  # (team, gpu type, gang size)
@@ -50,15 +51,21 @@ class SchedulerMemory:
     """What one cycle carries to the next beyond the jobs themselves, so that a restarted
     or failed-over scheduler continues where the last one stopped: each org node's decayed
     usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), and the topology
-    domain each waiting job had reserved (reservations are sticky). Keyed by names, so it
-    survives a rebuilt org index."""
+    domain each waiting job had reserved (reservations are sticky), and the budget and
+    credit ledger (``scheduler.ledger``). Keyed by names, so it survives a rebuilt org
+    index."""
 
     decayed: dict[str, tuple[float, float]] = field(default_factory=dict)
     reservations: dict[str, Domain] = field(default_factory=dict)
+    ledger: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"decayed": {k: [d, t] for k, (d, t) in sorted(self.decayed.items())},
-                "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())}}
+        out: dict[str, object] = {
+            "decayed": {k: [d, t] for k, (d, t) in sorted(self.decayed.items())},
+            "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())}}
+        if self.ledger:
+            out["ledger"] = self.ledger
+        return out
 
     @staticmethod
     def from_json(raw: dict[str, object]) -> SchedulerMemory:
@@ -67,7 +74,8 @@ class SchedulerMemory:
         assert isinstance(decayed, dict) and isinstance(reservations, dict)
         return SchedulerMemory(
             {str(k): (float(v[0]), float(v[1])) for k, v in decayed.items()},
-            {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()})
+            {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()},
+            dict(raw.get("ledger") or {}))  # type: ignore[call-overload]
 
 
 @dataclass(slots=True)
@@ -156,6 +164,8 @@ class ClusterState:
                     self.eff[t][p] = max(self.occ[t][p], lock[p])
                 else:
                     self.eff[t][0] = self.occ[t][0]
+        # budgets and credit (set by the edge; integrated before every change of usage)
+        self.ledger = Ledger()
 
     # -- queries -------------------------------------------------------------------------
     def teams_below(self, node: int) -> list[str]:
@@ -195,7 +205,8 @@ class ClusterState:
         return SchedulerMemory(
             {names[i]: (self.decayed[i], self.decay_time[i]) for i in range(1, len(names))
              if self.decayed[i] or self.decay_time[i]},
-            {str(j): d for j, d in self.last_reservations.items()})
+            {str(j): d for j, d in self.last_reservations.items()},
+            self.ledger.to_json() if self.ledger.active else {})
 
     def restore(self, memory: SchedulerMemory) -> None:
         """Take back a persisted memory, after the running and pending jobs were re-added:
@@ -208,6 +219,8 @@ class ClusterState:
                 self.decayed[i], self.decay_time[i] = d, t
         self.last_reservations = {JobId(j): d for j, d in memory.reservations.items()
                                   if JobId(j) in self.pending_index}
+        if memory.ledger:
+            self.ledger.restore(memory.ledger, set(self.org.team_ids))
 
     # -- pending -------------------------------------------------------------------------
     def unschedulable(self, w: Workload) -> tuple[str, str] | None:
@@ -277,6 +290,7 @@ class ClusterState:
 
     # -- running -------------------------------------------------------------------------
     def _account(self, team: str, gpu_type: GpuType, gpus: int, now: float) -> None:
+        self.ledger.advance(self, now)
         usage = self.usage[gpu_type]
         i = self.org.index[team]
         while i >= 0:

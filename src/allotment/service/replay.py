@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from allotment.backends.fake import ReplayBackend
-from allotment.domain.cluster import Cluster
+from allotment.domain.cluster import Cluster, GpuType
 from allotment.domain.org import OrgTree
 from allotment.domain.orgspec import org_to_data
 from allotment.domain.workload import JobId, Workload
@@ -33,6 +33,7 @@ from allotment.service.loop import LoopConfig, SchedulerLoop
 from allotment.sim.engine import SimConfig, SimResult
 from allotment.sim.journal import Journal
 from allotment.sim.metrics import MetricsRecorder
+from allotment.storage import budgets as budget_rows
 from allotment.storage import jobs as jobrepo
 from allotment.storage import repo
 from allotment.storage.db import Database
@@ -50,8 +51,10 @@ class VirtualClock:
 
 def replay(workloads: Sequence[Workload], cluster: Cluster, org: OrgTree,
            config: SchedulerConfig, sim: SimConfig | None = None,
-           progress: Callable[[float], None] | None = None) -> SimResult:
-    """Replay ``workloads`` through the service loop under ``config``."""
+           progress: Callable[[float], None] | None = None,
+           budgets: dict[tuple[str, GpuType], float] | None = None) -> SimResult:
+    """Replay ``workloads`` through the service loop under ``config``; ``budgets`` (GPU-hours
+    per team and GPU type) are the org file's, for the whole trace."""
     cfg = sim or SimConfig()
     started = time.perf_counter()
     policy = make_policy(config.policy, config)
@@ -71,6 +74,7 @@ def replay(workloads: Sequence[Workload], cluster: Cluster, org: OrgTree,
             repo.set_inventory(s, [repo.NodeSpec(n.name, n.gpu_type, n.gpus, n.rack, n.pod)
                                    for n in cluster.nodes], "replay", t0)
             repo.set_org(s, org_to_data(org), "replay", t0)
+            budget_rows.set_period(s, "default", budgets or {}, "replay")
         clock = VirtualClock(t0)
         names: dict[JobId, JobId] = {}
         journal = Journal(workloads, cfg.record_events, names)
@@ -80,6 +84,9 @@ def replay(workloads: Sequence[Workload], cluster: Cluster, org: OrgTree,
                              clock=clock, observer=journal)
         try:
             result = _drive(loop, backend, clock, order, names, journal, cfg, progress)
+            live = loop.live
+            if live is not None and live.state is not None:
+                result.ledger = live.state.ledger
         finally:
             db.dispose()
     result.wall_s = time.perf_counter() - started
@@ -144,6 +151,8 @@ def _drive(loop: SchedulerLoop, backend: ReplayBackend, clock: VirtualClock,
         raise InputError("trace", "no jobs to replay")
     recorder.rejected_ids.update(jid for jid, rec in journal.jobs.items() if rec.rejected)
     recorder.advance(t_end, Decisions())
+    if loop.live is not None and loop.live.state is not None:
+        loop.live.state.ledger.advance(loop.live.state, t_end)
     metrics = recorder.finish(journal.jobs, t_end)
     return SimResult("", journal.jobs, journal.events, metrics, 0.0, cycles)
 

@@ -347,3 +347,9 @@ class UsagePublic(Out):
     guaranteed_gpu_hours: float
     hoarding_score: float
     preemptions: int = Field(description="runs of this team preempted in the period")
+    budget_gpu_hours: float | None = Field(
+        default=None, description="the team's GPU-hour budget for the period (none: no budget)")
+    remaining_gpu_hours: float | None = Field(
+        default=None, description="budget - used, never below 0 (none: no budget)")
+    credit_gpu_hours: float = Field(
+        default=0.0, description="credit for lending, now (scheduler.ledger)")

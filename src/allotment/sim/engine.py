@@ -29,6 +29,7 @@ from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler import apply as path
 from allotment.scheduler.cycle import decide
 from allotment.scheduler.decisions import Admit, Decisions, Preempt
+from allotment.scheduler.ledger import BudgetKey, Ledger, make_ledger
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
 from allotment.sim.journal import EventLog, JobRecord, Journal
@@ -61,6 +62,7 @@ class SimResult:
     metrics: RunMetrics
     wall_s: float
     cycles: int = 0
+    ledger: Ledger | None = None  # budgets and credits at the end (``scheduler.ledger``)
 
 
 @dataclass(slots=True)
@@ -122,15 +124,19 @@ def simulate(
     config: SimConfig | None = None,
     progress: Callable[[float], None] | None = None,
     observer: Callable[[ClusterState, Decisions, float], None] | None = None,
+    budgets: dict[BudgetKey, float] | None = None,
 ) -> SimResult:
     """Replay ``workloads`` through ``policy``; deterministic for the same inputs.
 
     ``observer(state, decisions, now)`` is called after each cycle's decisions are applied.
+    ``budgets``: GPU-hours per (team, GPU type) for the whole trace (its period).
     """
     cfg = config or SimConfig()
     started = time.perf_counter()
     state = ClusterState(cluster, org, pending_key=policy.pending_key,
                          usage_half_life_s=policy.config.usage_half_life_s)
+    state.ledger = make_ledger(policy.config.credit_half_life_s, policy.config.credit_cap,
+                               budgets)
     journal = Journal(workloads, cfg.record_events)
     runs: dict[JobId, _Run] = {}
     durations: dict[JobId, float] = {}
@@ -207,8 +213,10 @@ def simulate(
             observer(state, d, now)
         last_decisions = d
     recorder.advance(t_end, Decisions())
+    state.ledger.advance(state, t_end)
     if progress is not None:
         progress(1.0)
     wall = time.perf_counter() - started
     metrics = recorder.finish(journal.jobs, t_end)
-    return SimResult(policy.name, journal.jobs, journal.events, metrics, wall, cycles)
+    return SimResult(policy.name, journal.jobs, journal.events, metrics, wall, cycles,
+                     state.ledger)

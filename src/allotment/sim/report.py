@@ -26,11 +26,31 @@ def summary(results: Sequence[SimResult], meta: dict[str, Any]) -> dict[str, Any
                 "guarantee_satisfaction": round(tm.satisfaction, 6),
                 "jobs_completed": tm.jobs,
                 "avg_jct_s": round(tm.avg_jct_s, 3),
+                **budget_fields(r, name, tm.gpu_hours),
             }
             for name, tm in sorted(r.metrics.teams.items())
         }
         policies[r.policy] = entry
     return {**meta, "policies": policies}
+
+
+def budget_fields(r: SimResult, team: str, gpu_hours: float) -> dict[str, Any]:
+    """``budget_gpu_hours`` (None: no budget), ``used_gpu_hours`` (of the GPU types it has
+    a budget for; all its GPU-hours without one), ``over_budget_since_s`` (the first time
+    it passed a budget, None if never) and, with credits, ``credit_gpu_hours`` at the end."""
+    ledger = r.ledger
+    keys = [] if ledger is None else [k for k in sorted(ledger.budget_gpu_s) if k[0] == team]
+    out: dict[str, Any] = {"budget_gpu_hours": None, "used_gpu_hours": round(gpu_hours, 3),
+                           "over_budget_since_s": None}
+    if ledger is not None and keys:
+        over = [ledger.over_since[k] for k in keys if k in ledger.over_since]
+        out = {"budget_gpu_hours": round(sum(ledger.budget_gpu_s[k] for k in keys) / 3600, 3),
+               "used_gpu_hours": round(sum(ledger.used_gpu_s.get(k, 0.0) for k in keys)
+                                       / 3600, 3),
+               "over_budget_since_s": round(min(over), 3) if over else None}
+    if ledger is not None and ledger.credit_half_life_s is not None:
+        out["credit_gpu_hours"] = round(ledger.credit_gpu_s.get(team, 0.0) / 3600, 3)
+    return out
 
 
 def write_json(doc: dict[str, Any], out: Path) -> Path:

@@ -91,6 +91,18 @@ class QuotaRow(Base):
     source: Mapped[str] = mapped_column(String(64))
 
 
+class BudgetRow(Base):
+    """A team's GPU-hour budget for one GPU type in one period (``default``: the org file's,
+    for every period without its own), keyed by team so a reorganisation can re-key it."""
+
+    __tablename__ = "budgets"
+    period: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team: Mapped[str] = mapped_column(String(128), primary_key=True)
+    gpu_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gpu_hours: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(64))
+
+
 class NodeRow(Base):
     __tablename__ = "nodes"
     name: Mapped[str] = mapped_column(String(128), primary_key=True)

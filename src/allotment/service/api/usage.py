@@ -22,7 +22,8 @@ def _period(request: Request, period: str | None) -> Period:
 @router.get("/v1/usage", response_model=list[sch.UsagePublic], tags=["usage"])
 def usage(request: Request, s: SessionDep, user: CurrentUser,
           period: PeriodQuery = None) -> list[dict[str, Any]]:
-    return accounting.usage_summary(s, _period(request, period))
+    p = _period(request, period)
+    return accounting.with_budgets(s, accounting.usage_summary(s, p), p)
 
 
 @router.get("/v1/usage/history", tags=["usage"])

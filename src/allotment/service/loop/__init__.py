@@ -32,6 +32,7 @@ from allotment.scheduler.config import DEFAULTS, SchedulerConfig
 from allotment.scheduler.decisions import Decisions
 from allotment.service.loop import live as world
 from allotment.service.loop.accounting import Accountant
+from allotment.service.loop.budgets import warn as budget_warn
 from allotment.service.loop.idle import IdleRule, idle
 from allotment.service.loop.reconcile import End, reconcile, stop_orphans
 from allotment.service.loop.schedule import explain, schedule, take_inbox
@@ -115,7 +116,8 @@ class SchedulerLoop:
            decisions (one transaction), then explain every waiting job;
         9. reconcile again the runs this tick admitted, stopped or signalled, so a decision
            is acted on in the tick that made it;
-        10. memory: persist decayed usage and reservations; backend health; usage import.
+        10. memory: budget warnings (80%, 100%), then persist decayed usage, reservations,
+            budgets and credits; backend health; usage import.
         """
         now = self.clock()
         report = TickReport()
@@ -173,16 +175,21 @@ class SchedulerLoop:
             self._ended(reconcile(self.db, self.backend, live, now, grace, obs, acted_on),
                         report)
         t = report.timed("reconcile", t)
-        with self.db.session() as s:  # 10
-            world.save_memory(s, live)
+        with self.db.session() as s:  # 10 (budget warnings with the memory that records them)
+            if live.state is not None and live.state.ledger.budget_gpu_s:
+                budget_warn(s, live.state, now)
+            world.save_memory(s, live, now)
         self._import_usage(now)
         report.timed("memory", t)
 
     def _world(self, now: float, report: TickReport, force: bool = False) -> bool:
         """Build the in-memory state when there is none, the shape changed, or a new month
-        began (its published quotas apply); stop the jobs on nodes that went away."""
+        began (its published quotas and its budgets apply); stop the jobs on nodes that
+        went away."""
         live = self.live
-        if not force and live is not None and live.period == live.period_at(now):
+        if (not force and live is not None and live.period == live.period_at(now)
+                and (live.state is None
+                     or live.state.ledger.period == live.budget_period(now))):
             return False
         with self.db.session() as s:
             self.live = world.build(s, now, self.policy, self.observer, previous=live,

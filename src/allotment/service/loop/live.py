@@ -10,6 +10,7 @@ next tick builds it again, so it can never drift from the database.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -23,10 +24,11 @@ from allotment.domain.jobstate import JobState
 from allotment.domain.org import OrgTree
 from allotment.domain.period import Period
 from allotment.scheduler import apply as path
+from allotment.scheduler.ledger import make_ledger
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState, SchedulerMemory
 from allotment.service.loop.rows import Run, idle_windows, job_id, workload
-from allotment.storage import inbox, repo
+from allotment.storage import budgets, inbox, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import JobRow
 
@@ -66,6 +68,12 @@ class Live:
         a publish rebuilds the state anyway)."""
         month = str(Period.of(now))
         return max((p for p in self.periods if p <= month), default="default")
+
+    def budget_period(self, now: float) -> str:
+        """The period budgets are counted over: the calendar month of ``now`` once plans
+        are published (a month's budgets are its plan's, else the ``default`` ones), else
+        ``default`` (the org file's, with no end: the simulator's whole trace)."""
+        return "default" if self.period == "default" else str(Period.of(now))
 
     def org(self) -> OrgTree:
         assert self.state is not None
@@ -148,11 +156,16 @@ def load_memory(s: Session) -> SchedulerMemory:
         return SchedulerMemory()
 
 
-def save_memory(s: Session, live: Live) -> None:
-    """Persist what ``decide`` carries between cycles, when it changed."""
+def save_memory(s: Session, live: Live, now: float | None = None) -> None:
+    """Persist what ``decide`` carries between cycles, when it changed; with ``now``, the
+    budget and credit ledger as of ``now`` (``Ledger.at``)."""
     if live.state is None:
         return
-    raw = json.dumps(live.state.memory().to_json(), separators=(",", ":"))
+    memory = live.state.memory()
+    ledger = live.state.ledger
+    if now is not None and ledger.active:
+        memory = dataclasses.replace(memory, ledger=ledger.at(live.state, now).to_json())
+    raw = json.dumps(memory.to_json(), separators=(",", ":"))
     if raw != live.memory_saved:
         repo.set_setting(s, MEMORY_KEY, raw)
         live.memory_saved = raw
@@ -214,7 +227,22 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
     for j in jobrepo.pending_brief(s):
         live.add_pending(j, now, obs)
     if live.state is not None:
-        live.state.restore(load_memory(s))
+        # the budgets of the period (the plan's month, or the org file's), set once the
+        # active jobs are back, so that re-adding them counts nothing
+        period = live.budget_period(now)
+        ledger = live.state.ledger = make_ledger(
+            cfg.credit_half_life_s, cfg.credit_cap, budgets.of_period(s, period), period)
+        memory = load_memory(s)
+        live.state.restore(memory)
+        if ledger.budget_gpu_s and memory.ledger.get("period") != period:
+            # a period this scheduler has not counted yet: what was used in it so far
+            ledger.used_gpu_s = {k: v for k, v in budgets.used_in(s, period, now).items()
+                                 if k in ledger.budget_gpu_s}
+            ledger.over_since = {k: now for k, v in ledger.used_gpu_s.items()
+                                 if v >= ledger.budget_gpu_s[k]}
+            ledger.time = None
+        if ledger.time is None:
+            ledger.time = now
     if previous is not None:
         for t, jid, attempt in previous.wakes:
             if not jid or (jid in live.runs and live.runs[jid].attempt == attempt):

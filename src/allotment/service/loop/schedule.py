@@ -25,6 +25,7 @@ from allotment.scheduler.decisions import Admit, Decisions, Preempt
 from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
+from allotment.service.loop.budgets import credit_note, over_note
 from allotment.service.loop.live import Live
 from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import Run, job_id
@@ -226,6 +227,13 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
             i = org.index[head.team]
             ctx = (f"team {head.team} at {st.usage[t][i]}/{org.guaranteed[t][i]} "
                    f"guaranteed {t} GPUs")
+            over = over_note(st, head.team, t, now)
+            if over is not None:
+                ctx = f"{over}; {ctx}"
+            elif st.ledger.credit_half_life_s is not None and (
+                    st.usage[t][i] + head.gpus > org.guaranteed[t][i]):
+                credit = credit_note(st, head.team, now)
+                ctx = ctx if credit is None else f"{ctx}; {credit}"
             sig = (ctx, head.id, tuple(sorted(by_bucket.get(key, ()))))
             same = live.bucket_sig.get(key) == sig
             live.bucket_sig[key] = sig

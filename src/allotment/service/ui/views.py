@@ -16,6 +16,7 @@ from allotment.domain.jobstate import ACTIVE, JobState
 from allotment.domain.period import Period
 from allotment.governance import accounting, plans
 from allotment.service import holdings
+from allotment.storage import budgets as budget_rows
 from allotment.storage import jobs as jobrepo
 from allotment.storage import plans as stored_plans
 from allotment.storage import repo
@@ -93,6 +94,9 @@ class TeamRow:
     pending_gpus: int = 0
     hoarding: float = 0.0
     used_gpu_hours: float = 0.0
+    budget_gpu_hours: float | None = None  # the period's GPU-hour budget (None: none)
+    remaining_gpu_hours: float | None = None  # budget - used, never below 0
+    credit_gpu_hours: float = 0.0  # credit for lending, as the scheduler last saved it
     explanation: str = ""
     series: list[float] = field(default_factory=list)  # GPUs in use, per hour
 
@@ -100,7 +104,8 @@ class TeamRow:
 def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
     """Per team and GPU type: the guarantee in force, what it holds now, borrowed, lent
     (pro rata of unused guarantee), idle-allocated, hoarding score this period, the
-    planner's explanation of its quota, and GPUs in use per hour over ``window_h``."""
+    period's budget and what is left of it, the credit for lending, the planner's
+    explanation of its quota, and GPUs in use per hour over ``window_h``."""
     org = repo.load_org(s, now)
     parents = {r.name: r.parent for r in repo.org_rows(s)}
     rows: dict[tuple[str, str], TeamRow] = {}
@@ -137,6 +142,13 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
             r = row(team, gtype)
             r.used_gpu_hours = (used or 0.0) / 3600
             r.hoarding = accounting.hoarding_score(idle or 0.0, used or 0.0)
+    for (team, gtype), hours in budget_rows.of_period(s, period).items():
+        r = row(team, str(gtype))
+        r.budget_gpu_hours = hours
+        r.remaining_gpu_hours = max(0.0, hours - r.used_gpu_hours)
+    credit = accounting.credits_now(s)
+    for (team, _), r in rows.items():
+        r.credit_gpu_hours = credit.get(team, 0.0)
     plan = stored_plans.published(s, period)
     if plan is not None:
         for a in plan.result.get("teams", {}).values():
