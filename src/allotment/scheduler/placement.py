@@ -52,6 +52,21 @@ def domain_totals(
     return totals
 
 
+def fullest_first(members: list[int], free: Sequence[int], gpus: int) -> Placement | None:
+    """``gpus`` taken from ``members``, most free GPUs first (ties: lowest index), so the
+    gang spans few nodes; None if they do not hold it."""
+    members.sort(key=lambda i: (-free[i], i))
+    out: list[tuple[int, int]] = []
+    need = gpus
+    for i in members:
+        take = min(free[i], need)
+        out.append((i, take))
+        need -= take
+        if need == 0:
+            return tuple(sorted(out))
+    return None
+
+
 def place_across_nodes(
     nodes: Sequence[Node], node_ids: Sequence[int], free: Sequence[int], held: set[int], gpus: int
 ) -> Placement | None:
@@ -66,15 +81,9 @@ def place_across_nodes(
             i for i in node_ids
             if i not in held and free[i] and domain_of(nodes[i], level) == domain
         ]
-        members.sort(key=lambda i: (-free[i], i))
-        out: list[tuple[int, int]] = []
-        need = gpus
-        for i in members:
-            take = min(free[i], need)
-            out.append((i, take))
-            need -= take
-            if need == 0:
-                return tuple(sorted(out))
+        placement = fullest_first(members, free, gpus)
+        if placement is not None:
+            return placement
     return None
 
 
@@ -109,13 +118,7 @@ def place_in_domains(
                 continue
             _, domain = min(fitting)
             members = [i for i in index[level][domain] if i not in held and free[i]]
-        members.sort(key=lambda i: (-free[i], i))
-        out: list[tuple[int, int]] = []
-        need = gpus
-        for i in members:
-            take = min(free[i], need)
-            out.append((i, take))
-            need -= take
-            if need == 0:
-                return tuple(sorted(out))
+        placement = fullest_first(members, free, gpus)
+        if placement is not None:
+            return placement
     return None
