@@ -60,10 +60,13 @@ def _client() -> Any:
 
 
 def _call(method: str, path: str, **kw: Any) -> Any:
+    client = _client()
     try:
-        return _client().call(method, path, **kw)
+        return client.call(method, path, **kw)
     except AllotmentError as exc:
         _fail(exc)
+    finally:
+        client.http.close()  # one request per command; no socket left open
 
 
 def _when(t: float | None) -> str:

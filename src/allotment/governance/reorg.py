@@ -332,7 +332,8 @@ def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation]
         if was != parent:
             changes.append(_change("moved", name, f"moved {name} from {was or 'the root'} to "
                                    f"{parent or 'the root'}", **{"from": was, "to": parent}))
-        g_new = {str(t): new.guaranteed[t][i] for t in new.gpu_types if new.guaranteed[t][i]}
+        g_new = {str(t): q.guaranteed for t, q in node.quotas.items()
+                 if q.guaranteed and node.explicit_guarantee}
         g_old = {t: v for t, v in by_old[before].guaranteed.items() if v}
         if g_new != g_old:
             changes.append(_change("guarantee", name, f"{name}: guaranteed {_fmt(g_old)} -> "
