@@ -18,8 +18,8 @@ from allotment.cli.main import app as cli
 from allotment.scheduler.config import SchedulerConfig
 from allotment.service.loop import LoopConfig, SchedulerLoop
 from allotment.service.loop import live as world_state
-from allotment.storage import repo
 from allotment.storage import reorg as reorg_rows
+from allotment.storage import repo
 from allotment.storage.models import AuditRow, OrgVersionRow, UsageRow
 from tests.service.conftest import LiveServer, World
 
@@ -255,8 +255,8 @@ def test_period_quotas_of_merged_teams_add_up(world: World) -> None:
         {"name": "llama", "merged_from": ["llama", "vision"], "guaranteed": {"a100": 16}}]},
         PLATFORM))
     assert r.status_code == 200, r.text
-    assert [c["text"] for c in r.json()["changes"]][0] == (
-        "merged llama, vision into llama (into llama, which stays)")
+    assert [c["text"] for c in r.json()["changes"]] == [
+        "merged vision into llama (which stays)", "llama: guaranteed 8 a100 -> 16 a100"]
     llama = next(n for n in r.json()["nodes"] if n["name"] == "llama")
     # the period's quota is the one in force (over the org file's 16)
     assert {q["period"]: q["guaranteed"] for q in llama["quotas"]} == {"2026-11": 11}
@@ -416,3 +416,59 @@ def test_inventory_diff_then_apply(world: World) -> None:
     r = world.call("admin", "PUT", "/v1/inventory", json=body)
     assert r.status_code == 200, r.text
     assert sorted(n["name"] for n in r.json()["nodes"]) == sorted([kept, "n3"])
+
+
+def test_cli_org_and_inventory_over_the_api(world: World, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``allot org apply --dry-run`` prints the diff and changes nothing; without it the
+    org changes; a file that contains itself, a 64 MiB file, a NaN guarantee and a member's
+    token are one-line errors (exit 2) that change nothing; ``allot inventory`` likewise."""
+    new = tmp_path / "org.yaml"
+    new.write_text("org:\n  - name: research\n    children:\n"
+                   "      - {name: llm, renamed_from: llama, guaranteed: 8}\n"
+                   "      - {name: vision, guaranteed: 8}\n"
+                   "  - {name: platform, children: [{name: infra}]}\n")
+    loop_file = tmp_path / "loop.yaml"
+    loop_file.write_text("org: &a\n  - name: x\n    children: *a\n")
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as f:
+        f.truncate(64 * 2**20)
+    nan = tmp_path / "nan.yaml"
+    nan.write_text("org:\n  - {name: llama, guaranteed: {a100: .nan}}\n")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("nodes:\n  - {name: n1, gpu_type: a100, gpus: 8}\n"
+                   "  - {name: n2, gpu_type: a100, gpus: 8, rack: 1}\n"
+                   "  - {name: n3, gpu_type: a100, gpus: 8, rack: 2}\n")
+    with LiveServer(world.client.app) as srv:
+        monkeypatch.setenv("ALLOTMENT_URL", srv.url)
+        monkeypatch.setenv("ALLOTMENT_TOKEN", world.tokens["admin"])
+        before = snapshot(world)
+        out = runner.invoke(cli, ["org", "apply", str(new), "--dry-run"])
+        assert out.exit_code == 0, out.output
+        assert "would change:" in out.output and "renamed llama to llm" in out.output
+        for bad, words in ((loop_file, "contains itself"), (huge, "64.0 MiB"),
+                           (nan, "file.org[0].guaranteed.a100: must be a finite number"),
+                           (tmp_path / "missing.yaml", "cannot read")):
+            out = runner.invoke(cli, ["org", "apply", str(bad)])
+            said = " ".join(out.output.split())  # the console wraps long lines
+            assert out.exit_code == 2, out.output
+            assert words in said and "Traceback" not in said, said
+        monkeypatch.setenv("ALLOTMENT_TOKEN", world.tokens["lead_other"])
+        out = runner.invoke(cli, ["org", "apply", str(new)])
+        assert out.exit_code == 2 and "403" in out.output
+        out = runner.invoke(cli, ["inventory", "apply", str(inv)])
+        assert out.exit_code == 2 and "403" in out.output
+        assert snapshot(world) == before
+        monkeypatch.setenv("ALLOTMENT_TOKEN", world.tokens["admin"])
+        out = runner.invoke(cli, ["org", "apply", str(new)])
+        assert out.exit_code == 0, out.output
+        assert "renamed llama to llm" in out.output and "applied as org version" in out.output
+        out = runner.invoke(cli, ["org", "history"])
+        assert out.exit_code == 0 and "renamed llama to llm" in out.output
+        out = runner.invoke(cli, ["inventory", "apply", str(inv), "--dry-run"])
+        assert out.exit_code == 0 and "added n3" in out.output
+        assert len(world.call("admin", "GET", "/v1/inventory").json()["nodes"]) == 2
+        out = runner.invoke(cli, ["inventory", "apply", str(inv)])
+        assert out.exit_code == 0 and "24 a100 GPUs" in out.output
+        out = runner.invoke(cli, ["inventory", "show"])
+        assert out.exit_code == 0 and "n3" in out.output

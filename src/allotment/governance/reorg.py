@@ -243,9 +243,11 @@ def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation]
                                        "merged node is gone after the merge")
                 to[src] = a.name
                 sources.append(src)
-            into = "" if a.name not in by_old else f" (into {a.name}, which stays)"
-            changes.append(_change("merged", a.name, f"merged {', '.join(a.merged_from)} "
-                                   f"into {a.name}{into}", **{"from": list(a.merged_from)}))
+            stays = " (which stays)" if a.name in by_old else ""
+            if sources:
+                changes.append(_change("merged", a.name, f"merged {', '.join(sources)} "
+                                       f"into {a.name}{stays}",
+                                       **{"from": list(a.merged_from)}))
         elif a.split_from is not None:
             where = f"{a.path}.split_from"
             if a.split_from not in by_old:
