@@ -472,3 +472,20 @@ def test_cli_org_and_inventory_over_the_api(world: World, tmp_path: Path,
         assert out.exit_code == 0 and "24 a100 GPUs" in out.output
         out = runner.invoke(cli, ["inventory", "show"])
         assert out.exit_code == 0 and "n3" in out.output
+
+
+def test_same_org_again_writes_nothing_and_limits_are_in_the_diff(world: World) -> None:
+    """Applying the stored org again changes nothing and makes no version; a weight, a
+    borrow limit or an idle window changed shows as ``changed``."""
+    before = snapshot(world)
+    r = put_org(world, org(RESEARCH, PLATFORM))
+    assert r.status_code == 200, r.text
+    assert r.json()["changes"] == [] and r.json()["version"] is None
+    assert snapshot(world) == before
+    r = put_org(world, org({"name": "research", "weight": 2, "children": [
+        {"name": "llama", "guaranteed": {"a100": 8}, "borrow_limit": {"a100": 4}},
+        {"name": "vision", "guaranteed": {"a100": 8}, "idle_window_s": 600}]}, PLATFORM))
+    assert r.status_code == 200, r.text
+    assert [c["text"] for c in r.json()["changes"]] == [
+        "research: weight - -> 2.0", "llama: borrow_limit.a100 - -> 4",
+        "vision: idle_window_s - -> 600.0"]

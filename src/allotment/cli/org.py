@@ -86,7 +86,7 @@ def print_changes(changes: list[dict[str, Any]], dry_run: bool) -> None:
         return
     console.print("would change:" if dry_run else "changes:")
     for c in changes:
-        console.print(f"  {c['kind']:<9} {c['text']}", highlight=False)
+        console.print(f"  {c['kind']:<9} {c['text']}", highlight=False, markup=False)
 
 
 @org_app.command("show")
@@ -110,7 +110,7 @@ def org_show(as_json: Annotated[bool, typer.Option("--json", help="print JSON")]
                                              "no guarantee")
             w = f", weight {n['weight']:g}" if n["weight"] != 1 else ""
             console.print(f"{'  ' * (depth + 1)}{n['name']} ({kind}{w}): {g}",
-                          highlight=False)
+                          highlight=False, markup=False)
             show(n["name"], depth + 1)
 
     show(None, 0)

@@ -58,7 +58,7 @@ from sqlalchemy.orm import Session
 from allotment.domain.cluster import GpuType
 from allotment.domain.jobstate import ACTIVE, JobState
 from allotment.domain.org import OrgNode, OrgTree, Quota
-from allotment.domain.orgspec import org_from_data
+from allotment.domain.orgspec import idle_windows, org_from_data
 from allotment.errors import AllotmentError, InputError, OrgFileError
 from allotment.scheduler.config import DEFAULTS
 from allotment.scheduler.state import SchedulerMemory
@@ -174,7 +174,24 @@ class OldNode:
     parent: str | None
     is_team: bool
     guaranteed: Mapping[str, int] = field(default_factory=dict)
-    weight: float = 1.0
+    limits: Mapping[str, Any] = field(default_factory=dict)  # ``_limits``
+
+
+def _limits(weight: float, quotas: Mapping[Any, Quota], idle_window_s: float | None
+            ) -> dict[str, Any]:
+    """What a node sets beside its guarantee, for the diff: its weight (when not 1), its
+    borrow and lend limits per GPU type, its idle window."""
+    out: dict[str, Any] = {}
+    if weight != 1.0:
+        out["weight"] = weight
+    for t, q in sorted(quotas.items()):
+        if q.borrow_limit is not None:
+            out[f"borrow_limit.{t}"] = q.borrow_limit
+        if q.lend_limit is not None:
+            out[f"lend_limit.{t}"] = q.lend_limit
+    if idle_window_s is not None:
+        out["idle_window_s"] = idle_window_s
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +210,14 @@ def _fmt(g: Mapping[str, int]) -> str:
 
 def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation],
          force: Mapping[str, str], work: Mapping[str, tuple[int, int]],
-         users: Mapping[str, int] | None = None) -> Plan:
+         users: Mapping[str, int] | None = None,
+         windows: Mapping[str, float] | None = None) -> Plan:
     """The diff of ``new`` against ``old`` and where history goes (pure; raises
     ``OrgFileError``/``InputError`` naming the field, ``Conflict`` for a refused removal).
-    ``work``: old team -> (running or pending jobs, GPUs); ``users``: node -> users."""
+    ``work``: old team -> (running or pending jobs, GPUs); ``users``: node -> users;
+    ``windows``: the new file's idle windows by node."""
     users = users or {}
+    windows = windows or {}
     by_old = {n.name: n for n in old}
     new_names = [n for n in new.names[1:]]
     new_set = set(new_names)
@@ -340,6 +360,13 @@ def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation]
         if g_new != g_old:
             changes.append(_change("guarantee", name, f"{name}: guaranteed {_fmt(g_old)} -> "
                                    f"{_fmt(g_new)}", **{"from": g_old, "to": g_new}))
+        was_limits = by_old[before].limits
+        limits = _limits(node.weight, node.quotas, windows.get(name))
+        if limits != was_limits:
+            said = ", ".join(f"{k} {was_limits.get(k, '-')} -> {limits.get(k, '-')}"
+                             for k in sorted(set(limits) | set(was_limits))
+                             if limits.get(k) != was_limits.get(k))
+            changes.append(_change("changed", name, f"{name}: {said}"))
     return Plan(changes, Moves(dict(to), frozenset(n for n in removed if n not in to),
                                frozenset(quota_dropped)))
 
@@ -456,10 +483,13 @@ def _old_nodes(s: Session) -> list[OldNode]:
     org = repo.org_rows(s)
     parents = {r.parent for r in org}
     guaranteed: dict[str, dict[str, int]] = {}
+    quotas: dict[str, dict[str, Quota]] = {}
     for q in repo.quota_rows(s, "default"):
         guaranteed.setdefault(q.org_node, {})[q.gpu_type] = q.guaranteed
+        quotas.setdefault(q.org_node, {})[q.gpu_type] = Quota(q.guaranteed, q.borrow_limit,
+                                                              q.lend_limit)
     return [OldNode(r.name, r.parent, r.name not in parents, guaranteed.get(r.name, {}),
-                    r.weight) for r in org]
+                    _limits(r.weight, quotas.get(r.name, {}), r.idle_window_s)) for r in org]
 
 
 def apply(s: Session, data: Any, force: Sequence[str], actor: str, now: float,
@@ -474,11 +504,14 @@ def apply(s: Session, data: Any, force: Sequence[str], actor: str, now: float,
     forced = parse_force(force)
     old = _old_nodes(s)
     work = rows.work_by_team(s, (JobState.PENDING, *ACTIVE))
-    p = plan(old, new, annotations, forced, work, rows.users_by_node(s))  # 2
+    p = plan(old, new, annotations, forced, work, rows.users_by_node(s),
+             idle_windows(stripped))  # 2
     period_rows = rows.period_quota_rows(s)
     check_periods(new, period_rows, p.moves)  # 3
     if dry_run:  # 4
         return Result(p.changes, None, True)
+    if not p.changes and old:  # the same org again: nothing to write, no new version
+        return Result([], None, False)
     held = {t: g for t, (_, g) in rows.work_by_team(s, ACTIVE).items()}
     old_teams = {n.name for n in old if n.is_team}
     version = rows.record_version(s, stripped, len(new.team_ids), p.changes,
