@@ -489,3 +489,22 @@ def test_same_org_again_writes_nothing_and_limits_are_in_the_diff(world: World) 
     assert [c["text"] for c in r.json()["changes"]] == [
         "research: weight - -> 2.0", "llama: borrow_limit.a100 - -> 4",
         "vision: idle_window_s - -> 600.0"]
+
+
+def test_audit_entries_of_former_names_stay_readable_by_the_team(world: World) -> None:
+    """After llama is renamed llm and merged into foundation, its members still read the
+    audit entries of their jobs written under the old names; vision's members read those
+    of llama only once the two are one team."""
+    loop = loop_for(world, FakeBackend())
+    job = world.submit("member_own", gpus=1)["id"]
+    loop.tick()
+
+    def sees(who: str) -> bool:
+        items = world.call(who, "GET", "/v1/audit", params={"subject": f"job:{job}"}).json()
+        return bool(items["total"])
+
+    assert sees("member_own") and not sees("member_other")
+    assert put_org(world, RENAMED).status_code == 200
+    assert sees("member_own") and not sees("member_other")
+    assert put_org(world, MERGED).status_code == 200
+    assert sees("member_own") and sees("member_other")
