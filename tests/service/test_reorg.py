@@ -325,6 +325,10 @@ BAD = [  # (org file, field the error names, status)
         PLATFORM),
      "org[0].children[0].renamed_from", 422),
     (org({"name": "research", "children": [
+        {"name": "a", "split_from": "llama"}, {"name": "b", "renamed_from": "llama"},
+        {"name": "vision"}]}, PLATFORM),
+     "org[0].children[1].renamed_from", 422),
+    (org({"name": "research", "children": [
         {"name": "ml", "merged_from": "llama"}, {"name": "vision"}]}, PLATFORM),
      "org[0].children[0].merged_from", 422),
     (org({"name": "research", "children": [

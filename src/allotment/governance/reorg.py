@@ -230,8 +230,9 @@ def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation]
     def claim(src: str, where: str) -> None:
         if src not in by_old:
             raise OrgFileError(where, f"no node {src!r} in the current org")
-        if src in claimed:
-            raise OrgFileError(where, f"{src!r} is already taken by {claimed[src]}")
+        taken = claimed.get(src) or (splits[src][0][1] if src in splits else None)
+        if taken is not None:
+            raise OrgFileError(where, f"{src!r} is already taken by {taken}")
         claimed[src] = where
 
     for a in annotations:
@@ -496,6 +497,8 @@ def apply(s: Session, data: Any, force: Sequence[str], actor: str, now: float,
           dry_run: bool = False) -> Result:
     """Diff the org file ``data`` against the stored tree and, unless ``dry_run``, apply it
     (steps in the module's docstring)."""
+    if not dry_run:
+        rows.lock(s)  # one reorganisation at a time: the second plans on the first's result
     cap = repo.capacity(s)
     if not cap:
         raise InputError("inventory", "set the inventory before the org tree")

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from allotment.storage.models import (
+    AuditHead,
     DisputeRow,
     JobRow,
     OrgVersionRow,
@@ -54,6 +55,12 @@ class Moves:
 
 
 # -- versions -------------------------------------------------------------------------
+def lock(s: Session) -> None:
+    """Wait for, then hold until commit, the audit chain's head row (every audited write
+    takes it): a reorganisation reads the org after any other one has committed."""
+    s.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+
+
 def record_version(s: Session, org: dict[str, Any], teams: int, changes: list[Any],
                    moves: Mapping[str, str], actor: str, now: float) -> OrgVersionRow:
     row = OrgVersionRow(created_at=now, actor=actor, teams=teams, org=org,
