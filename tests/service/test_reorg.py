@@ -328,6 +328,13 @@ BAD = [  # (org file, field the error names, status)
         {"name": "a", "split_from": "llama"}, {"name": "b", "renamed_from": "llama"},
         {"name": "vision"}]}, PLATFORM),
      "org[0].children[1].renamed_from", 422),
+    (org({"name": "research", "children": [  # a swap: each renamed to the other's name
+        {"name": "vision", "renamed_from": "llama"}, {"name": "llama", "renamed_from": "vision"}
+    ]}, PLATFORM),
+     "org[0].children[0].renamed_from", 422),
+    (org({"name": "research", "children": [
+        {"name": "research", "renamed_from": "llama"}, {"name": "vision"}]}, PLATFORM),
+     "org[0].children[0].name", 422),
     (org({"name": "research", "children": [
         {"name": "ml", "merged_from": "llama"}, {"name": "vision"}]}, PLATFORM),
      "org[0].children[0].merged_from", 422),
@@ -512,3 +519,27 @@ def test_audit_entries_of_former_names_stay_readable_by_the_team(world: World) -
     assert sees("member_own") and not sees("member_other")
     assert put_org(world, MERGED).status_code == 200
     assert sees("member_own") and sees("member_other")
+
+
+def test_requests_and_disputes_follow_a_merge(world: World) -> None:
+    """Two teams' requests for one period and GPU type become one of the merged team, with
+    their GPUs added; a dispute of a merged team is the new team's."""
+    for team, gpus in (("llama", 6), ("vision", 3)):
+        r = world.call("admin", "POST", "/v1/requests", json={
+            "team": team, "period": "2027-01", "gpu_type": "a100", "gpus": gpus,
+            "min_gpus": 1})
+        assert r.status_code == 201, r.text
+    job = world.submit("member_own", gpus=1)["id"]
+    d = world.call("lead_own", "POST", "/v1/disputes", json={
+        "team": "llama", "subject_kind": "preemption", "subject_id": str(job), "wants": "x",
+        "why": "y"})
+    assert d.status_code == 201, d.text
+    r = put_org(world, org({"name": "research", "children": [
+        {"name": "foundation", "merged_from": ["llama", "vision"],
+         "guaranteed": {"a100": 16}}]}, PLATFORM))
+    assert r.status_code == 200, r.text
+    reqs = world.call("admin", "GET", "/v1/requests").json()["items"]
+    assert [(q["team"], q["period"], q["gpus"], q["min_gpus"]) for q in reqs] == [
+        ("foundation", "2027-01", 9, 2)]
+    got = world.call("admin", "GET", f"/v1/disputes/{d.json()['id']}").json()
+    assert got["team"] == "foundation"

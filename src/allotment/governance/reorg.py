@@ -93,8 +93,10 @@ def _name_field(value: Any, where: str) -> str:
 def take_annotations(data: Any) -> tuple[Any, list[Annotation]]:
     """The org file without the reorganisation fields (a copy), and those fields per node.
     A file that contains itself (YAML aliases) or has more than ``MAX_NODES`` nodes is
-    refused; anything else malformed is left for the org file's own checks."""
+    refused, and so is a name given twice (naming both places); anything else malformed
+    is left for the org file's own checks."""
     seen: set[int] = set()
+    paths: dict[str, str] = {}  # node name -> where the file first names it
     out: list[Annotation] = []
     count = 0
 
@@ -117,12 +119,17 @@ def take_annotations(data: Any) -> tuple[Any, list[Annotation]]:
             if id(item) in seen:
                 raise OrgFileError(where, "the org file contains itself (a YAML alias loop)")
             seen.add(id(item))
+            name = item.get("name")
+            if isinstance(name, str):
+                if name in paths:
+                    raise OrgFileError(f"{where}.name", f"{name!r} is already the name of "
+                                       f"{paths[name]}")
+                paths[name] = where
             node = {k2: v for k2, v in item.items() if k2 not in ANNOTATIONS}
             if "children" in item:
                 node["children"] = nodes(item["children"], f"{where}.children")
             ann = {k2: item[k2] for k2 in ANNOTATIONS if k2 in item and item[k2] is not None}
             if ann:
-                name = item.get("name")
                 if len(ann) > 1:
                     raise OrgFileError(f"{where}.{sorted(ann)[1]}", "give one of renamed_from, "
                                        "merged_from or split_from per node")
