@@ -444,6 +444,12 @@ def test_cli_org_and_inventory_over_the_api(world: World, tmp_path: Path,
     huge = tmp_path / "huge.yaml"
     with huge.open("wb") as f:
         f.truncate(64 * 2**20)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("org: " + "[" * 5000 + "]" * 5000 + "\n")
+    bomb = tmp_path / "bomb.yaml"  # a billion laughs: 10^8 values once aliases expand
+    levels = zip("abcdef", "bcdefg", strict=True)
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in levels) + "org: [*g, *g]\n")
     nan = tmp_path / "nan.yaml"
     nan.write_text("org:\n  - {name: llama, guaranteed: {a100: .nan}}\n")
     inv = tmp_path / "inv.yaml"
@@ -459,7 +465,8 @@ def test_cli_org_and_inventory_over_the_api(world: World, tmp_path: Path,
         assert "would change:" in out.output and "renamed llama to llm" in out.output
         for bad, words in ((loop_file, "contains itself"), (huge, "64.0 MiB"),
                            (nan, "file.org[0].guaranteed.a100: must be a finite number"),
-                           (tmp_path / "missing.yaml", "cannot read")):
+                           (tmp_path / "missing.yaml", "cannot read"),
+                           (deep, "nested too deeply"), (bomb, "more than 1,000,000 values")):
             out = runner.invoke(cli, ["org", "apply", str(bad)])
             said = " ".join(out.output.split())  # the console wraps long lines
             assert out.exit_code == 2, out.output

@@ -23,12 +23,14 @@ app.add_typer(inventory_app, name="inventory")
 
 MAX_FILE_BYTES = 16 * 2**20  # bigger files are refused before they are read
 MAX_VALUES = 1_000_000  # values after YAML aliases are expanded
+MAX_DEPTH = 64  # the service's limit on nesting (``service.bounds``)
 
 
 def _plain(value: Any, field: str) -> Any:
     """``value`` as it will be sent, refusing what JSON cannot carry: a structure that
     contains itself (YAML aliases), more than ``MAX_VALUES`` values once aliases are
-    expanded, and numbers that are not finite (named by their path)."""
+    expanded, nesting deeper than ``MAX_DEPTH``, and numbers that are not finite (named by
+    their path)."""
     count = 0
 
     def walk(v: Any, path: str, trail: frozenset[int]) -> Any:
@@ -39,6 +41,8 @@ def _plain(value: Any, field: str) -> Any:
         if isinstance(v, dict | list):
             if id(v) in trail:
                 raise InputError(path, "contains itself (a YAML alias loop)")
+            if len(trail) >= MAX_DEPTH:
+                raise InputError(path, f"nested deeper than {MAX_DEPTH} levels")
             inner = trail | {id(v)}
             if isinstance(v, dict):
                 return {str(k): walk(x, f"{path}.{k}", inner) for k, x in v.items()}
