@@ -308,8 +308,8 @@ def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation]
     removed = [n.name for n in old if n.name not in new_set and n.name not in claimed]
     new_is_team = {n: new.is_team[new.index[n]] for n in new_names}
     for src, dst in sorted(force.items()):
-        if src in splits:
-            continue
+        if src in splits and src not in new_set:
+            continue  # the split's heir, checked above
         if src not in removed:
             raise InputError(f"force[{src}]", f"{src!r} is not removed by this org file "
                              "(--force says where a removed team's work goes)")
@@ -327,8 +327,8 @@ def plan(old: Sequence[OldNode], new: OrgTree, annotations: Sequence[Annotation]
             continue
         if n.is_team and jobs:
             raise Conflict(f"team {name!r} has {jobs} running or pending jobs ({gpus} GPUs); "
-                           f"say where its work goes with --force {name}=TEAM, or rename or "
-                           "merge it instead")
+                           f"say where its work goes with --force {name}=TEAM (API: force="
+                           f"{name}=TEAM), or rename or merge it instead")
         note = f"; its {users[name]} user(s) keep no team" if users.get(name) else ""
         changes.append(_change("removed", name, f"removed {'team' if n.is_team else 'group'} "
                                f"{name}{note}"))
