@@ -92,6 +92,7 @@ ROUTES: list[tuple[str, str, Make, dict[str, int]]] = [
     ("PUT", "/v1/inventory", lambda w: ("/v1/inventory", INV), {"*": 403, "admin": 200}),
     ("GET", "/v1/org", lambda w: ("/v1/org", None), {}),
     ("PUT", "/v1/org", lambda w: ("/v1/org", ORG), {"*": 403, "admin": 200}),
+    ("GET", "/v1/org/history", lambda w: ("/v1/org/history", None), {"*": 403, "admin": 200}),
     ("POST", "/v1/jobs", lambda w: ("/v1/jobs", JOB),
      {"*": 201, "member_other": 403, "lead_other": 403}),
     ("GET", "/v1/jobs", lambda w: ("/v1/jobs", None), {}),

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from allotment import __version__
 from allotment.errors import AllotmentError, InputError
@@ -27,7 +28,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(exc: AllotmentError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -60,10 +61,13 @@ def _client() -> Any:
 
 
 def _call(method: str, path: str, **kw: Any) -> Any:
+    client = _client()
     try:
-        return _client().call(method, path, **kw)
+        return client.call(method, path, **kw)
     except AllotmentError as exc:
         _fail(exc)
+    finally:
+        client.http.close()  # one request per command; no socket left open
 
 
 def _when(t: float | None) -> str:

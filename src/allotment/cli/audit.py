@@ -22,6 +22,7 @@ def audit_verify(db: DbOpt = None, data_dir: DataDir = Path(".allotment")) -> No
     from allotment.storage import audit
     from allotment.storage.db import Database
 
+    database = None
     try:
         database = Database(db, data_dir)
         database.require_current_schema()
@@ -34,6 +35,9 @@ def audit_verify(db: DbOpt = None, data_dir: DataDir = Path(".allotment")) -> No
         _fail(AllotmentError(f"database {db or 'default'}: {exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0]}"))
         return
+    finally:
+        if database is not None:
+            database.dispose()  # its connections closed before the command returns
     if result.ok:
         how = (f"keyed from entry {result.keyed_from}, head file agrees"
                if result.keyed_from is not None else

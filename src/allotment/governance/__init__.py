@@ -8,6 +8,9 @@
                  lead of its team); resolve it; escalate the unanswered ones
     accounting   GPU-hours per team and GPU type, the planner's history, the hoarding score
     auditing     the audit entries a reader may see, and the chain's verification for it
+    reorg        a new org file: its diff, then the re-keying of everything keyed by team
+                 (one list of steps, ``REKEY``) in one transaction, and the org's versions
+    inventory    a new inventory: its diff, then the replacement
 
 Every function takes the caller's session (one transaction), decides, and reads and writes
 through ``storage/`` (it builds no SQL itself and knows nothing of HTTP). A user mistake is

@@ -3,7 +3,8 @@
 Who reads what: an admin reads every entry; anyone else the entries of scope ``org``, those
 of the teams under its org node (``team:T``), and those of the disputes it may see now
 (``dispute:N``, the rule of ``governance.disputes``, so a dispute's new leads read its
-history once it escalates to them). An entry's scope is fixed when it is written
+history once it escalates to them), and those of the names its teams had before a
+reorganisation (``former_names``). An entry's scope is fixed when it is written
 (``storage.audit.scope_for``).
 
 The chain's verification: an admin learns which entries fail; anyone else only whether the
@@ -15,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from allotment.governance import disputes
-from allotment.storage import audit, repo
+from allotment.storage import audit, reorg, repo
 from allotment.storage import disputes as stored_disputes
 from allotment.storage.models import AuditRow, User
 
@@ -24,8 +25,21 @@ def readable_by(s: Session, user: User) -> audit.Where | None:
     """The entries ``user`` may read, as a condition for storage (None: all, for admins)."""
     if user.role == "admin":
         return None
-    teams = sorted(repo.teams_under(s, user.org_node))
-    return audit.readable(teams, stored_disputes.scopes(disputes.visible_to(s, user)))
+    teams = repo.teams_under(s, user.org_node)
+    former = former_names(reorg.moves_since(s, 0))
+    teams |= {old for t in list(teams) for old in former.get(t, ())}
+    return audit.readable(sorted(teams), stored_disputes.scopes(disputes.visible_to(s, user)))
+
+
+def former_names(moves: list[dict[str, str]]) -> dict[str, set[str]]:
+    """Node -> the names whose history it took over, through every reorganisation's moves
+    (oldest first): a renamed or merged team's members keep reading the entries written
+    under its former names (an entry's scope is fixed when it is written)."""
+    out: dict[str, set[str]] = {}
+    for m in moves:
+        for old, new in m.items():
+            out.setdefault(new, set()).update({old} | out.pop(old, set()))
+    return out
 
 
 def page(s: Session, user: User, action: str | None, subject: str | None, limit: int,

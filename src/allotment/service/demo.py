@@ -1,5 +1,7 @@
-"""The scripted demo behind ``allot up --demo``: two teams share 8 GPUs; one borrows the
-other's idle half, and gives it back by preemption when the owner's job arrives."""
+"""The scripted demo behind ``allot up --demo``: the default team becomes two teams
+(a reorganisation that keeps history); they share 8 GPUs; one borrows the other's idle
+half, and gives it back by preemption when the owner's job arrives; then the two merge
+while a job runs, and it keeps running."""
 
 from __future__ import annotations
 
@@ -34,11 +36,16 @@ def run_demo(url: str, data_dir: Path, out: Console) -> bool:
         step += 1
         out.print(f"[bold cyan]{step}.[/] {text}", highlight=False)
 
-    say(f"org: group research with teams llama and vision, {half} {gpu_type} GPUs "
-        f"guaranteed each (of {total})")
-    admin.call("PUT", "/v1/org", json={"org": [{"name": "research", "children": [
-        {"name": "llama", "guaranteed": {gpu_type: half}},
-        {"name": "vision", "guaranteed": {gpu_type: total - half}}]}]})
+    say(f"org: the default team becomes llama, beside vision in group research, {half} "
+        f"{gpu_type} GPUs guaranteed each (of {total}); the diff first")
+    org = {"org": [{"name": "research", "children": [
+        {"name": "llama", "renamed_from": "default", "guaranteed": {gpu_type: half}},
+        {"name": "vision", "guaranteed": {gpu_type: total - half}}]}]}
+    diff = admin.call("PUT", "/v1/org", json=org, params={"dry_run": "true"})
+    for c in diff["changes"]:
+        out.print(f"   {c['text']}", highlight=False)
+    got = admin.call("PUT", "/v1/org", json=org)
+    out.print(f"   applied as org version {got['version']}")
     ann = Client(url, admin.call("POST", "/v1/users", json={
         "name": "ann", "role": "member", "team": "llama"})["token"])
     bob = Client(url, admin.call("POST", "/v1/users", json={
@@ -70,6 +77,17 @@ def run_demo(url: str, data_dir: Path, out: Console) -> bool:
     out.print(f"   job {j2}: {w['state']} (exit code {w['exit_code']})")
     j = _wait(ann, j1, {S.RUNNING})
     out.print(f"   job {j1} runs again (attempt {j['attempts']}): {j['reason']}")
+    say("a reorganisation: llama and vision merge into team foundation while job "
+        f"{j1} runs")
+    got = admin.call("PUT", "/v1/org", json={"org": [{"name": "research", "children": [
+        {"name": "foundation", "merged_from": ["llama", "vision"],
+         "guaranteed": {gpu_type: total}}]}]})
+    for c in got["changes"]:
+        out.print(f"   {c['text']}", highlight=False)
+    time.sleep(1.5)
+    k = ann.call("GET", f"/v1/jobs/{j1}")
+    out.print(f"   job {j1}: {k['state']} (attempt {k['attempts']}), now of team {k['team']}; "
+              f"its usage and decayed usage moved with it")
     ann.call("POST", f"/v1/jobs/{j1}/cancel")
     _wait(ann, j1, {S.CANCELLED})
     say("the audit log: every decision with its reason, hash-chained")

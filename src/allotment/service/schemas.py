@@ -353,3 +353,50 @@ class UsagePublic(Out):
         default=None, description="budget - used, never below 0 (none: no budget)")
     credit_gpu_hours: float = Field(
         default=0.0, description="credit for lending, now (scheduler.ledger)")
+
+
+class OrgChangePublic(Out):
+    """One change of a reorganisation (``governance.reorg``): ``kind`` is added, removed,
+    renamed, merged, split, moved or guarantee; ``text`` says it in words; the other keys
+    (``from``, ``to``, ``parts``, ``heir``, ``into``, ``parent``) depend on the kind."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    node: str
+    text: str
+
+
+class OrgApplied(OrgPublic):
+    """The org after ``PUT /v1/org`` (with ``dry_run``: the org as it still is), and the
+    changes applied (or that would be)."""
+
+    changes: list[OrgChangePublic]
+    dry_run: bool
+    version: int | None = Field(description="the new org version (None: a dry run)")
+    moved: dict[str, int] = Field(default_factory=dict,
+                                  description="rows re-keyed, per table")
+
+
+class OrgVersionPublic(Out):
+    id: int
+    created_at: float
+    actor: str
+    teams: int
+    changes: list[OrgChangePublic]
+    moves: dict[str, str] = Field(description="old node -> the node its work and history "
+                                  "went to")
+    org: dict[str, Any] = Field(description="the org file of this version")
+
+
+class InventoryChangePublic(Out):
+    kind: str = Field(description="added, removed or changed")
+    node: str
+    text: str
+
+
+class InventoryApplied(InventoryPublic):
+    """The inventory after ``PUT /v1/inventory`` (with ``dry_run``: as it still is), and
+    the changes applied (or that would be)."""
+
+    changes: list[InventoryChangePublic]
+    dry_run: bool

@@ -331,3 +331,20 @@ class NotificationRow(Base):
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     gave_up_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class OrgVersionRow(Base):
+    """One version of the org tree (``GET /v1/org/history``): the org file as applied, the
+    changes against the version before (``governance.reorg``), and ``moves``: where the work
+    and history of each old node went (old name -> new name; renames, merges, splits, forced
+    removals), which the scheduler loop reads to re-key what it still holds in memory."""
+
+    __tablename__ = "org_versions"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(64))
+    teams: Mapped[int] = mapped_column(Integer)
+    org: Mapped[dict[str, Any]] = mapped_column(JSON)
+    changes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    moves: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

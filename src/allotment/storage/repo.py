@@ -24,7 +24,7 @@ from allotment.domain.org import OrgNode, OrgTree, Quota
 from allotment.domain.orgspec import idle_windows, org_from_data
 from allotment.domain.period import Period
 from allotment.errors import AllotmentError, InputError
-from allotment.storage import audit, inbox
+from allotment.storage import audit, inbox, reorg
 from allotment.storage.models import (
     ApiToken,
     JobRow,
@@ -247,6 +247,23 @@ class NodeSpec:
 
 def set_inventory(s: Session, nodes: Sequence[NodeSpec], actor: str, now: float) -> None:
     """Replace the inventory. A node that holds a running job cannot be removed or shrunk."""
+    check_inventory(s, nodes)
+    s.execute(delete(NodeRow))
+    for k, n in enumerate(nodes):
+        s.add(NodeRow(name=n.name, gpu_type=n.gpu_type, gpus=n.gpus, rack=n.rack, pod=n.pod,
+                      position=k, state=n.state))
+    s.flush()
+    totals: dict[str, int] = {}
+    for n in nodes:
+        totals[n.gpu_type] = totals.get(n.gpu_type, 0) + n.gpus
+    inbox.note(s, inbox.Change.RESHAPE)
+    audit.append(s, now, actor, "inventory.set", "inventory",
+                 f"{len(nodes)} nodes", {"gpus_by_type": totals})
+
+
+def check_inventory(s: Session, nodes: Sequence[NodeSpec]) -> None:
+    """Refuse (writing nothing) what ``set_inventory`` refuses: a duplicate node, or one
+    removed or shrunk under running jobs."""
     names: set[str] = set()
     for k, n in enumerate(nodes):
         if n.name in names:
@@ -260,17 +277,6 @@ def set_inventory(s: Session, nodes: Sequence[NodeSpec], actor: str, now: float)
     for node, gpus in sorted(held.items()):
         if node not in new or new[node].gpus < gpus:
             raise Conflict(f"node {node!r} holds {gpus} GPUs of running jobs; drain it first")
-    s.execute(delete(NodeRow))
-    for k, n in enumerate(nodes):
-        s.add(NodeRow(name=n.name, gpu_type=n.gpu_type, gpus=n.gpus, rack=n.rack, pod=n.pod,
-                      position=k, state=n.state))
-    s.flush()
-    totals: dict[str, int] = {}
-    for n in nodes:
-        totals[n.gpu_type] = totals.get(n.gpu_type, 0) + n.gpus
-    inbox.note(s, inbox.Change.RESHAPE)
-    audit.append(s, now, actor, "inventory.set", "inventory",
-                 f"{len(nodes)} nodes", {"gpus_by_type": totals})
 
 
 def node_rows(s: Session) -> list[NodeRow]:
@@ -295,8 +301,10 @@ def capacity(s: Session) -> dict[GpuType, int]:
 
 
 # -- org tree and quotas --------------------------------------------------------------
-def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
-    """Replace the org tree and its default quotas from an org file (``domain.orgspec``)."""
+def set_org(s: Session, data: Any, actor: str, now: float, version: bool = True) -> OrgTree:
+    """Replace the org tree and its default quotas from an org file (``domain.orgspec``);
+    with ``version``, record it as a version of its own (``governance.reorg`` records its
+    versions itself, with their changes)."""
     cap = capacity(s)
     if not cap:
         raise InputError("inventory", "set the inventory before the org tree")
@@ -319,6 +327,8 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
                            guaranteed=q.guaranteed, borrow_limit=q.borrow_limit,
                            lend_limit=q.lend_limit, source="org"))
     s.flush()
+    if version:
+        reorg.record_version(s, data, len(tree.team_ids), [], {}, actor, now)
     inbox.note(s, inbox.Change.RESHAPE)
     audit.append(s, now, actor, "org.set", "org", f"{len(tree.team_ids)} teams",
                  {"teams": list(tree.team_ids)})

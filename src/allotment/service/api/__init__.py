@@ -2,7 +2,7 @@
 
     meta       GET /health
     users      /v1/me, /v1/users, their tokens, disable and enable
-    org        /v1/inventory, /v1/org
+    org        /v1/inventory, /v1/org (diff, dry run, apply), /v1/org/history
     jobs       /v1/jobs (submit, list, read, cancel, log, samples), /v1/queue
     usage      /v1/usage, /v1/usage/history
     requests   /v1/requests

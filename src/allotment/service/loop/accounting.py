@@ -9,6 +9,12 @@ when the loop stops), so a tick costs no database work for them. ``accounted_unt
 the time the rows are integrated up to: a process that starts (or takes over) integrates
 again from there, so a crash loses no GPU-seconds, it only counts the last interval with
 the jobs the new process sees.
+
+The sums are keyed by the team names of the org version their state was built from
+(``version``). Before sums of one version meet a state of another, they are written; and
+writing maps them through the moves of every reorganisation since their version
+(``storage.reorg.moves_since``), so GPU-seconds integrated just before a rename or a merge
+was seen land on the new team.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sqlalchemy import select
 from allotment.domain.jobstate import JobState
 from allotment.service.holdings import guarantees, holdings, lent
 from allotment.service.loop.live import Live
-from allotment.storage import repo
+from allotment.storage import reorg, repo
 from allotment.storage.db import Database
 from allotment.storage.models import UsageRow
 
@@ -33,6 +39,7 @@ class Accountant:
         self.until: float | None = None  # integrated up to here (in memory)
         self.flushed_at: float | None = None
         self.sums: Sums = {}
+        self.version: int | None = None  # the org version the sums' team names are of
 
     def account(self, db: Database, live: Live, now: float) -> None:
         if self.until is None:
@@ -41,6 +48,9 @@ class Accountant:
                 if raw is None:
                     repo.set_setting(s, KEY, repr(now))
             self.until = self.flushed_at = float(raw) if raw is not None else now
+        if self.sums and self.version != live.org_version:
+            self.flush(db)  # written under their own version's names, mapped
+        self.version = live.org_version
         dt = now - self.until
         if dt > 0:
             self._integrate(live, self.until, dt)
@@ -70,6 +80,9 @@ class Accountant:
         if self.until is None:
             return
         with db.session() as s:
+            if self.sums and self.version is not None:
+                for moves in reorg.moves_since(s, self.version):
+                    self._move(moves)
             hours = sorted({hour for _, _, hour in self.sums})
             rows = {(r.team, r.gpu_type, r.hour): r for r in s.execute(
                 select(UsageRow).where(UsageRow.hour.in_(hours))).scalars()} if hours else {}
@@ -90,8 +103,20 @@ class Accountant:
         self.sums.clear()
         self.flushed_at = self.until
 
+    def _move(self, moves: dict[str, str]) -> None:
+        """Re-key the sums by one reorganisation's moves (old team -> new), adding up."""
+        if not any(team in moves for team, _, _ in self.sums):
+            return
+        moved: Sums = {}
+        for (team, gpu_type, hour), acc in self.sums.items():
+            got = moved.setdefault((moves.get(team, team), gpu_type, hour), [0.0] * 5)
+            for k, v in enumerate(acc):
+                got[k] += v
+        self.sums = moved
+
     def forget(self) -> None:
         """Another process acts now: drop what was not written (it integrates from the last
         flush itself)."""
         self.until = self.flushed_at = None
+        self.version = None
         self.sums.clear()

@@ -30,10 +30,11 @@ from allotment.scheduler.state import ClusterState, SchedulerMemory
 from allotment.service.loop.rows import Run, idle_windows, job_id, workload
 from allotment.storage import budgets, inbox, repo
 from allotment.storage import jobs as jobrepo
+from allotment.storage import reorg as reorg_rows
 from allotment.storage.models import JobRow
 
 log = logging.getLogger("allotment.scheduler")
-MEMORY_KEY = "scheduler_memory"
+MEMORY_KEY = reorg_rows.MEMORY_KEY
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class Live:
     refused: dict[tuple[str, str], str | None] = field(default_factory=dict)
     idle_windows: dict[str, float] = field(default_factory=dict)  # team -> its idle window
     signalled: set[int] = field(default_factory=set)  # runs sent SIGTERM/SIGKILL this tick
+    org_version: int = 0  # the org version (``storage.reorg``) this state was built from
 
     def period_at(self, now: float) -> str:
         """The quota period in force at ``now`` (``repo.effective_period`` without a query:
@@ -158,7 +160,10 @@ def load_memory(s: Session) -> SchedulerMemory:
 
 def save_memory(s: Session, live: Live, now: float | None = None) -> None:
     """Persist what ``decide`` carries between cycles, when it changed; with ``now``, the
-    budget and credit ledger as of ``now`` (``Ledger.at``)."""
+    budget and credit ledger as of ``now`` (``Ledger.at``). Stamped with the org version
+    the state was built from: a state older than the stored stamp (a reorganisation
+    committed since it was built, which re-keyed the stored memory) writes nothing: it is
+    rebuilt from the database at its next inbox step."""
     if live.state is None:
         return
     memory = live.state.memory()
@@ -167,7 +172,12 @@ def save_memory(s: Session, live: Live, now: float | None = None) -> None:
         memory = dataclasses.replace(memory, ledger=ledger.at(live.state, now).to_json())
     raw = json.dumps(memory.to_json(), separators=(",", ":"))
     if raw != live.memory_saved:
+        stamp = int(repo.get_setting(s, reorg_rows.MEMORY_VERSION_KEY) or 0)
+        if stamp > live.org_version:
+            return
         repo.set_setting(s, MEMORY_KEY, raw)
+        if stamp != live.org_version:
+            repo.set_setting(s, reorg_rows.MEMORY_VERSION_KEY, str(live.org_version))
         live.memory_saved = raw
 
 
@@ -184,6 +194,7 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
     cfg = policy.config
     periods = tuple(sorted(repo.published_periods(s)))
     live = Live(None, names, {n: k for k, n in enumerate(names)}, "default", periods)
+    live.org_version = reorg_rows.current_version(s)
     live.period = live.period_at(now)
     org = None
     if not cluster.nodes:
