@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from allotment.cli.app import DataDir, DbOpt, _fail, _when, app, console
+from allotment.cli.app import DataDir, DbOpt, _fail, _when, app, console, database_at
 from allotment.errors import AllotmentError
 
 admin_app = typer.Typer(no_args_is_help=True, help="Administer the database directly.")
@@ -41,7 +41,7 @@ def _admin(db: str | None, data_dir: Path, act: Any) -> Any:
     from allotment.storage.db import Database
 
     try:
-        database = Database(db, data_dir)
+        database = Database(database_at(db, data_dir), data_dir)
         private_database(database.url)
         database.upgrade()
         database.check_audit_key()

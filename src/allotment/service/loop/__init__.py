@@ -95,6 +95,8 @@ class SchedulerLoop:
         self._usage_at = float("-inf")
         self.accountant = Accountant(self.config.accounting_flush_s)
         self._health_said: tuple[str | None, str, str] | None = None
+        # called after each tick of ``run`` with its seconds and whether it acted (metrics)
+        self.on_tick: Callable[[float, bool], None] | None = None
         c = self.config
         self.idle_rule = IdleRule(c.idle_threshold_pct, c.idle_window_s,
                                   c.idle_reclaim_after_s, c.idle_reclaim, c.idle_hold_s)
@@ -242,10 +244,13 @@ class SchedulerLoop:
 
         Notifier(self.db, self.config.webhook_url, self.clock).start(stop)
         while not stop.is_set():
+            started, acted = time.perf_counter(), True
             try:
-                self.tick()
+                acted = self.tick().acted
             except Exception:
                 log.exception("scheduler tick failed; retrying next tick")
+            if self.on_tick is not None:
+                self.on_tick(time.perf_counter() - started, acted)
             stop.wait(self.config.tick_s)
         self.flush()
 

@@ -122,8 +122,12 @@ class DbSink:
             return False
         run.state, run.terminating_since, run.requeue, run.stop_reason = (
             JobState.TERMINATING, now, True, why)
+        st = self.state
+        for_team = (st.buckets[st.pending_index[p.for_job]].key[0]
+                    if p.for_job in st.pending_index else None)
         self.entries.append(audit.Entry(now, "scheduler", "job.preempted", f"job:{jid}",
                                         p.reason, {"for_job": int(p.for_job),
+                                                   "for_team": for_team,
                                                    "grace_s": self.grace_s},
                                         f"team:{run.team}"))
         notice(self.s, now, "preemption", jid, run.team, run.user,

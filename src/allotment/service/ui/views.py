@@ -176,8 +176,13 @@ def plan_side_by_side(s: Session, now: float, draft_id: int | None) -> dict[str,
     current = next((p for p in published if p.period == period), None) \
         or next(iter(published), None)
     drafts = [p for p in recent if p.status == stored_plans.DRAFT]
-    draft = next((p for p in recent if p.id == draft_id), None) if draft_id is not None \
-        else (drafts[0] if drafts else None)
+    # the plan shown beside the current one: the one asked for, else the newest draft;
+    # never the current plan itself (publishing a draft makes it the current one)
+    chosen = next((p for p in recent if p.id == draft_id), None) \
+        if draft_id is not None else None
+    if chosen is None or (current is not None and chosen.id == current.id):
+        chosen = drafts[0] if drafts else None
+    draft = chosen
     rows: list[dict[str, Any]] = []
     if draft is not None and current is not None and draft.id != current.id:
         rows = plans.compare(current, draft)
