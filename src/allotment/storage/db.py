@@ -9,11 +9,12 @@ every process that appends to the audit log of one database must be given the sa
 
 from __future__ import annotations
 
+import copy
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -221,11 +222,21 @@ class Database:
         self.readers = sessionmaker(
             self.engine.execution_options(allotment_read_only=True), expire_on_commit=False,
             info=audit.session_info(self.audit))
+        self.fence: Callable[[Session], None] | None = None
+
+    def fenced(self, fence: Callable[[Session], None]) -> Database:
+        """This database (the same engine and sessions) with ``fence`` called at the start
+        of every ``session()`` transaction; it raises to refuse the transaction."""
+        other = copy.copy(self)
+        other.fence = fence
+        return other
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on error."""
         with self.sessions() as s, s.begin():
+            if self.fence is not None:
+                self.fence(s)
             yield s
 
     def upgrade(self) -> None:

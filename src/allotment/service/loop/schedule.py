@@ -25,7 +25,7 @@ from allotment.scheduler.decisions import Admit, Decisions, Preempt
 from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
-from allotment.service.loop.live import Live
+from allotment.service.loop.live import Live, save_memory
 from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import Run, job_id
 from allotment.storage import audit, inbox
@@ -181,7 +181,10 @@ class DbSink:
 
 def schedule(db: Database, live: Live, policy: Policy, now: float,
              obs: path.Observer) -> tuple[Decisions | None, DbSink | None]:
-    """One cycle if ``should_decide``; returns its decisions and sink (None: no cycle)."""
+    """One cycle if ``should_decide``; returns its decisions and sink (None: no cycle).
+    The decisions and the memory after them (decayed usage, reservations) commit in one
+    transaction, so a scheduler taking over continues from the memory of the decisions
+    it finds."""
     st = live.state
     wake_due = live.wake_due(now)
     if st is None or not path.should_decide(st, live.changed, wake_due):
@@ -193,6 +196,7 @@ def schedule(db: Database, live: Live, policy: Policy, now: float,
         sink = DbSink(s, live, d, policy.config.grace_s)
         path.apply(d, st, policy, sink, now, obs)
         sink.commit()
+        save_memory(s, live)
     live.changed = False
     return d, sink
 
