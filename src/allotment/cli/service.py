@@ -246,6 +246,22 @@ MetricsPort = Annotated[int | None, typer.Option(
     min=1, max=65535, help="serve Prometheus metrics, unauthenticated, at "
     "http://METRICS_HOST:PORT/metrics (default: none)")]
 MetricsHost = Annotated[str, typer.Option(help="the address of --metrics-port")]
+LogFormat = Annotated[str | None, typer.Option(
+    help="log lines for people (text) or JSON lines (json); default $ALLOTMENT_LOG_FORMAT, "
+    "else text")]
+
+
+def _logging(fmt: str | None, quiet: bool = False) -> None:
+    """The one logging setup of every service process (``allotment.logs``); ``quiet``
+    (``allot up``, whose console is the user's): warnings and errors only."""
+    import logging
+
+    from allotment.logs import setup_logging
+
+    try:
+        setup_logging(fmt, logging.WARNING if quiet else logging.INFO)
+    except ValueError as exc:
+        _fail(AllotmentError(str(exc)))
 
 
 @app.command()
@@ -283,8 +299,10 @@ def serve(
         "one is refused)")] = False,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "127.0.0.1",
+    log_format: LogFormat = None,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
+    _logging(log_format)
     try:
         db = database_at(db, data_dir, create=create_db)
         cfg = dataclasses.replace(_loop_config(
@@ -327,8 +345,10 @@ def scheduler_cmd(
     work_dir: WorkDir = None,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "127.0.0.1",
+    log_format: LogFormat = None,
 ) -> None:
     """Run only the scheduler loop and its executor (the API runs elsewhere)."""
+    _logging(log_format)
     from allotment.service.loop import SchedulerLoop
     from allotment.service.private import private_service_files
     from allotment.storage.db import Database
@@ -379,12 +399,14 @@ def up(
     work_dir: WorkDir = None,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "127.0.0.1",
+    log_format: LogFormat = None,
 ) -> None:
     """Start the service, scheduler and local executor on SQLite, on this machine.
 
     The first start creates an admin (its token goes to the client config file), this
     machine as the inventory and a one-team org; ``--demo`` then plays a short scenario.
     """
+    _logging(log_format, quiet=True)
     from allotment.backends.accounts import can_switch_accounts, service_account
     from allotment.service.client import config_path, write_config
     from allotment.service.private import private_service_files

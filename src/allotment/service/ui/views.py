@@ -19,7 +19,7 @@ from allotment.service import holdings
 from allotment.storage import jobs as jobrepo
 from allotment.storage import plans as stored_plans
 from allotment.storage import repo
-from allotment.storage.models import JobRow, UsageRow
+from allotment.storage.models import ClusterUsageRow, JobRow, UsageRow
 
 GPU_STATES = ("guaranteed", "borrowed", "reserved", "idle", "down")
 
@@ -167,6 +167,40 @@ def sparkline(series: list[float], width: int = 160, height: int = 28) -> str:
     step = width / max(1, len(series) - 1)
     return " ".join(f"{k * step:.1f},{height - v / top * (height - 2) - 1:.1f}"
                     for k, v in enumerate(series))
+
+
+@dataclass
+class History:
+    """The cluster over ``hours`` hours to ``now``, one point per ``step_s`` from
+    ``start``: GPUs in use and GPUs idle while jobs waited, in % of the GPUs up (an hour
+    the loop did not run counts 0)."""
+
+    start: float
+    step_s: float
+    utilisation_pct: list[float]
+    idle_waiting_pct: list[float]
+
+
+def cluster_history(s: Session, now: float, hours: int, points: int = 48) -> History:
+    """Utilisation = used / up and idle-while-waiting = idle_waiting / up, GPU-seconds of
+    all types summed over each slot of ``per`` hours (``cluster_usage``)."""
+    per = max(1, -(-hours // points))
+    slots = -(-hours // per)
+    first = int(now // 3600 * 3600) - (slots * per - 1) * 3600
+    up, used, idle = [0.0] * slots, [0.0] * slots, [0.0] * slots
+    for hour, u, a, i in s.execute(
+            select(ClusterUsageRow.hour, func.sum(ClusterUsageRow.up_gpu_s),
+                   func.sum(ClusterUsageRow.used_gpu_s),
+                   func.sum(ClusterUsageRow.idle_waiting_gpu_s))
+            .where(ClusterUsageRow.hour >= first).group_by(ClusterUsageRow.hour)):
+        k = (hour - first) // 3600 // per
+        if 0 <= k < slots:
+            up[k] += u or 0.0
+            used[k] += a or 0.0
+            idle[k] += i or 0.0
+    return History(first, per * 3600.0,
+                   [100 * a / u if u else 0.0 for a, u in zip(used, up, strict=True)],
+                   [100 * i / u if u else 0.0 for i, u in zip(idle, up, strict=True)])
 
 
 def plan_side_by_side(s: Session, now: float, draft_id: int | None) -> dict[str, Any]:
