@@ -393,6 +393,7 @@ def up(
         help="with --demo: stop once the demo is done")] = False,
     policy: Policy = DEFAULTS.policy,
     grace_s: GraceS = DEFAULTS.grace_s,
+    min_runtime_s: MinRuntimeS = DEFAULTS.min_runtime_s,
     max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
     run_as: RunAsOpt = None,
     shared_account: SharedAccount = False,
@@ -447,7 +448,7 @@ def up(
     # the demo plays in seconds what takes minutes: a job it reclaims is seconds old
     cfg = _loop_config(policy, 1.0 if demo else 2.0, 3.0 if demo else grace_s,
                        20.0 if demo else 1800.0, 10.0 if demo else 600.0, 5.0, 172800.0, None,
-                       min_runtime_s=0.0 if demo else None)
+                       min_runtime_s=0.0 if demo else min_runtime_s)
     console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
                   f"database {db}")
     if not demo:

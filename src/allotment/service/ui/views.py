@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,20 @@ class NodeView:
     pod: int
     cells: list[str]  # one GPU state per GPU index
     jobs: dict[int, int]  # GPU index -> job id
+
+    @property
+    def title(self) -> str:
+        """"n1: 6 guaranteed 2 idle jobs 4, 7": what hovering the node shows (made here,
+        not in the template: 2,000 nodes x 5 states of Jinja filters cost the cluster page
+        about a third of its time)."""
+        counts = [f"{self.cells.count(st)} {st}" for st in GPU_STATES if st in self.cells]
+        jobs = sorted(set(self.jobs.values()))
+        return (f"{self.name}: {' '.join(counts)}"
+                + (f" jobs {', '.join(map(str, jobs))}" if jobs else ""))
+
+    @property
+    def cells_html(self) -> Markup:
+        return Markup("".join(f'<i class="{c}"></i>' for c in self.cells))  # fixed names
 
 
 @dataclass
