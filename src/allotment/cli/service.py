@@ -148,7 +148,9 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
 
     # idle connections are closed by the clients first (see service.client)
     stop_metrics = _metrics(metrics, database, loop)
-    server = _server_class()(uvicorn.Config(api, host=host, port=port, log_level="warning",
+    # logging is ours (allotment.logs: one format); requests are logged by RequestLog
+    server = _server_class()(uvicorn.Config(api, host=host, port=port, log_config=None,
+                                            access_log=False,
                                             timeout_keep_alive=SERVER_KEEPALIVE_S))
     if on_ready is not None:
         def ready() -> None:
