@@ -695,11 +695,12 @@ def test_slurm_jobs_get_no_service_environment(tmp_path: Path,
 
 
 def test_admin_create_user_makes_a_private_database(tmp_path: Path) -> None:
-    """`allot admin create-user` on a new SQLite file (the first admin) makes it 0600, its
-    -wal and -shm too, whatever the caller's umask."""
+    """`allot admin create-user --create-db` on a new SQLite file (the first admin) makes it
+    0600, its -wal and -shm too, whatever the caller's umask."""
     old = os.umask(0o022)
     try:
-        r = _allot("admin", "create-user", "root", "--db", f"sqlite:///{tmp_path / 'n.db'}")
+        r = _allot("admin", "create-user", "root", "--db", f"sqlite:///{tmp_path / 'n.db'}",
+                   "--create-db")
     finally:
         os.umask(old)
     assert r.returncode == 0, r.stderr
