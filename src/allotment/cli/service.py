@@ -475,7 +475,7 @@ def up(
             return
         where = f" (the admin's token is in {config_path()})" if config_path().exists() else ""
         console.print(f"the service keeps running: dashboard {url}/ui{where}, API docs "
-                      f"{url}/docs; Ctrl-C stops it", highlight=False)
+                      f"{url}/docs; Ctrl-C stops it", highlight=False, soft_wrap=True)
 
     try:
         _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go,
