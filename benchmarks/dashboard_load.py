@@ -29,7 +29,7 @@ from allotment.planner import parse_scenario
 from allotment.service.app import create_app
 from allotment.storage import audit, repo
 from allotment.storage.db import Database
-from allotment.storage.models import JobRow, UsageRow
+from allotment.storage.models import ClusterUsageRow, JobRow, UsageRow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.service.conftest import LiveServer
@@ -94,6 +94,11 @@ def seed(db: Database, nodes: int, teams: int, jobs: int, rng: random.Random) ->
                                used_gpu_s=rng.uniform(0, per_team) * 3600, borrowed_gpu_s=0.0,
                                lent_gpu_s=0.0, idle_gpu_s=rng.uniform(0, 4) * 3600,
                                guaranteed_gpu_s=per_team * 3600.0, preemptions=0))
+        up = (nodes - len(range(0, nodes, 97))) * 8
+        for h in range(24 * 7):  # the cluster page's history
+            s.add(ClusterUsageRow(gpu_type="h100", hour=hour - h * 3600, up_gpu_s=up * 3600.0,
+                                  used_gpu_s=rng.uniform(0.6, 0.95) * up * 3600,
+                                  idle_waiting_gpu_s=rng.uniform(0, 0.05) * up * 3600))
         period = str(Period.of(now))
         scenario = {"period": period, "as_of": time.strftime("%Y-%m-%d", time.gmtime(now)),
                     "inventory": {"h100": nodes * 8}, "org": org_tree(teams),

@@ -338,7 +338,7 @@ def test_allot_serve_takes_the_body_limit(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([allot, "serve", "--db", f"sqlite:///{tmp_path / 'a.db'}",
                              "--data-dir", str(tmp_path / "d"), "--port", str(port),
-                             "--no-scheduler", "--max-body-bytes", "2048"],
+                             "--no-scheduler", "--max-body-bytes", "2048", "--create-db"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

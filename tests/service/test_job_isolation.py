@@ -527,10 +527,18 @@ def _allot(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([allot, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def _new_db(tmp_path: Path) -> str:
+    """A database that exists (`allot scheduler` refuses one that does not)."""
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "d")
+    db.upgrade()
+    db.dispose()
+    return db.url
+
+
 def test_bad_run_as_files_are_refused_naming_the_field(tmp_path: Path) -> None:
     """A run-as file naming an account that does not exist, root, or an unknown key stops
     the service at start with an error naming the field; no traceback."""
-    db = f"sqlite:///{tmp_path / 'a.db'}"
+    db = _new_db(tmp_path)
     for doc, field in (({"teams": {"llama": "no-such-account-x"}}, "run-as.teams.llama"),
                        ({"users": {"ann": "root"}}, "run-as.users.ann"),
                        ({"team": {"llama": "nobody"}}, "run-as.team"),
@@ -548,7 +556,7 @@ def test_shared_account_as_root_is_refused(tmp_path: Path) -> None:
     says how to make teams share an account (map them with --run-as)."""
     if not ROOT:
         pytest.skip("as root only: a non-root service is where --shared-account applies")
-    r = _allot("scheduler", "--db", f"sqlite:///{tmp_path / 'a.db'}", "--data-dir",
+    r = _allot("scheduler", "--db", _new_db(tmp_path), "--data-dir",
                str(tmp_path / "d"), "--fake-gpus", "--shared-account")
     assert r.returncode == 2 and "--run-as" in r.stderr and "root" in r.stderr, r.stderr
 
@@ -588,7 +596,7 @@ def test_run_as_needs_root(tmp_path: Path) -> None:
         pytest.skip("as a non-root user only: root can honour the mapping")
     f = tmp_path / "run-as.yaml"
     f.write_text(json.dumps({"teams": {"llama": "nobody"}}))
-    r = _allot("scheduler", "--db", f"sqlite:///{tmp_path / 'a.db'}", "--data-dir",
+    r = _allot("scheduler", "--db", _new_db(tmp_path), "--data-dir",
                str(tmp_path / "d"), "--fake-gpus", "--run-as", str(f))
     assert r.returncode == 2 and "not root" in r.stderr and "nobody" in r.stderr, r.stderr
 
@@ -687,11 +695,12 @@ def test_slurm_jobs_get_no_service_environment(tmp_path: Path,
 
 
 def test_admin_create_user_makes_a_private_database(tmp_path: Path) -> None:
-    """`allot admin create-user` on a new SQLite file (the first admin) makes it 0600, its
-    -wal and -shm too, whatever the caller's umask."""
+    """`allot admin create-user --create-db` on a new SQLite file (the first admin) makes it
+    0600, its -wal and -shm too, whatever the caller's umask."""
     old = os.umask(0o022)
     try:
-        r = _allot("admin", "create-user", "root", "--db", f"sqlite:///{tmp_path / 'n.db'}")
+        r = _allot("admin", "create-user", "root", "--db", f"sqlite:///{tmp_path / 'n.db'}",
+                   "--create-db")
     finally:
         os.umask(old)
     assert r.returncode == 0, r.stderr

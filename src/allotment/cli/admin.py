@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from allotment.cli.app import DataDir, DbOpt, _fail, _when, app, console
+from allotment.cli.app import DataDir, DbOpt, _fail, _when, app, console, database_at
 from allotment.errors import AllotmentError
 
 admin_app = typer.Typer(no_args_is_help=True, help="Administer the database directly.")
@@ -23,6 +23,9 @@ def create_user(
     team: Annotated[str | None, typer.Option(help="team or org node (not for admins)")] = None,
     db: DbOpt = None,
     data_dir: DataDir = Path(".allotment"),
+    create_db: Annotated[bool, typer.Option(
+        "--create-db", help="make the SQLite database if it does not exist (the first admin "
+        "of a new `allot serve`; else a missing one is refused)")] = False,
 ) -> None:
     """Create a user (the first admin, typically) and print its API token once."""
     from allotment.storage import repo
@@ -30,18 +33,19 @@ def create_user(
     def act(s: Any) -> str:
         return repo.create_user(s, name, role, team, time.time(), "cli")[1]
 
-    token = _admin(db, data_dir, act)
+    token = _admin(db, data_dir, act, create_db)
     console.print(f"created {role} {name}; API token (shown once):")
     print(token)
 
 
-def _admin(db: str | None, data_dir: Path, act: Any) -> Any:
-    """Run ``act(session)`` in one transaction on the database; errors end the command."""
+def _admin(db: str | None, data_dir: Path, act: Any, create: bool = False) -> Any:
+    """Run ``act(session)`` in one transaction on the database (one that does not exist is
+    refused unless ``create``); errors end the command."""
     from allotment.service.private import private_database
     from allotment.storage.db import Database
 
     try:
-        database = Database(db, data_dir)
+        database = Database(database_at(db, data_dir, create), data_dir)
         private_database(database.url)
         database.upgrade()
         database.check_audit_key()

@@ -24,7 +24,7 @@ from allotment.errors import AllotmentError, InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Allotment: fair, efficient sharing of a GPU fleet.")
 console = Console(width=max(Console().width, 170))
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
 
 
 def _fail(exc: AllotmentError) -> None:
@@ -47,11 +47,25 @@ def version() -> None:
     console.print(__version__)
 
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default $ALLOTMENT_DB "
-                                           "or sqlite:///./allotment.db)")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default $ALLOTMENT_DB, "
+                                           "else allotment.db in the data directory)")]
 DataDir = Annotated[Path, typer.Option(
     envvar="ALLOTMENT_DATA_DIR", help="data directory: the audit key and head file, run "
     "folders and logs, simulator reports ($ALLOTMENT_DATA_DIR)")]
+
+
+def database_at(db: str | None, data_dir: Path, create: bool = False) -> str:
+    """The database of a command: ``--db``, else ``$ALLOTMENT_DB``, else ``allotment.db`` in
+    ``data_dir`` (the same default for every command). One that does not exist is refused
+    in one line before anything is created, unless ``create`` (a new service's SQLite
+    file: ``allot up``, ``allot serve --create-db``; a PostgreSQL database is never made
+    here)."""
+    from allotment.storage.db import default_url, require_database
+
+    url = db or default_url(data_dir)
+    if not create or not url.startswith("sqlite"):
+        require_database(url)
+    return url
 
 
 def _client() -> Any:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from allotment.cli.app import DataDir, DbOpt, _fail, app, console, err_console
+from allotment.cli.app import DataDir, DbOpt, _fail, app, console, database_at, err_console
 from allotment.errors import AllotmentError
 
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
@@ -24,7 +24,7 @@ def audit_verify(db: DbOpt = None, data_dir: DataDir = Path(".allotment")) -> No
 
     database = None
     try:
-        database = Database(db, data_dir)
+        database = Database(database_at(db, data_dir), data_dir)
         database.require_current_schema()
         with database.session() as s:
             result = audit.verify(s)

@@ -128,10 +128,11 @@ def plan_publish(scenario: Path | None, plan_id: int | None) -> None:
         except AllotmentError as exc:
             _fail(exc)
             return
-        draft = _call("POST", "/v1/plans", json={"scenario": json.loads(
-            json.dumps(data, default=str))})
-        plan_id = draft["id"]
-    p = _call("POST", f"/v1/plans/{plan_id}/publish")
+        # run and publish in one request (one transaction): a failing publish writes nothing
+        p = _call("POST", "/v1/plans", json={"scenario": json.loads(
+            json.dumps(data, default=str)), "publish": True})
+    else:
+        p = _call("POST", f"/v1/plans/{plan_id}/publish")
     console.print(f"plan {p['id']} published for {p['period']}: "
                   + ", ".join(f"{a['team']} {a['allocated']} {a['gpu_type']}"
                               for a in p["result"]["teams"].values()))

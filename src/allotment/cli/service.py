@@ -7,18 +7,19 @@ database the same one."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from allotment.cli.app import DataDir, DbOpt, _fail, app, console, err_console
+from allotment.cli.app import DataDir, DbOpt, _fail, app, console, database_at, err_console
 from allotment.errors import AllotmentError
 from allotment.scheduler.config import DEFAULTS
 
@@ -121,7 +122,8 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
            with_scheduler: bool, cfg: Any, escalation_s: float,
            on_ready: Any = None, backend: str = "local", slurm_conf: str | None = None,
            web: dict[str, Any] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-           accounts: JobAccounts | None = None) -> None:
+           accounts: JobAccounts | None = None,
+           metrics: tuple[str, int | None] = ("127.0.0.1", None)) -> None:
     import uvicorn
 
     from allotment.service.app import create_app
@@ -146,14 +148,67 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     api = create_app(database, loop, {"escalation_s": escalation_s, "runs_dir": str(runs),
                                      "reports_dir": str(data_dir / "reports"),
                                      "max_body_bytes": max_body_bytes, **(web or {})})
-    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
+    from allotment.service.client import SERVER_KEEPALIVE_S
+
+    # idle connections are closed by the clients first (see service.client)
+    stop_metrics = _metrics(metrics, database, loop)
+    # logging is ours (allotment.logs: one format); requests are logged by RequestLog
+    server = _server_class()(uvicorn.Config(api, host=host, port=port, log_config=None,
+                                            access_log=False,
+                                            timeout_keep_alive=SERVER_KEEPALIVE_S))
     if on_ready is not None:
         def ready() -> None:
             while not server.started:
+                if server.should_exit:
+                    return
                 time.sleep(0.05)
-            on_ready()
+            on_ready(server)
         threading.Thread(target=ready, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    finally:
+        stop_metrics()
+
+
+def _metrics(where: tuple[str, int | None], database: Any, loop: Any) -> Any:
+    """Serve ``/metrics`` on ``where`` (host, port), if a port is given: the database's
+    series (with ``database``) and the loop's (with ``loop``). Returns ``stop``."""
+    host, port = where
+    if port is None:
+        return lambda: None
+    from allotment.service.metrics import registry_for, serve_metrics
+
+    try:
+        stop = serve_metrics(registry_for(database, loop), host, port)
+    except OSError as exc:
+        raise AllotmentError(f"--metrics-port {port}: cannot listen on {host}: "
+                             f"{exc.strerror}") from None
+    console.print(f"metrics on http://{host}:{port}/metrics", highlight=False)
+    return stop
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class StopCleanly(uvicorn.Server):
+        """uvicorn's server, except that a stop asked for with Ctrl-C or SIGTERM ends the
+        process with status 0: uvicorn re-raises the signal after its shutdown, which
+        ends the process as killed by it (status 130 for Ctrl-C)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            before = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in before.items():
+                    signal.signal(sig, handler)
+
+    return StopCleanly
 
 
 Policy = Annotated[str, typer.Option(help="scheduling policy")]
@@ -197,6 +252,26 @@ SharedAccount = Annotated[bool, typer.Option(
     "which lets any job read the service's files and other teams' runs")]
 WorkDir = Annotated[Path | None, typer.Option(
     help="the jobs' work folders (default DATA_DIR-work, beside the data folder)")]
+MetricsPort = Annotated[int | None, typer.Option(
+    min=1, max=65535, help="serve Prometheus metrics, unauthenticated, at "
+    "http://METRICS_HOST:PORT/metrics (default: none)")]
+MetricsHost = Annotated[str, typer.Option(help="the address of --metrics-port")]
+LogFormat = Annotated[str | None, typer.Option(
+    help="log lines for people (text) or JSON lines (json); default $ALLOTMENT_LOG_FORMAT, "
+    "else text")]
+
+
+def _logging(fmt: str | None, quiet: bool = False) -> None:
+    """The one logging setup of every service process (``allotment.logs``); ``quiet``
+    (``allot up``, whose console is the user's): warnings and errors only."""
+    import logging
+
+    from allotment.logs import setup_logging
+
+    try:
+        setup_logging(fmt, logging.WARNING if quiet else logging.INFO)
+    except ValueError as exc:
+        _fail(AllotmentError(str(exc)))
 
 
 @app.command()
@@ -231,9 +306,17 @@ def serve(
     run_as: RunAsOpt = None,
     shared_account: SharedAccount = False,
     work_dir: WorkDir = None,
+    create_db: Annotated[bool, typer.Option(
+        "--create-db", help="make the SQLite database if it does not exist (else a missing "
+        "one is refused)")] = False,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
+    log_format: LogFormat = None,
 ) -> None:
     """Run the REST API (and, by default, the scheduler loop with the local executor)."""
+    _logging(log_format)
     try:
+        db = database_at(db, data_dir, create=create_db)
         cfg = dataclasses.replace(_loop_config(
             policy, tick_s, grace_s, idle_window_s, idle_reclaim_after_s, idle_threshold,
             escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption,
@@ -245,7 +328,8 @@ def serve(
         _serve(db, host, port, data_dir, fake_gpus, scheduler, cfg, escalation_s,
                backend=backend, slurm_conf=slurm_conf, web=web,
                max_body_bytes=max_body_bytes,
-               accounts=JobAccounts(run_as, shared_account, work_dir))
+               accounts=JobAccounts(run_as, shared_account, work_dir),
+               metrics=(metrics_host, metrics_port))
     except AllotmentError as exc:
         _fail(exc)
 
@@ -274,8 +358,12 @@ def scheduler_cmd(
     run_as: RunAsOpt = None,
     shared_account: SharedAccount = False,
     work_dir: WorkDir = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
+    log_format: LogFormat = None,
 ) -> None:
     """Run only the scheduler loop and its executor (the API runs elsewhere)."""
+    _logging(log_format)
     from allotment.service.loop import SchedulerLoop
     from allotment.service.private import private_service_files
     from allotment.storage.db import Database
@@ -286,13 +374,15 @@ def scheduler_cmd(
             escalation_s, webhook, min_runtime_s, checkpoint_s, las_preemption,
             credit_half_life_s, credit_cap),
             lease_ttl_s=lease_ttl_s)
-        database = Database(db, data_dir)
+        database = Database(database_at(db, data_dir), data_dir)
         private_service_files(data_dir, database.url)
         database.upgrade()
         database.check_audit_key()
         executor = _backend(backend, data_dir, fake_gpus, slurm_conf, database,
                             JobAccounts(run_as, shared_account, work_dir))
         loop = SchedulerLoop(database, executor, cfg)
+        # the loop's own series (the API's process serves the database's)
+        stop_metrics = _metrics((metrics_host, metrics_port), None, loop)
     except AllotmentError as exc:
         _fail(exc)
         return
@@ -303,6 +393,7 @@ def scheduler_cmd(
                   f"every {cfg.tick_s:g} s)")
     loop.run(stop)
     loop.release()
+    stop_metrics()
 
 
 @app.command()
@@ -313,28 +404,33 @@ def up(
     fake_gpus: Annotated[int | None, typer.Option(
         help="pretend this machine has N GPUs (default: its NVIDIA GPUs, else 8 fake)")] = None,
     gpu_type: Annotated[str | None, typer.Option(help="GPU type name of this machine")] = None,
-    demo: Annotated[bool, typer.Option(help="run the scripted demo, then stop")] = False,
+    demo: Annotated[bool, typer.Option(help="run the scripted demo, then keep serving")] = False,
+    exit_after_demo: Annotated[bool, typer.Option(
+        help="with --demo: stop once the demo is done")] = False,
     policy: Policy = DEFAULTS.policy,
     grace_s: GraceS = DEFAULTS.grace_s,
+    min_runtime_s: MinRuntimeS = DEFAULTS.min_runtime_s,
     max_body_bytes: MaxBodyBytes = MAX_BODY_BYTES,
     run_as: RunAsOpt = None,
     shared_account: SharedAccount = False,
     work_dir: WorkDir = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
+    log_format: LogFormat = None,
 ) -> None:
     """Start the service, scheduler and local executor on SQLite, on this machine.
 
     The first start creates an admin (its token goes to the client config file), this
     machine as the inventory and a one-team org; ``--demo`` then plays a short scenario.
     """
+    _logging(log_format, quiet=True)
     from allotment.backends.accounts import can_switch_accounts, service_account
-    from allotment.service.client import write_config
+    from allotment.service.client import config_path, write_config
     from allotment.service.private import private_service_files
     from allotment.storage import repo
     from allotment.storage.db import Database
 
     url = f"http://127.0.0.1:{port}"
-    db = db or os.environ.get("ALLOTMENT_DB") or (
-        f"sqlite:///{(data_dir / 'allotment.db').resolve()}")
     if demo and not shared_account and run_as is None and not can_switch_accounts():
         shared_account = True  # the demo's two teams, on a machine where we are not root
         console.print(f"demo: not root, so the jobs of both demo teams run as your own user "
@@ -342,6 +438,7 @@ def up(
                       "jobs run as an account of its own", highlight=False)
     accounts = JobAccounts(run_as, shared_account, work_dir)
     try:
+        db = database_at(db, data_dir, create=True)  # the first start makes it
         private_service_files(data_dir, db)
         database = Database(db, data_dir)
         database.upgrade()
@@ -367,13 +464,14 @@ def up(
     # the demo plays in seconds what takes minutes: a job it reclaims is seconds old
     cfg = _loop_config(policy, 1.0 if demo else 2.0, 3.0 if demo else grace_s,
                        20.0 if demo else 1800.0, 10.0 if demo else 600.0, 5.0, 172800.0, None,
-                       min_runtime_s=0.0 if demo else None)
+                       min_runtime_s=0.0 if demo else min_runtime_s)
     console.print(f"Allotment on {url} (dashboard {url}/ui, API docs {url}/docs), "
                   f"database {db}")
     if not demo:
         try:
             _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0,
-                   max_body_bytes=max_body_bytes, accounts=accounts)
+                   max_body_bytes=max_body_bytes, accounts=accounts,
+                   metrics=(metrics_host, metrics_port))
         except AllotmentError as exc:
             _fail(exc)
         return
@@ -381,17 +479,22 @@ def up(
 
     holder: dict[str, Any] = {}
 
-    def go() -> None:
+    def go(server: Any) -> None:
         try:
             holder["ok"] = run_demo(url, data_dir, console)
         except Exception as exc:  # shown, then the server stops
             holder["error"] = exc
-        finally:
-            os.kill(os.getpid(), signal.SIGINT)
+        if "error" in holder or exit_after_demo:
+            server.should_exit = True
+            return
+        where = f" (the admin's token is in {config_path()})" if config_path().exists() else ""
+        console.print(f"the service keeps running: dashboard {url}/ui{where}, API docs "
+                      f"{url}/docs; Ctrl-C stops it", highlight=False, soft_wrap=True)
 
     try:
         _serve(db, "127.0.0.1", port, data_dir, fake, True, cfg, 172800.0, on_ready=go,
-               max_body_bytes=max_body_bytes, accounts=accounts)
+               max_body_bytes=max_body_bytes, accounts=accounts,
+               metrics=(metrics_host, metrics_port))
     except AllotmentError as exc:
         _fail(exc)
     if "error" in holder:

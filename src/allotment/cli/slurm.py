@@ -10,15 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from allotment.cli.app import _fail, app, console
+from allotment.cli.app import DbOpt, _fail, app, console, database_at
 from allotment.errors import AllotmentError
 
 slurm_app = typer.Typer(no_args_is_help=True,
                         help="Govern a Slurm cluster: sync quotas, read usage, import.")
 app.add_typer(slurm_app, name="slurm")
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default $ALLOTMENT_DB "
-                                           "or sqlite:///./allotment.db)")]
 ConfOpt = Annotated[str | None, typer.Option(help="slurm.conf (default $SLURM_CONF)")]
 DataDir = Annotated[Path, typer.Option(envvar="ALLOTMENT_DATA_DIR", help="the service's data "
                                        "directory (its audit key and head file)")]
@@ -43,7 +41,7 @@ def sync_cmd(
     from allotment.storage.db import Database
 
     try:
-        database = Database(db, data_dir)
+        database = Database(database_at(db, data_dir), data_dir)
         database.upgrade()
         res = run_sync(database, Slurm(slurm_conf), time.time(), dry_run, submit_user, grace_s)
     except AllotmentError as exc:
@@ -74,7 +72,7 @@ def usage_cmd(
     from allotment.storage.db import Database
 
     try:
-        database = Database(db, data_dir)
+        database = Database(database_at(db, data_dir), data_dir)
         database.upgrade()
         now = time.time()
         n = import_usage(database, Slurm(slurm_conf), now - hours * 3600, now + 1, now)
@@ -129,7 +127,8 @@ def import_cmd(
             from allotment.storage import repo
             from allotment.storage.db import Database
 
-            database = Database(db, data_dir)
+            # a new database to load the cluster into may be made here
+            database = Database(database_at(db, data_dir, create=True), data_dir)
             database.upgrade()
             now = time.time()
             with database.session() as s:

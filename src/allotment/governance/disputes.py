@@ -17,13 +17,14 @@ still fits the inventory. Every step is an audit entry.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from allotment.domain.period import Period
 from allotment.errors import InputError
-from allotment.storage import audit, repo
+from allotment.storage import audit, outbox, repo
 from allotment.storage import disputes as stored
 from allotment.storage.disputes import Where
 from allotment.storage.models import DisputeRow, JobRow, OrgNodeRow, PlanRow, User
@@ -32,6 +33,24 @@ DECISIONS = ("granted", "partially_granted", "denied")
 
 
 # -- who sees it --------------------------------------------------------------------------
+log = logging.getLogger("allotment.governance")
+
+
+def notify(s: Session, now: float, kind: str, row: DisputeRow, reason: str) -> None:
+    """A dispute's step as a log line and a notification (the outbox, in the step's own
+    transaction; sent off the request and scheduling paths by ``service.notify``):
+    ``dispute_assigned`` (filed, to its first assignee), ``dispute_escalated`` (one level
+    up) and ``dispute_resolved``."""
+    to = row.assigned_to or "admins"
+    subject = f"dispute {row.id} of team {row.team}"
+    log.warning("%s: %s (assigned to %s): %s", kind, subject, to, reason,
+                extra={"event": kind, "dispute_id": row.id, "team": row.team,
+                       "assigned_to": to, "reason": reason})
+    outbox.add(s, now, kind, {"event": kind, "dispute_id": row.id, "team": row.team,
+                              "assigned_to": to, "filed_by": row.filed_by,
+                              "subject": subject, "reason": reason})
+
+
 def visible_to(s: Session, user: User) -> Where | None:
     """The disputes ``user`` may see, as a condition for storage (None: all, for admins)."""
     if user.role == "admin":
@@ -132,6 +151,7 @@ def file(s: Session, team: str, filed_by: str, subject_kind: str, subject_id: st
     audit.append(s, now, filed_by, "dispute.filed", f"dispute:{row.id}", why,
                  {"team": team, "subject": f"{subject_kind}:{subject_id}", "wants": wants,
                   "assigned_to": to or "admins"})
+    notify(s, now, "dispute_assigned", row, f"filed by {filed_by}, wants {wants}: {why}")
     return row
 
 
@@ -162,6 +182,7 @@ def resolve(s: Session, row: DisputeRow, by: str, decision: str, reason: str,
     row.history = [*row.history, {"time": now, "step": decision, "by": by, "reason": reason}]
     audit.append(s, now, by, "dispute.resolved", f"dispute:{row.id}", reason,
                  {"team": row.team, "decision": decision, "quota_change": change})
+    notify(s, now, "dispute_resolved", row, f"{decision} by {by}: {reason}")
 
 
 def escalate_due(s: Session, now: float, escalation_s: float) -> list[int]:
@@ -177,5 +198,7 @@ def escalate_due(s: Session, now: float, escalation_s: float) -> list[int]:
         audit.append(s, now, "scheduler", "dispute.escalated", f"dispute:{row.id}",
                      f"not answered by {frm} in time", {"from": frm, "to": up or "admins",
                                                          "level": row.level})
+        notify(s, now, "dispute_escalated", row,
+               f"not answered by {frm} in time; now level {row.level}")
         out.append(row.id)
     return out

@@ -76,6 +76,9 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
     # security headers, added last, wrap every response, the limit's 413 too
     app.add_middleware(BodyLimit, max_bytes=int(app.state.settings["max_body_bytes"]))
     app.add_middleware(security.SecurityHeaders)
+    from allotment.service.requestlog import RequestLog
+
+    app.add_middleware(RequestLog)  # outermost: every request, the 413s too
 
     from allotment.service import ui
 

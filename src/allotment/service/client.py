@@ -18,6 +18,13 @@ import httpx
 from allotment.errors import AllotmentError
 
 DEFAULT_URL = "http://127.0.0.1:8787"
+# How long an idle keep-alive connection is reused. It must stay well below the service's
+# own idle timeout (``SERVER_KEEPALIVE_S``): with both at 5 s (httpx's and uvicorn's
+# defaults) a request sent on a connection idle for about 5 s crossed the server closing
+# it, and the client got "Connection reset by peer" (the demo's steps idle about that long).
+# The client closes idle connections first, so it never sends on one the server drops.
+KEEPALIVE_EXPIRY_S = 4.0
+SERVER_KEEPALIVE_S = 30
 
 
 class ServiceError(AllotmentError):
@@ -64,6 +71,7 @@ class Client:
                     or DEFAULT_URL).rstrip("/")
         self.token = token or os.environ.get("ALLOTMENT_TOKEN") or cfg.get("token") or ""
         self.http = httpx.Client(base_url=self.url, timeout=60.0,
+                                 limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
                                  headers={"Authorization": f"Bearer {self.token}"})
 
     def call(self, method: str, path: str, **kw: Any) -> Any:

@@ -257,6 +257,8 @@ class PlanCreate(In):
     as_of: date | None = Field(default=None, strict=False)
     rules: dict[str, Any] | None = None
     reserve: dict[str, int] | None = None
+    # run and publish in one transaction: a plan that cannot be published leaves nothing
+    publish: bool = False
 
 
 class PlanPublic(Out):

@@ -63,7 +63,9 @@ HEAD_FILE = "audit.head"
 ORG, ADMIN = "org", "admin"
 _KEYS = "allotment_audit_keys"  # Session.info: this database's AuditKeys
 _PENDING = "allotment_audit_head"  # Session.info: the head to record after commit
+_DECIDED = "allotment_audit_decided"  # Session.info: decisions on jobs, logged at commit
 _MAX_PROBLEMS = 50
+decisions_log = logging.getLogger("allotment.decisions")
 Where = ColumnElement[bool]  # a condition on entries (``readable``)
 
 
@@ -278,6 +280,29 @@ def _forget_head(s: Session) -> None:
     s.info.pop(_PENDING, None)
 
 
+def _decided(s: Session, action: str, subject: str, reason: str, data: dict[str, Any],
+             scope: str) -> None:
+    """Remember a decision on a job, to be logged once committed (``_log_decisions``)."""
+    if subject.startswith("job:"):
+        team = scope.removeprefix("team:") if scope.startswith("team:") else data.get("team")
+        s.info.setdefault(_DECIDED, []).append((action, subject[4:], str(team or ""), reason))
+
+
+@event.listens_for(Session, "after_commit")
+def _log_decisions(s: Session) -> None:
+    """Every committed decision on a job, one log line each with its job, team and reason
+    (``allotment.logs``: fields of their own in JSON lines)."""
+    from allotment.logs import decision
+
+    for action, job, team, reason in s.info.pop(_DECIDED, ()):
+        decision(decisions_log, action, int(job) if job.isdigit() else job, team, reason)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_decisions(s: Session) -> None:
+    s.info.pop(_DECIDED, None)
+
+
 def keys_of(s: Session) -> AuditKeys | None:
     keys = s.info.get(_KEYS)
     return keys if isinstance(keys, AuditKeys) else None
@@ -382,8 +407,9 @@ def append(s: Session, time: float, actor: str, action: str, subject: str, reaso
     ``scope`` defaults to ``scope_for(action, subject)``."""
     keys, head, key = _open_chain(s, time)
     payload = json.loads(json.dumps(data or {}, sort_keys=True, default=str))
-    row = _write(s, head, key, time, actor, action, subject, reason, payload,
-                 scope or scope_for(s, action, subject))
+    scope = scope or scope_for(s, action, subject)
+    row = _write(s, head, key, time, actor, action, subject, reason, payload, scope)
+    _decided(s, action, subject, reason, payload, scope)
     assert head.chain_id is not None
     s.info[_PENDING] = (keys, head.chain_id, head.seq, head.hash)
     return row
@@ -420,6 +446,7 @@ def append_many(s: Session, entries: list[Entry]) -> None:
         rows.append({"seq": seq, "time": e.time, "actor": e.actor, "action": e.action,
                      "subject": e.subject, "reason": e.reason, "data": payload,
                      "prev_hash": prev, "hash": h, "scope": scope})
+        _decided(s, e.action, e.subject, e.reason, payload, scope)
         prev = h
     s.execute(insert(AuditRow), rows)
     head.seq, head.hash = seq, prev

@@ -9,16 +9,17 @@ every process that appends to the audit log of one database must be given the sa
 
 from __future__ import annotations
 
+import copy
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from allotment.errors import ConfigurationError
@@ -28,14 +29,50 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_DATA_DIR = ".allotment"
 
 
-def default_url() -> str:
-    """``$ALLOTMENT_DB``, else ``allotment.db`` in the working directory."""
-    return os.environ.get("ALLOTMENT_DB") or f"sqlite:///{Path.cwd() / 'allotment.db'}"
-
-
 def default_data_dir() -> Path:
     """``$ALLOTMENT_DATA_DIR``, else ``.allotment`` in the working directory."""
     return Path(os.environ.get("ALLOTMENT_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def default_url(data_dir: Path | str | None = None) -> str:
+    """The one default of every command: ``$ALLOTMENT_DB``, else ``allotment.db`` in the
+    data directory (``data_dir``, else ``default_data_dir()``)."""
+    folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    return os.environ.get("ALLOTMENT_DB") or f"sqlite:///{(folder / 'allotment.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def require_database(url: str) -> None:
+    """Refuse, in one line and creating nothing, a database that does not exist: a SQLite
+    file that is not there (connecting would create it), or a PostgreSQL database the
+    server does not have or will not let us reach. For every command but the ones that
+    make a new service's database (``allot up``, ``allot serve --create-db``)."""
+    if url.startswith("sqlite"):
+        name = make_url(url).database
+        if name and name != ":memory:" and not Path(name).is_file():
+            raise ConfigurationError(
+                f"database {name} does not exist: give --db or $ALLOTMENT_DB, or --data-dir "
+                "of the service's data directory (`allot up` makes a new one)")
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ConfigurationError(f"database {shown_url(url)}: cannot open it: "
+                                 f"{cause[0] if cause else type(exc).__name__}") from None
+    finally:
+        engine.dispose()
 
 
 # SQLite's durability. In WAL mode NORMAL syncs the WAL only at checkpoints: a commit
@@ -175,7 +212,7 @@ class Database:
     """An engine, its session factory, and the data directory of its audit key and head."""
 
     def __init__(self, url: str | None = None, data_dir: Path | str | None = None) -> None:
-        self.url = url or default_url()
+        self.url = url or default_url(data_dir)
         self.engine = make_engine(self.url)
         self.audit = audit.AuditKeys(data_dir if data_dir is not None else default_data_dir())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False,
@@ -185,11 +222,21 @@ class Database:
         self.readers = sessionmaker(
             self.engine.execution_options(allotment_read_only=True), expire_on_commit=False,
             info=audit.session_info(self.audit))
+        self.fence: Callable[[Session], None] | None = None
+
+    def fenced(self, fence: Callable[[Session], None]) -> Database:
+        """This database (the same engine and sessions) with ``fence`` called at the start
+        of every ``session()`` transaction; it raises to refuse the transaction."""
+        other = copy.copy(self)
+        other.fence = fence
+        return other
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on error."""
         with self.sessions() as s, s.begin():
+            if self.fence is not None:
+                self.fence(s)
             yield s
 
     def upgrade(self) -> None:

@@ -229,6 +229,18 @@ class UsageRow(Base):
     preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+class ClusterUsageRow(Base):
+    """GPU-seconds per GPU type and hour, integrated by the scheduler loop: of GPUs up, of
+    those in use, and of those idle while jobs of the type waited (the cluster page)."""
+
+    __tablename__ = "cluster_usage"
+    gpu_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # Unix hour start
+    up_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+    used_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+    idle_waiting_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class DisputeRow(Base):
     __tablename__ = "disputes"
     __table_args__ = NEVER_REUSED

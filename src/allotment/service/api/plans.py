@@ -18,8 +18,13 @@ router = APIRouter(route_class=CheckedJsonRoute)
 
 @router.post("/v1/plans", response_model=sch.PlanPublic, status_code=201, tags=["plans"])
 def run_plan(body: sch.PlanCreate, request: Request, s: SessionDep, user: AdminUser) -> Any:
-    return plans.run_from(s, user.name, now(request), body.scenario, body.period, body.as_of,
-                          body.rules, body.reserve)
+    """A draft plan; with ``publish``, published in the same transaction (a plan that cannot
+    be published is refused and no draft is left behind)."""
+    row = plans.run_from(s, user.name, now(request), body.scenario, body.period, body.as_of,
+                         body.rules, body.reserve)
+    if body.publish:
+        plans.publish(s, row, user.name, now(request))
+    return row
 
 
 @router.get("/v1/plans", response_model=sch.Page[sch.PlanPublic], tags=["plans"])

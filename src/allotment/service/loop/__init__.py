@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from allotment.backends.base import Backend
 from allotment.errors import BackendUnavailable
@@ -41,6 +42,10 @@ from allotment.storage.db import Database
 from allotment.storage.models import Lease
 
 log = logging.getLogger("allotment.scheduler")
+
+
+class LeaseLost(Exception):
+    """This scheduler's lease ended (another one holds it) before its decisions committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,10 @@ class SchedulerLoop:
                  clock: Callable[[], float] = time.time, holder: str | None = None,
                  observer: path.Observer = path.NO_OBSERVER) -> None:
         self.db = db
+        # what the tick's steps write through: every transaction first checks that this
+        # process still holds the lease (``_fence``), so a tick that outlived its lease
+        # (a pause, a slow step) writes nothing once another scheduler has taken over
+        self.acting = db.fenced(self._fence)
         self.backend = backend
         self.config = config or LoopConfig()
         self.clock = clock
@@ -96,6 +105,8 @@ class SchedulerLoop:
         self._usage_at = float("-inf")
         self.accountant = Accountant(self.config.accounting_flush_s)
         self._health_said: tuple[str | None, str, str] | None = None
+        # called after each tick of ``run`` with its seconds and whether it acted (metrics)
+        self.on_tick: Callable[[float, bool], None] | None = None
         c = self.config
         self.idle_rule = IdleRule(c.idle_threshold_pct, c.idle_window_s,
                                   c.idle_reclaim_after_s, c.idle_reclaim, c.idle_hold_s)
@@ -128,6 +139,14 @@ class SchedulerLoop:
             return report
         try:
             self._tick(now, report)
+        except LeaseLost as exc:
+            # another scheduler took over while this tick ran (it was slower than the
+            # lease): its decisions stand, this one's were rolled back
+            log.warning("%s; this scheduler stands by", exc)
+            report.acted = False
+            self.live = None
+            self.accountant.forget()
+            return report
         except BackendUnavailable as exc:
             # decide nothing on a state we cannot see; every step is retried next tick
             report.backend_error = str(exc)
@@ -143,39 +162,39 @@ class SchedulerLoop:
         t = report.timed("world", t)
         live = self.live
         assert live is not None
-        self.accountant.account(self.db, live, now)  # 3
+        self.accountant.account(self.acting, live, now)  # 3
         t = report.timed("accounting", t)
         grace = self.config.scheduler.grace_s
         obs = self.observer
-        self._ended(reconcile(self.db, self.backend, live, now, grace, obs), report)  # 4
+        self._ended(reconcile(self.acting, self.backend, live, now, grace, obs), report)  # 4
         t = report.timed("reconcile", t)
-        if take_inbox(self.db, live, now, obs):  # 5: the shape changed
+        if take_inbox(self.acting, live, now, obs):  # 5: the shape changed
             rebuilt = self._world(now, report, force=True)
             live = self.live
             assert live is not None
         t = report.timed("inbox", t)
-        warned, reclaimed = idle(self.db, self.backend, live, now, self.idle_rule)  # 6
+        warned, reclaimed = idle(self.acting, self.backend, live, now, self.idle_rule)  # 6
         report.warned += warned
         report.reclaimed += reclaimed
         t = report.timed("idle", t)
         self.escalate(now, report)  # 7
         t = report.timed("disputes", t)
-        d, sink = schedule(self.db, live, self.policy, now, obs)  # 8
+        d, sink = schedule(self.acting, live, self.policy, now, obs)  # 8
         if sink is not None:
             self.last_decisions = d
             report.decided = True
             report.admitted += sink.admitted
             report.preempted += sink.preempted
         t = report.timed("schedule", t)
-        explain(self.db, live, d, now, rebuilt)
+        explain(self.acting, live, d, now, rebuilt)
         t = report.timed("explain", t)
         acted_on = {*report.admitted, *report.preempted, *report.reclaimed, *live.signalled}
         live.signalled.clear()
         if acted_on:  # 9: launch and signal what this tick decided
-            self._ended(reconcile(self.db, self.backend, live, now, grace, obs, acted_on),
+            self._ended(reconcile(self.acting, self.backend, live, now, grace, obs, acted_on),
                         report)
         t = report.timed("reconcile", t)
-        with self.db.session() as s:  # 10 (budget warnings with the memory that records them)
+        with self.acting.session() as s:  # 10 (budget warnings with the memory that records them)
             if live.state is not None and live.state.ledger.budget_gpu_s:
                 budget_warn(s, live.state, now)
             world.save_memory(s, live, now)
@@ -191,10 +210,10 @@ class SchedulerLoop:
                 and (live.state is None
                      or live.state.ledger.period == live.budget_period(now))):
             return False
-        with self.db.session() as s:
+        with self.acting.session() as s:
             self.live = world.build(s, now, self.policy, self.observer, previous=live,
                                     refusal=getattr(self.backend, "refusal", None))
-        report.preempted += stop_orphans(self.db, self.live, now)
+        report.preempted += stop_orphans(self.acting, self.live, now)
         return True
 
     def _ended(self, ended: list, report: TickReport) -> None:  # type: ignore[type-arg]
@@ -206,7 +225,7 @@ class SchedulerLoop:
         return None if self.live is None else self.live.next_wake()
 
     def escalate(self, now: float, report: TickReport) -> None:
-        with self.db.session() as s:
+        with self.acting.session() as s:
             report.escalated += disputes.escalate_due(s, now, self.config.escalation_s)
 
     def _import_usage(self, now: float) -> None:
@@ -215,7 +234,7 @@ class SchedulerLoop:
         every = float(getattr(self.backend, "usage_every_s", 60.0))
         if imp is None or now - self._usage_at < every:
             return
-        imp(self.db, now - 3 * 3600, now + 1, now)
+        imp(self.acting, now - 3 * 3600, now + 1, now)
         self._usage_at = now
 
     def _health(self, now: float, error: str | None) -> None:
@@ -249,10 +268,13 @@ class SchedulerLoop:
 
         Notifier(self.db, self.config.webhook_url, self.clock).start(stop)
         while not stop.is_set():
+            started, acted = time.perf_counter(), True
             try:
-                self.tick()
+                acted = self.tick().acted
             except Exception:
                 log.exception("scheduler tick failed; retrying next tick")
+            if self.on_tick is not None:
+                self.on_tick(time.perf_counter() - started, acted)
             stop.wait(self.config.tick_s)
         self.flush()
 
@@ -278,6 +300,16 @@ class SchedulerLoop:
                 return True
         except IntegrityError:
             return False
+
+    def _fence(self, s: Session) -> None:
+        """At the start of each transaction of a tick's steps: this process must still
+        hold the lease, by the clock now (not the tick's start). The row lock it takes
+        keeps another scheduler from taking over until that transaction ends."""
+        row = s.execute(select(Lease).where(Lease.role == "scheduler")
+                        .with_for_update()).scalar()
+        if row is None or row.holder != self.holder or row.expires_at <= self.clock():
+            raise LeaseLost(f"scheduler {self.holder} lost its lease to "
+                            f"{row.holder if row is not None else 'nobody'}")
 
     def release(self) -> None:
         """Flush, then give the lease up so another scheduler may act at once."""

@@ -4,6 +4,11 @@ into its usage row of the hour (``usage``: the planner's history and ``allot usa
 time is all borrowed GPU-time of a type, attributed to the teams with unused guarantee of
 that type, pro rata of what each leaves unused (``service.holdings.lent``).
 
+Per GPU type and hour it also integrates the cluster's GPU-seconds (``cluster_usage``):
+GPUs up U, in use A (capped at U), and idle while jobs of the type waited: U - A when any
+job of the type is pending, else 0 (the cluster page's history of utilisation A/U and of
+idle-while-waiting).
+
 The sums are kept in memory and written every ``flush_s`` (and when the hour turns, and
 when the loop stops), so a tick costs no database work for them. ``accounted_until`` is
 the time the rows are integrated up to: a process that starts (or takes over) integrates
@@ -26,7 +31,7 @@ from allotment.service.holdings import guarantees, holdings, lent
 from allotment.service.loop.live import Live
 from allotment.storage import reorg, repo
 from allotment.storage.db import Database
-from allotment.storage.models import UsageRow
+from allotment.storage.models import ClusterUsageRow, UsageRow
 
 KEY = "accounted_until"
 Sums = dict[tuple[str, str, int], list[float]]  # (team, type, hour) -> used, borrowed, lent,
@@ -40,6 +45,7 @@ class Accountant:
         self.flushed_at: float | None = None
         self.sums: Sums = {}
         self.version: int | None = None  # the org version the sums' team names are of
+        self.cluster: dict[tuple[str, int], list[float]] = {}  # (type, hour) -> U, A, idle
 
     def account(self, db: Database, live: Live, now: float) -> None:
         if self.until is None:
@@ -74,6 +80,17 @@ class Accountant:
             acc[2] += lent_now.get(k, 0) * dt
             acc[3] += h.idle.get(k, 0) * dt
             acc[4] += guaranteed.get(k, 0) * dt
+        st = live.state
+        if st is None:
+            return
+        for t in st.cluster.gpu_types:
+            up = st.cluster.capacity(t)
+            used = min(up, sum(v for k, v in h.used.items() if k[1] == t))
+            waiting = sum(st.pending_gpus.get(t, ())) > 0
+            c = self.cluster.setdefault((str(t), hour), [0.0] * 3)
+            c[0] += up * dt
+            c[1] += used * dt
+            c[2] += (up - used) * dt if waiting else 0.0
 
     def flush(self, db: Database) -> None:
         """Add the sums to their usage rows, and move ``accounted_until`` with them."""
@@ -99,8 +116,18 @@ class Accountant:
                 row.lent_gpu_s += lent_s
                 row.idle_gpu_s += idle
                 row.guaranteed_gpu_s += guaranteed
+            for (gpu_type, hour), (up, used, idle) in sorted(self.cluster.items()):
+                crow = s.get(ClusterUsageRow, (gpu_type, hour))
+                if crow is None:
+                    crow = ClusterUsageRow(gpu_type=gpu_type, hour=hour, up_gpu_s=0.0,
+                                           used_gpu_s=0.0, idle_waiting_gpu_s=0.0)
+                    s.add(crow)
+                crow.up_gpu_s += up
+                crow.used_gpu_s += used
+                crow.idle_waiting_gpu_s += idle
             repo.set_setting(s, KEY, repr(self.until))
         self.sums.clear()
+        self.cluster.clear()
         self.flushed_at = self.until
 
     def _move(self, moves: dict[str, str]) -> None:
@@ -120,3 +147,4 @@ class Accountant:
         self.until = self.flushed_at = None
         self.version = None
         self.sums.clear()
+        self.cluster.clear()

@@ -26,7 +26,7 @@ from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
 from allotment.service.loop.budgets import credit_note, over_note
-from allotment.service.loop.live import Live
+from allotment.service.loop.live import Live, save_memory
 from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import Run, job_id
 from allotment.storage import audit, inbox
@@ -123,8 +123,12 @@ class DbSink:
             return False
         run.state, run.terminating_since, run.requeue, run.stop_reason = (
             JobState.TERMINATING, now, True, why)
+        st = self.state
+        for_team = (st.buckets[st.pending_index[p.for_job]].key[0]
+                    if p.for_job in st.pending_index else None)
         self.entries.append(audit.Entry(now, "scheduler", "job.preempted", f"job:{jid}",
                                         p.reason, {"for_job": int(p.for_job),
+                                                   "for_team": for_team,
                                                    "grace_s": self.grace_s},
                                         f"team:{run.team}"))
         notice(self.s, now, "preemption", jid, run.team, run.user,
@@ -178,7 +182,10 @@ class DbSink:
 
 def schedule(db: Database, live: Live, policy: Policy, now: float,
              obs: path.Observer) -> tuple[Decisions | None, DbSink | None]:
-    """One cycle if ``should_decide``; returns its decisions and sink (None: no cycle)."""
+    """One cycle if ``should_decide``; returns its decisions and sink (None: no cycle).
+    The decisions and the memory after them (decayed usage, reservations) commit in one
+    transaction, so a scheduler taking over continues from the memory of the decisions
+    it finds."""
     st = live.state
     wake_due = live.wake_due(now)
     if st is None or not path.should_decide(st, live.changed, wake_due):
@@ -190,6 +197,7 @@ def schedule(db: Database, live: Live, policy: Policy, now: float,
         sink = DbSink(s, live, d, policy.config.grace_s)
         path.apply(d, st, policy, sink, now, obs)
         sink.commit()
+        save_memory(s, live, now)
     live.changed = False
     return d, sink
 

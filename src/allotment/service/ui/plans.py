@@ -33,4 +33,5 @@ async def publish(request: Request, plan_id: Id) -> Response:
     with session(request) as s:  # the API's rule and workflow
         require_role(user, "admin")
         workflow.publish(s, stored.get(s, plan_id), user.name, now(request))
-    return RedirectResponse(f"/ui/plans?draft={plan_id}", status_code=303)
+    # the published plan is now the current one: shown beside the newest draft, if any
+    return RedirectResponse("/ui/plans", status_code=303)
