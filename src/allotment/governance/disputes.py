@@ -131,8 +131,11 @@ def file(s: Session, team: str, filed_by: str, subject_kind: str, subject_id: st
         if s.get(PlanRow, number) is None:
             raise InputError("subject_id", f"no plan {subject_id!r}")
     elif subject_kind == "preemption":
-        if s.get(JobRow, number) is None:
-            raise InputError("subject_id", f"no job {subject_id!r}")
+        # a preemption of one of the team's own jobs; another team's job gets the answer
+        # of a missing one, so filing does not tell which ids exist
+        job = s.get(JobRow, number)
+        if job is None or job.team != team:
+            raise InputError("subject_id", f"no job {subject_id!r} of team {team}")
     else:
         raise InputError("subject_kind", f"{subject_kind!r}: choose plan or preemption")
     if gpu_type is not None and gpu_type not in repo.capacity(s):

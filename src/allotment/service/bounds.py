@@ -32,6 +32,7 @@ from typing import Annotated, Any
 from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allotment.domain import period
@@ -42,11 +43,21 @@ MAX_JSON_INT = 2**53  # beyond this JSON numbers lose precision in most clients
 INT32_MAX = 2_147_483_647  # ids are INTEGER columns on SQLite and PostgreSQL alike
 
 # -- paths and queries: one set of bounded integers for the API and the dashboard --------
-Id = Annotated[int, Path(ge=1, le=INT32_MAX)]
-OptionalId = Annotated[int | None, Query(ge=1, le=INT32_MAX)]
-Offset = Annotated[int, Query(ge=0, le=10**9)]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Flag = Annotated[int, Query(ge=0, le=1)]
+def _digits(value: Any) -> Any:
+    """An integer in a path or query is its ASCII digits, nothing else: the lax parse
+    would read ``1_0`` as 10 and ``+1``, `` 1``, ``1.0`` as 1 (a mistyped id acting on
+    another job)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{short(value, 20)} is not a whole number (ASCII digits only)")
+    return value
+
+
+Digits = BeforeValidator(_digits)
+Id = Annotated[int, Path(ge=1, le=INT32_MAX), Digits]
+OptionalId = Annotated[int | None, Query(ge=1, le=INT32_MAX), Digits]
+Offset = Annotated[int, Query(ge=0, le=10**9), Digits]
+Limit = Annotated[int, Query(ge=1, le=500), Digits]
+Flag = Annotated[int, Query(ge=0, le=1), Digits]
 PeriodQuery = Annotated[str | None, Query(pattern=period.PATTERN)]  # YYYY-MM, 1970-2099
 NO_NUL = r"^[^\x00]*$"
 

@@ -80,7 +80,10 @@ def same_origin(request: Request) -> bool:
         referer = request.headers.get("referer")
         if not referer:
             return False
-        parts = urlsplit(referer)
+        try:
+            parts = urlsplit(referer)
+        except ValueError:  # not a URL ("http://[::1"): no origin, as without the header
+            return False
         if not parts.scheme or not parts.netloc:
             return False
         origin = f"{parts.scheme}://{parts.netloc}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections.abc import Mapping
 
@@ -22,6 +21,7 @@ from allotment.service.ui.render import (
     page,
     page_router,
     read_form,
+    same_text,
     session,
 )
 from allotment.storage import repo
@@ -61,8 +61,7 @@ async def login(request: Request) -> Response:
     check_origin(request)
     got = await read_form(request)
     pre = request.cookies.get(LOGIN_COOKIE, "")
-    if not pre or not hmac.compare_digest(got.get("csrf", ""),
-                                          csrf_of(pre, b"allotment-login")):
+    if not pre or not same_text(got.get("csrf", ""), csrf_of(pre, b"allotment-login")):
         raise HTTPException(403, "the login form is stale or came from another site: reload "
                             "the page")
     token = got.get("token", "").strip()

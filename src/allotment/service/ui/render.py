@@ -48,6 +48,12 @@ def page_router() -> APIRouter:
     return APIRouter(prefix="/ui", include_in_schema=False, route_class=CheckedJsonRoute)
 
 
+def same_text(got: str, want: str) -> bool:
+    """``got == want`` in constant time, for any text a client sends (compare_digest
+    refuses str with non-ASCII characters, so both are compared as UTF-8 bytes)."""
+    return hmac.compare_digest(got.encode(errors="replace"), want.encode(errors="replace"))
+
+
 def csrf_of(session_id: str, purpose: bytes = b"allotment-csrf") -> str:
     """The CSRF field of a session's forms (or, with ``allotment-login``, of the login
     form): an HMAC under the secret the cookie holds, which another site cannot read."""
@@ -87,7 +93,7 @@ async def form(request: Request) -> dict[str, str]:
     check_origin(request)
     got = await read_form(request)
     sid = request.cookies.get(SESSION_COOKIE, "")
-    if not sid or not hmac.compare_digest(got.get("csrf", ""), csrf_of(sid)):
+    if not sid or not same_text(got.get("csrf", ""), csrf_of(sid)):
         raise HTTPException(403, "the form is stale or came from another site: reload the page")
     return got
 
