@@ -51,6 +51,22 @@ def test_symlink_out_of_the_folder_is_refused(reports_world: tuple[World, Path])
     assert r.status_code == 404 and b"secret" not in r.content
 
 
+def test_the_listing_follows_no_link_either(reports_world: tuple[World, Path]) -> None:
+    """The reports page lists no report folder, summary or plot that is a link (the plot
+    route serves none): a link to a folder outside shows neither its name nor its text."""
+    w, data = reports_world
+    outside = data.parent / "elsewhere"
+    outside.mkdir()
+    (outside / "summary.json").write_text('{"policies": {}, "meta": {"trace": "LEAKED"}}')
+    (data / "reports" / "linked").symlink_to(outside)
+    (data / "reports" / "run1" / "summary.json").write_text('{"policies": {}, "meta": {}}')
+    (data / "reports" / "run1" / "link.png").symlink_to(data / "secret.png")
+    r = w.call("member_own", "GET", "/ui/reports")
+    assert r.status_code == 200
+    assert "run1" in r.text and "linked" not in r.text and "LEAKED" not in r.text
+    assert "link.png" not in r.text
+
+
 def test_raw_dot_dot_on_a_live_server(reports_world: tuple[World, Path]) -> None:
     """Over a real socket (no client-side path normalisation) ``/ui/reports/../x.png`` and
     its encodings are 404."""

@@ -275,13 +275,14 @@ def reports(folder: Path | None) -> list[dict[str, Any]]:
     out = []
     for d in sorted(folder.iterdir()):
         summary = d / "summary.json"
-        if not (d.is_dir() and REPORT_NAME.match(d.name) and summary.is_file()):
-            continue
+        if (d.is_symlink() or summary.is_symlink() or not (
+                d.is_dir() and REPORT_NAME.match(d.name) and summary.is_file())):
+            continue  # links are never followed, as the plot route does not follow them
         try:
             data = json.loads(summary.read_text())
         except (OSError, ValueError):
             continue
         out.append({"name": d.name, "summary": data,
                     "plots": sorted(p.name for p in d.glob("*.png")
-                                    if REPORT_NAME.match(p.name))})
+                                    if REPORT_NAME.match(p.name) and not p.is_symlink())})
     return out
