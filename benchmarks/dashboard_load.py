@@ -23,9 +23,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from allotment.domain.period import Period
+from allotment.governance import plans
 from allotment.planner import parse_scenario
 from allotment.service.app import create_app
-from allotment.storage import audit, governance, repo
+from allotment.storage import audit, repo
 from allotment.storage.db import Database
 from allotment.storage.models import JobRow, UsageRow
 
@@ -92,17 +94,17 @@ def seed(db: Database, nodes: int, teams: int, jobs: int, rng: random.Random) ->
                                used_gpu_s=rng.uniform(0, per_team) * 3600, borrowed_gpu_s=0.0,
                                lent_gpu_s=0.0, idle_gpu_s=rng.uniform(0, 4) * 3600,
                                guaranteed_gpu_s=per_team * 3600.0, preemptions=0))
-        period = repo.period_of(now)
+        period = str(Period.of(now))
         scenario = {"period": period, "as_of": time.strftime("%Y-%m-%d", time.gmtime(now)),
                     "inventory": {"h100": nodes * 8}, "org": org_tree(teams),
                     "requests": [{"team": f"team{t}", "gpu_type": "h100",
                                   "gpus": rng.randrange(8, 3 * per_team + 8),
                                   "justification": f"team {t}'s work"} for t in range(teams)]}
-        first = governance.run_plan(s, parse_scenario(scenario), "bench", now)
-        governance.publish(s, first, "bench", now)
+        first = plans.run(s, parse_scenario(scenario), "bench", now)
+        plans.publish(s, first, "bench", now)
         for r in scenario["requests"][: teams // 2]:
             r["gpus"] = int(r["gpus"]) + 40
-        governance.run_plan(s, parse_scenario(scenario), "bench", now)
+        plans.run(s, parse_scenario(scenario), "bench", now)
         for k in range(500):
             audit.append(s, now, "scheduler", "job.admitted", f"job:{k + 1}", "bench", {})
     return {"admin": admin, "member": member}

@@ -86,11 +86,11 @@ def test_escalation_skips_the_node_the_filer_leads(world: World) -> None:
     d = _file(world, "lab_lead")
     assert d["assigned_to"] == "research"
     assert _resolve(world, "lab_lead", d["id"]).status_code == 403
-    from allotment.storage import governance
+    from allotment.governance import disputes
 
     world.clock.advance(3601)
     with world.db.session() as s:
-        assert governance.escalate_due(s, world.clock(), 3600.0) == [d["id"]]
+        assert disputes.escalate_due(s, world.clock(), 3600.0) == [d["id"]]
     got = world.call("admin", "GET", f"/v1/disputes/{d['id']}").json()
     assert got["assigned_to"] is None and got["level"] == 1
     assert got["history"][-1]["to"] == "admins"

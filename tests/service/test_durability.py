@@ -167,11 +167,14 @@ def test_every_route_commits_before_it_responds(world: World) -> None:
     """Every route that takes the request's session takes it with scope="function", whose
     exit (the commit) runs before the response is sent; with the default scope it ran
     after."""
-    from allotment.service import routes as api
-    from allotment.service import ui
-
-    routes = [r for r in (*api.router.routes, *ui.router.routes, *world.client.app.routes)
-              if isinstance(r, APIRoute)]
+    routes, stack = [], list(world.client.app.routes)
+    while stack:  # the app's routes, and those of the routers it includes (at any depth)
+        r = stack.pop()
+        if isinstance(r, APIRoute):
+            routes.append(r)
+        included = getattr(r, "original_router", None) or getattr(r, "router", None)
+        if included is not None and not isinstance(r, APIRoute):
+            stack.extend(included.routes)
     scopes = {r.path + " " + ",".join(sorted(r.methods)): _session_scopes(r) for r in routes}
     with_session = {k: v for k, v in scopes.items() if v}
     assert len(with_session) >= 25, sorted(scopes)

@@ -26,7 +26,10 @@ from allotment.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm" / "setup_slurm.sh"
-BASE = Path("/tmp/allotment-slurm-test")  # Slurm's ports are fixed: one cluster at a time
+# one cluster per BASE and port offset: two test sessions on one host (two worktrees, say)
+# run side by side when one sets ALLOTMENT_TEST_SLURM_BASE and ..._PORT_OFFSET (e.g. 100)
+BASE = Path(os.environ.get("ALLOTMENT_TEST_SLURM_BASE", "/tmp/allotment-slurm-test"))
+PORT_OFFSET = os.environ.get("ALLOTMENT_TEST_SLURM_PORT_OFFSET", "0")
 
 
 def _unavailable(why: str) -> None:
@@ -42,7 +45,8 @@ class Cluster:
 
     def script(self, *args: str) -> None:
         subprocess.run(["bash", str(SCRIPT), *args], check=True, capture_output=True,
-                       env={**os.environ, "BASE": str(self.base)}, timeout=180)
+                       env={**os.environ, "BASE": str(self.base),
+                            "SLURM_PORT_OFFSET": PORT_OFFSET}, timeout=180)
 
     def sh(self, *args: str, check: bool = True) -> str:
         return self.slurm.run(list(args), check=check)
@@ -59,8 +63,10 @@ class Cluster:
         return next((j for j in self.squeue() if j["id"] == sid), {})
 
     def clean(self) -> None:
-        """No job left, and no account, user or QOS that a test made."""
-        self.sh("scancel", "-u", "root", check=False)
+        """No job left (any user's), and no account, user or QOS that a test made."""
+        ids = [j["id"] for j in self.squeue()]
+        if ids:
+            self.sh("scancel", *ids, check=False)
         wait_for(lambda: not [j for j in self.squeue()
                               if j["state"] not in ("COMPLETED", "CANCELLED", "FAILED")], 60)
         for acct in [r[0] for r in self.slurm.rows(

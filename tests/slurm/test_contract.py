@@ -15,7 +15,7 @@ from allotment.backends.fake import FakeBackend
 from allotment.backends.local import LocalBackend
 from allotment.backends.slurm.backend import SlurmBackend
 from allotment.backends.slurm.service import run_sync
-from tests.slurm.conftest import Cluster, Service
+from tests.slurm.conftest import Cluster, Service, wait_for
 
 
 @dataclass
@@ -81,7 +81,9 @@ def test_exit_code_is_reported_and_a_second_launch_starts_nothing(harness: Harne
     assert (st.state, st.exit_code) == ("exited", 3)
     h.backend.launch(spec(1, "sleep 1; exit 3"))  # and after it ended
     assert h.restart().status(1, 0).exit_code == 3  # a restarted service sees the same
-    time.sleep(1.5 if h.timeout > 5 else 0)  # sacct lags about a second
+    # sacct lags (about a second, more on a loaded host): wait for the record, then count
+    wait_for(lambda: h.launches(1, 0) >= 1, 10 if h.timeout > 5 else 0)
+    time.sleep(1.0 if h.timeout > 5 else 0)  # a second submission would have shown by now
     assert h.launches(1, 0) == 1
 
 

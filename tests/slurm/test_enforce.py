@@ -11,12 +11,12 @@ from tests.slurm.conftest import Cluster, Service, wait_for
 def test_over_guarantee_held_borrowing_runs_then_is_preempted(slurm: Cluster,
                                                               service: Service) -> None:
     run_sync(service.db, slurm.slurm, time.time(), dry_run=False, submit_users=["root"])
-    # llama is guaranteed 4 GPUs: its default QOS is the guaranteed one
+    # llama is guaranteed 4 GPUs: its default QOS is its own guaranteed one
     first = slurm.sbatch("-A", "llama", "--gres=gpu:4", "--wrap", "sleep 300")
     over = slurm.sbatch("-A", "llama", "--gres=gpu:2", "--wrap", "sleep 300")
     assert wait_for(lambda: slurm.job(first).get("state") == "RUNNING")
-    assert wait_for(lambda: slurm.job(over).get("reason") == "AssocGrpGRES")
-    assert slurm.job(over)["state"] == "PENDING" and slurm.job(first)["qos"] == "allot_guaranteed"
+    assert wait_for(lambda: slurm.job(over).get("reason") == "QOSGrpGRES")
+    assert slurm.job(over)["state"] == "PENDING" and slurm.job(first)["qos"] == "allot_g_llama"
     # beyond the guarantee, on idle GPUs, under the borrowing QOS
     borrow = slurm.sbatch("-A", "llama", "-q", "allot_borrow", "--gres=gpu:8",
                           "--wrap", "sleep 300")
@@ -41,4 +41,4 @@ def test_team_without_guarantee_can_only_borrow(slurm: Cluster, service: Service
     held = slurm.sbatch("-A", "infra", "--gres=gpu:1", "--wrap", "sleep 300")
     ran = slurm.sbatch("-A", "infra", "-q", "allot_borrow", "--gres=gpu:1", "--wrap", "sleep 300")
     assert wait_for(lambda: slurm.job(ran).get("state") == "RUNNING")
-    assert wait_for(lambda: slurm.job(held).get("reason") == "AssocGrpGRES")
+    assert wait_for(lambda: slurm.job(held).get("reason") == "QOSGrpGRES")

@@ -64,7 +64,7 @@ def test_jobs_run_under_account_and_qos_and_borrowing_is_reclaimed(
     owner = service.submit("vic", "vision", 8, "sleep 300")
     assert ticking(loop, lambda: service.job(owner)["state"] == "running", 90)
     o = service.job(owner)
-    assert slurm.job(o["external_id"])["qos"] == "allot_guaranteed"
+    assert slurm.job(o["external_id"])["qos"] == "allot_g_vision"
     assert slurm.job(o["external_id"])["account"] == "vision"
     victims = [service.job(j) for j in (big, extra) if service.job(j)["preemptions"]]
     assert len(victims) == 1 and victims[0]["attempts"] == 1
@@ -89,14 +89,17 @@ def test_usage_from_sacct_matches_to_the_second(slurm: Cluster, service: Service
     assert wait_for(lambda: not slurm.job(direct) or slurm.job(direct)["state"] == "COMPLETED")
     time.sleep(2)  # sacct lags about a second
     end = time.time()
-    start = (t0 - 60) // 3600 * 3600  # import_usage works in whole hours
+    # import_usage works in whole hours; from where the loop's own import (3 h back) may
+    # have written rows, or an earlier test's jobs in the hour before t0 stay counted there
+    start = (t0 - 3 * 3600) // 3600 * 3600
     n = import_usage(service.db, slurm.slurm, start, end, end)
     assert n >= 4
     # the truth, read independently from sacct: allocated GPUs x seconds inside the window
     truth: dict[str, float] = {}
     borrowed: dict[str, float] = {}
     for acct, qos, st, en, elapsed, tres in slurm.slurm.rows(
-            ["sacct", "-a", "-X", "-D", "-n", "-P", "-S", "now-3hours",
+            ["sacct", "-a", "-X", "-D", "-n", "-P", "-S",
+             time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
              "-o", "account,qos,start,end,elapsedraw,alloctres"]):
         gpus = sum(int(p.split("=")[1]) for p in tres.split(",") if p.startswith("gres/gpu="))
         if not gpus or not st.isdigit():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from allotment.domain.jobstate import RunState
 from allotment.reclaim.samples import GpuSample
 
 JOB_PATH = "/usr/local/bin:/usr/bin:/bin"  # a job's PATH: its environment is built from scratch
@@ -31,12 +32,12 @@ class LaunchSpec:
 
 @dataclass(frozen=True, slots=True)
 class RunStatus:
-    """``alive``; ``queued`` (handed to a workload manager that has not started it yet, or
-    requeued it: ``detail`` says why, e.g. Slurm's Reason); ``exited`` with ``exit_code``;
-    ``gone`` (launched, vanished without an exit code: killed with the service or by
-    SIGKILL); ``never`` (no trace of a launch)."""
+    """``ALIVE``; ``QUEUED`` (handed to a workload manager that has not started it yet, or
+    requeued it: ``detail`` says why, e.g. Slurm's Reason); ``EXITED`` with ``exit_code``;
+    ``GONE`` (launched, vanished without an exit code: killed with the service or by
+    SIGKILL); ``NEVER`` (no trace of a launch). ``domain.jobstate.RunState``."""
 
-    state: str
+    state: RunState
     exit_code: int | None = None
     detail: str | None = None
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allotment.backends.base import LaunchSpec, RunStatus
+from allotment.domain.jobstate import RunState
 from allotment.reclaim.samples import GpuSample
 
 
@@ -24,23 +25,23 @@ class FakeBackend:
         if key in self.runs:
             return
         self.launched.append(spec)
-        self.runs[key] = RunStatus("alive")
+        self.runs[key] = RunStatus(RunState.ALIVE)
 
     def status(self, job_id: int, attempt: int) -> RunStatus:
-        return self.runs.get((job_id, attempt), RunStatus("never"))
+        return self.runs.get((job_id, attempt), RunStatus(RunState.NEVER))
 
     def finish(self, job_id: int, attempt: int, code: int = 0) -> None:
-        self.runs[(job_id, attempt)] = RunStatus("exited", code)
+        self.runs[(job_id, attempt)] = RunStatus(RunState.EXITED, code)
 
     def terminate(self, job_id: int, attempt: int) -> None:
         self.signals.append((job_id, attempt, "TERM"))
-        if self.exit_on_term and self.runs.get((job_id, attempt)) == RunStatus("alive"):
-            self.runs[(job_id, attempt)] = RunStatus("exited", 143)
+        if self.exit_on_term and self.runs.get((job_id, attempt)) == RunStatus(RunState.ALIVE):
+            self.runs[(job_id, attempt)] = RunStatus(RunState.EXITED, 143)
 
     def kill(self, job_id: int, attempt: int) -> None:
         self.signals.append((job_id, attempt, "KILL"))
-        if self.runs.get((job_id, attempt)) == RunStatus("alive"):
-            self.runs[(job_id, attempt)] = RunStatus("exited", 137)
+        if self.runs.get((job_id, attempt)) == RunStatus(RunState.ALIVE):
+            self.runs[(job_id, attempt)] = RunStatus(RunState.EXITED, 137)
 
     def samples(self, job_id: int, attempt: int, gpu_ids: dict[str, list[int]],
                 since: float | None) -> list[GpuSample]:
@@ -81,7 +82,7 @@ class ReplayBackend:
     def status(self, job_id: int, attempt: int) -> RunStatus:
         run = self.runs.get((job_id, attempt))
         if run is None:
-            return RunStatus("never")
+            return RunStatus(RunState.NEVER)
         start, ends_at, term_at, code = run
         if code is None:
             now = self.clock()
@@ -95,7 +96,7 @@ class ReplayBackend:
                 if ci is not None and ci > 0:
                     kept = ((now - start) // ci) * ci
                 self.done[job_id] = self.done.get(job_id, 0.0) + kept
-        return RunStatus("alive") if code is None else RunStatus("exited", code)
+        return RunStatus(RunState.ALIVE) if code is None else RunStatus(RunState.EXITED, code)
 
     def next_event(self) -> float | None:
         """When the next live run ends (its work done, or its grace period over)."""

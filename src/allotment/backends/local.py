@@ -41,6 +41,7 @@ from pathlib import Path
 from allotment.backends.accounts import Account, RunAs
 from allotment.backends.base import JOB_PATH, LaunchSpec, RunStatus
 from allotment.backends.files import private_dir, read_tail
+from allotment.domain.jobstate import RunState
 from allotment.errors import ConfigurationError
 from allotment.reclaim.nvml import NvmlSampler
 from allotment.reclaim.samples import GpuSample
@@ -157,22 +158,22 @@ class LocalBackend:
         self._reap()
         d = self.control_dir(job_id, attempt)
         if not (d / "lock").exists():
-            return RunStatus("never")
+            return RunStatus(RunState.NEVER)
         fd = os.open(d / "lock", os.O_RDWR | os.O_NOFOLLOW)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return RunStatus("alive")
+                return RunStatus(RunState.ALIVE)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
         if (d / "launched").exists() and _lock_holders(d / "lock"):
-            return RunStatus("alive")  # a job unlocked its inherited lock: it still runs
+            return RunStatus(RunState.ALIVE)  # a job unlocked its inherited lock: it still runs
         exit_file = d / "exit"
         if exit_file.exists():
-            return RunStatus("exited", int(exit_file.read_text().strip() or "1"))
-        return RunStatus("gone" if (d / "launched").exists() else "never")
+            return RunStatus(RunState.EXITED, int(exit_file.read_text().strip() or "1"))
+        return RunStatus(RunState.GONE if (d / "launched").exists() else RunState.NEVER)
 
     def _signal(self, job_id: int, attempt: int, sig: int) -> None:
         """``sig`` to the run's process group, and to every process that still has the run's

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from allotment.cli.main import _fail, app, console
+from allotment.cli.app import _fail, app, console
 from allotment.errors import AllotmentError
 
 slurm_app = typer.Typer(no_args_is_help=True,
@@ -36,7 +36,8 @@ def sync_cmd(
                                          "borrowing job")] = 30,
     data_dir: DataDir = Path(".allotment"),
 ) -> None:
-    """Make Slurm enforce the quotas in force: accounts, GrpTRES limits, QOS, users."""
+    """Make Slurm enforce the quotas in force: accounts, one QOS per team with its
+    guarantee, the borrowing QOS, users."""
     from allotment.backends.slurm.cmd import Slurm
     from allotment.backends.slurm.service import run_sync
     from allotment.storage.db import Database
@@ -50,6 +51,8 @@ def sync_cmd(
         return
     for c in res.changes:
         console.print(c.line(), markup=False, highlight=False)
+    for note in res.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     verb = "would change" if dry_run else "changed"
     console.print(f"period {res.period}: {verb} {len(res.changes)} thing(s) in Slurm"
                   + ("" if res.changes else " (already in sync)"))
@@ -66,7 +69,8 @@ def usage_cmd(
     """Read ``sacct`` into the service's accounting for the last HOURS, and print it."""
     from allotment.backends.slurm.cmd import Slurm
     from allotment.backends.slurm.service import import_usage
-    from allotment.storage import governance, repo
+    from allotment.domain.period import Period
+    from allotment.governance import accounting
     from allotment.storage.db import Database
 
     try:
@@ -75,7 +79,7 @@ def usage_cmd(
         now = time.time()
         n = import_usage(database, Slurm(slurm_conf), now - hours * 3600, now + 1, now)
         with database.session() as s:
-            rows = governance.usage_summary(s, repo.period_of(now))
+            rows = accounting.usage_summary(s, Period.of(now))
     except AllotmentError as exc:
         _fail(exc)
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from allotment.cli.main import _fail, app, console
+from allotment.cli.app import _fail, app, console
 from allotment.errors import AllotmentError, InputError
 
 trace_app = typer.Typer(no_args_is_help=True, help="Make traces for allot simulate.")

@@ -9,7 +9,7 @@
     running|terminating -> succeeded | failed | cancelled
                             the run ended: exit code 0, another code, or a cancellation
     pending -> rejected | cancelled
-The named transitions are in ``storage.transitions``; nothing else writes ``jobs.state``.
+The named transitions are in ``storage.jobs``; nothing else writes ``jobs.state``.
 """
 
 from __future__ import annotations

@@ -13,13 +13,19 @@ sample), whatever the window: they feed the planner's history (hoarding costs sh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class IdleActionKind(StrEnum):
+    WARN = "warn"  # idle for the window: tell the owner
+    RECLAIM = "reclaim"  # still idle ``reclaim_after_s`` after the warning: take the GPUs
 
 
 @dataclass(frozen=True, slots=True)
 class IdleAction:
-    """``warn`` or ``reclaim`` for ``job_id`` at ``time``, with the reason in words."""
+    """``WARN`` or ``RECLAIM`` for ``job_id`` at ``time``, with the reason in words."""
 
-    kind: str
+    kind: IdleActionKind
     job_id: str
     time: float
     reason: str
@@ -64,14 +70,14 @@ class IdleTracker:
         if idle_for >= self.window_s and job.warned_at is None:
             job.warned_at = time
             actions.append(IdleAction(
-                "warn", job_id, time,
+                IdleActionKind.WARN, job_id, time,
                 f"GPUs under {self.threshold_pct:g}% for {idle_for / 60:.0f} min "
                 f"(window {self.window_s / 60:.0f} min)"))
         if (self.reclaim and job.warned_at is not None and not job.reclaimed
                 and time - job.warned_at >= self.reclaim_after_s):
             job.reclaimed = True
             actions.append(IdleAction(
-                "reclaim", job_id, time,
+                IdleActionKind.RECLAIM, job_id, time,
                 f"still idle {(time - job.warned_at) / 60:.0f} min after the warning"))
         return actions
 

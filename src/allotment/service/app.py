@@ -1,4 +1,6 @@
-"""The FastAPI app. Routes are thin: they authorise, then call repository functions.
+"""The FastAPI app: the API's routers (``service/api``, one per resource), the dashboard's
+pages (``service/ui``), and the error handlers both share. Routes are thin: they authorise
+through the dependencies of ``service/deps.py``, then call ``governance/`` or ``storage/``.
 
 Errors: a user mistake is a 4xx whose ``detail`` names the field
 (``{"detail": "gpus: gang of 64 is larger than all 16 a100 GPUs", "field": "gpus"}``),
@@ -119,9 +121,10 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
             content["field"] = clip(exc.field, 200)
         return JSONResponse(status_code=status, content=content)
 
-    from allotment.service import routes
+    from allotment.service.api import ROUTERS
 
-    app.include_router(routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.include_router(ui.router)
 
     @app.get("/", include_in_schema=False)

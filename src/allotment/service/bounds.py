@@ -34,6 +34,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from allotment.domain import period
+
 MAX_BODY_BYTES = 1 << 20
 MAX_JSON_DEPTH = 64
 MAX_JSON_INT = 2**53  # beyond this JSON numbers lose precision in most clients
@@ -45,6 +47,8 @@ OptionalId = Annotated[int | None, Query(ge=1, le=INT32_MAX)]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Flag = Annotated[int, Query(ge=0, le=1)]
+PeriodQuery = Annotated[str | None, Query(pattern=period.PATTERN)]  # YYYY-MM, 1970-2099
+NO_NUL = r"^[^\x00]*$"
 
 
 # -- the body size limit -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from allotment.domain.jobstate import JobState as S
 from allotment.service.client import Client
 
 
@@ -46,7 +47,7 @@ def run_demo(url: str, data_dir: Path, out: Console) -> bool:
     j1 = ann.call("POST", "/v1/jobs", json={"team": "llama", "gpu_type": gpu_type,
                                             "gpus": total, "command": "sleep 300",
                                             "name": "pretrain"})["id"]
-    j = _wait(ann, j1, {"running"})
+    j = _wait(ann, j1, {S.RUNNING})
     out.print(f"   job {j1}: {j['state']}, {j['borrowed_gpus']} GPUs borrowed, "
               f"CUDA_VISIBLE_DEVICES={','.join(str(i) for v in j['gpu_ids'].values() for i in v)}")
     say(f"bob (vision) submits a {total - half}-GPU job: vision's guarantee is on loan")
@@ -61,16 +62,16 @@ def run_demo(url: str, data_dir: Path, out: Console) -> bool:
     except Exception as exc:
         out.print(f"   bob may not read llama's job: {exc}", highlight=False)
     say("the scheduler reclaims the borrowed GPUs: SIGTERM, grace period, requeue")
-    j = _wait(ann, j1, {"pending"})
+    j = _wait(ann, j1, {S.PENDING})
     out.print(f"   job {j1}: {j['state']}; {j['reason']}", highlight=False)
-    w = _wait(bob, j2, {"running", "succeeded"})
+    w = _wait(bob, j2, {S.RUNNING, S.SUCCEEDED})
     out.print(f"   job {j2}: {w['state']} on GPUs {w['gpu_ids']}")
-    w = _wait(bob, j2, {"succeeded", "failed"})
+    w = _wait(bob, j2, {S.SUCCEEDED, S.FAILED})
     out.print(f"   job {j2}: {w['state']} (exit code {w['exit_code']})")
-    j = _wait(ann, j1, {"running"})
+    j = _wait(ann, j1, {S.RUNNING})
     out.print(f"   job {j1} runs again (attempt {j['attempts']}): {j['reason']}")
     ann.call("POST", f"/v1/jobs/{j1}/cancel")
-    _wait(ann, j1, {"cancelled"})
+    _wait(ann, j1, {S.CANCELLED})
     say("the audit log: every decision with its reason, hash-chained")
     for a in reversed(admin.call("GET", "/v1/audit", params={"limit": 8})["items"]):
         out.print(f"   #{a['seq']} {a['action']:<16} {a['subject']:<10} {a['reason']}",

@@ -15,6 +15,14 @@ Roles: ``member`` submits and sees its own team's jobs and org-wide summaries; `
 also edits its team's requests, files disputes, and resolves disputes assigned to its org
 node; ``admin`` may do everything. A user belongs to an org node: a team, or a group
 whose teams it then covers.
+
+Each rule is one dependency a route names in its signature (as the full-stack FastAPI
+template's ``CurrentUser``): ``CurrentUser`` (authenticated), ``AdminUser``, ``LeadUser``,
+``MemberJob`` (the path's job, of one of the user's teams), ``LeadRequest`` (the path's
+request, of one of the lead's teams), ``VisibleDispute`` and ``ResolvableDispute`` (the
+rules of ``governance.disputes``). A dependency runs before the body is read, so an
+unauthorised caller gets its 403 whatever it sent. The dashboard applies the same rule
+functions (``require_role``, ``require_team``, ``teams_of``) to its pages.
 """
 
 from __future__ import annotations
@@ -25,10 +33,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from allotment.errors import InputError
+from allotment.governance import disputes as governance_disputes
 from allotment.service import security
-from allotment.storage import repo
+from allotment.service.bounds import Id
+from allotment.storage import disputes, repo, requests
+from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
-from allotment.storage.models import User
+from allotment.storage.models import DisputeRow, JobRow, RequestRow, User
 
 SESSION_COOKIE = "allotment_session"  # a dashboard session's id (repo.open_session)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -78,7 +90,7 @@ def current_user(request: Request) -> User:
     user = None
     if len(value) <= 512:
         db: Database = request.app.state.db
-        with db.sessions() as s:
+        with db.readers() as s:  # reads only: no turn in SQLite's writer queue
             if kind == "token":
                 user = repo.user_by_token(s, value)
             else:
@@ -119,20 +131,79 @@ def teams_of(s: Session, user: User) -> set[str] | None:
 
 
 def require_team(s: Session, user: User, team: str) -> None:
+    """The rule "member of this team": the team is under the user's org node (admins:
+    every team)."""
     teams = teams_of(s, user)
     if teams is not None and team not in teams:
         raise HTTPException(403, f"user {user.name} does not belong to team {team}")
 
 
-def nodes_under(s: Session, node: str | None) -> set[str]:
-    """Every org node in the subtree of ``node`` (itself included)."""
-    rows = repo.org_rows(s)
-    out = {node} if node else set()
-    grew = True
-    while grew:
-        grew = False
-        for r in rows:
-            if r.parent in out and r.name not in out:
-                out.add(r.name)
-                grew = True
-    return out
+def require_member(s: Session, user: User, team: str) -> None:
+    """A team named in a body: a known team (else 422 naming ``team``), and the user's."""
+    if not repo.is_team(s, team):
+        raise InputError("team", f"unknown team {team!r}")
+    require_team(s, user, team)
+
+
+# -- one dependency per rule ---------------------------------------------------------------
+def admin_user(user: CurrentUser) -> User:
+    """The rule "an admin"."""
+    require_role(user, "admin")
+    return user
+
+
+def lead_user(user: CurrentUser) -> User:
+    """The rule "a lead (or an admin)"."""
+    require_role(user, "lead")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+LeadUser = Annotated[User, Depends(lead_user)]
+
+
+def member_job(job_id: Id, s: SessionDep, user: CurrentUser) -> JobRow:
+    """The rule "member of this job's team": the job (404 if none, with its queue
+    position), if it is of one of the user's teams (else 403)."""
+    job = jobrepo.get(s, job_id)
+    require_team(s, user, job.team)
+    return jobrepo.with_positions(s, [job])[0]
+
+
+def lead_request(request_id: Id, s: SessionDep, user: LeadUser) -> RequestRow:
+    """The rule "a lead of this request's team": a lead (else 403), then the request (404
+    if none), if it is of one of the lead's teams (else 403)."""
+    row = requests.get(s, request_id)
+    require_team(s, user, row.team)
+    return row
+
+
+def visible_dispute(dispute_id: Id, s: SessionDep, user: CurrentUser) -> DisputeRow:
+    """The rule "may see this dispute" (``governance.disputes``): the dispute (404 if
+    none), if the user may see it (else 403)."""
+    row = disputes.get(s, dispute_id)
+    if not governance_disputes.may_see(s, user, row):
+        raise HTTPException(403, f"dispute {dispute_id} is not of your teams")
+    return row
+
+
+def resolvable_dispute(dispute_id: Id, s: SessionDep, user: CurrentUser) -> DisputeRow:
+    """The rule "may resolve this dispute" (never its filer, never a lead of its team:
+    ``governance.disputes.may_not_resolve``): the dispute (404 if none), else 403 with the
+    reason."""
+    row = disputes.get(s, dispute_id)
+    refused = governance_disputes.may_not_resolve(s, row, user.name, user.role, user.org_node)
+    if refused is not None:
+        raise HTTPException(403, refused)
+    return row
+
+
+MemberJob = Annotated[JobRow, Depends(member_job)]
+LeadRequest = Annotated[RequestRow, Depends(lead_request)]
+VisibleDispute = Annotated[DisputeRow, Depends(visible_dispute)]
+ResolvableDispute = Annotated[DisputeRow, Depends(resolvable_dispute)]
+
+
+def now(request: Request) -> float:
+    """The service clock (setting ``clock``; tests move it)."""
+    return float(request.app.state.settings["clock"]())

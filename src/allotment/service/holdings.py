@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from allotment.domain.jobstate import JobState
+
 Key = tuple[str, str]  # (team, GPU type)
 
 
@@ -24,7 +26,7 @@ def holdings(jobs: Iterable[Any]) -> Holdings:
         k = (team, gpu_type)
         h.used[k] = h.used.get(k, 0) + gpus
         h.borrowed[k] = h.borrowed.get(k, 0) + borrowed
-        if state == "running" and idle_below:
+        if state == JobState.RUNNING and idle_below:
             h.idle[k] = h.idle.get(k, 0) + gpus
     return h
 

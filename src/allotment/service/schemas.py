@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from allotment.domain.period import PATTERN as PERIOD
 from allotment.service.bounds import INT32_MAX, first_bad_value
 
-PERIOD = r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$"
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
 T = TypeVar("T")
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import ColumnElement, event, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from allotment.errors import ConfigurationError
@@ -64,6 +64,7 @@ ORG, ADMIN = "org", "admin"
 _KEYS = "allotment_audit_keys"  # Session.info: this database's AuditKeys
 _PENDING = "allotment_audit_head"  # Session.info: the head to record after commit
 _MAX_PROBLEMS = 50
+Where = ColumnElement[bool]  # a condition on entries (``readable``)
 
 
 # -- the formulas -----------------------------------------------------------------------
@@ -115,6 +116,32 @@ def scope_for(s: Session, action: str, subject: str) -> str:
             or action.startswith("backend."):
         return ORG
     return ADMIN
+
+
+def readable(teams: list[str], dispute_scopes: Any) -> Where:
+    """The entries of scope ``org``, of the ``teams``' scopes, or of a scope among
+    ``dispute_scopes`` (a subquery of ``dispute:N`` scopes)."""
+    return or_(AuditRow.scope == ORG, AuditRow.scope.in_([f"team:{t}" for t in teams]),
+               AuditRow.scope.in_(dispute_scopes))
+
+
+def page(s: Session, action: str | None, subject: str | None, contains: bool,
+         where: Where | None, limit: int, offset: int) -> tuple[list[AuditRow], int]:
+    """One page of the entries matching ``where`` (None: all), newest first, and how many
+    match in all; ``action`` and ``subject`` match exactly, or as substrings with
+    ``contains`` (``%`` and ``_`` are plain characters)."""
+    conds = []
+    for col, value in ((AuditRow.action, action), (AuditRow.subject, subject)):
+        if value:
+            conds.append(col.contains(value, autoescape=True) if contains else col == value)
+    if where is not None:
+        conds.append(where)
+    q, c = select(AuditRow), select(func.count()).select_from(AuditRow)
+    for cond in conds:
+        q, c = q.where(cond), c.where(cond)
+    total = int(s.execute(c).scalar_one())
+    return list(s.execute(q.order_by(AuditRow.seq.desc()).limit(limit).offset(offset))
+                .scalars()), total
 
 
 # -- the key and the head file ----------------------------------------------------------------

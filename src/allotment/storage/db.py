@@ -10,6 +10,9 @@ every process that appends to the audit log of one database must be given the sa
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,10 +44,100 @@ def default_data_dir() -> Path:
 SQLITE_SYNCHRONOUS = "FULL"
 
 
+class WriterQueue:
+    """First come, first served among this process's writers of one SQLite file.
+
+    Every transaction takes SQLite's write lock at its start (BEGIN IMMEDIATE). Left to
+    SQLite, writers that find it taken sleep and poll (its busy handler backs off to 100 ms
+    sleeps), so under load a writer may lose again and again: with 50 clients submitting at
+    once, some 201s took seconds. Queued here in arrival order, each waits only for the
+    transactions ahead of it. (Writers in other processes still meet SQLite's own wait.)
+    """
+
+    def __init__(self, timeout_s: float = 60.0) -> None:
+        self.cond = threading.Condition()
+        self.next_ticket = 0
+        self.serving = 0
+        self.abandoned: set[int] = set()  # tickets whose writer gave up waiting
+        self.holder: object | None = None
+        self.timeout_s = timeout_s
+
+    def acquire(self, owner: object) -> None:
+        with self.cond:
+            ticket = self.next_ticket
+            self.next_ticket += 1
+            deadline = time.monotonic() + self.timeout_s
+            while self.serving != ticket:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.abandoned.add(ticket)
+                    self._advance()
+                    raise ConfigurationError(
+                        f"database is locked: waited {self.timeout_s:.0f} s for the "
+                        "transactions ahead of this one")
+                self.cond.wait(left)
+            self.holder = owner
+
+    def release(self, owner: object) -> None:
+        with self.cond:
+            if self.holder is owner:
+                self.holder = None
+                self.serving += 1
+                self._advance()
+
+    def _advance(self) -> None:
+        while self.serving in self.abandoned:
+            self.abandoned.discard(self.serving)
+            self.serving += 1
+        self.cond.notify_all()
+
+
+_QUEUES: dict[str, WriterQueue] = {}
+_QUEUES_LOCK = threading.Lock()
+
+
+def writer_queue(path: str) -> WriterQueue:
+    with _QUEUES_LOCK:
+        queue = _QUEUES.get(path)
+        if queue is None:
+            queue = _QUEUES[path] = WriterQueue()
+        return queue
+
+
+class QueuedConnection(sqlite3.Connection):
+    """A SQLite connection that gives its place in the writer queue back when its
+    transaction ends (after the commit or rollback itself, not before)."""
+
+    queue: WriterQueue | None = None
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            if self.queue is not None:
+                self.queue.release(self)
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            if self.queue is not None:
+                self.queue.release(self)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.queue is not None:
+                self.queue.release(self)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False,
+                                                  "factory": QueuedConnection},
                                pool_size=50, max_overflow=50, pool_timeout=120)
+        queue = writer_queue(str(engine.url.database))
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -58,7 +151,18 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("allotment_read_only"):
+                conn.exec_driver_sql("BEGIN")  # a reader: WAL lets it run beside the writer
+                return
+            dbapi_conn = conn.connection.dbapi_connection
+            if isinstance(dbapi_conn, QueuedConnection):
+                dbapi_conn.queue = queue
+                queue.acquire(dbapi_conn)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                queue.release(dbapi_conn)
+                raise
 
         return engine
     if url.startswith("postgresql"):
@@ -76,6 +180,11 @@ class Database:
         self.audit = audit.AuditKeys(data_dir if data_dir is not None else default_data_dir())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False,
                                      info=audit.session_info(self.audit))
+        # read-only sessions: on SQLite they do not queue for the write lock (a write in one
+        # would fail under contention: use ``sessions`` or ``session`` to write)
+        self.readers = sessionmaker(
+            self.engine.execution_options(allotment_read_only=True), expire_on_commit=False,
+            info=audit.session_info(self.audit))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from allotment.domain.jobstate import ACTIVE, FINAL, JobState
+from allotment.domain.jobstate import ACTIVE, JobState
 from allotment.errors import InputError
 from allotment.storage import inbox, repo
-from allotment.storage.models import JobRow
+from allotment.storage.models import JobRow, SampleRow
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
-FINAL_STATES = tuple(str(s) for s in FINAL)
 S = JobState
 
 
@@ -85,6 +84,26 @@ def page(s: Session, teams: set[str] | None, states: Sequence[str] | None, limit
     return with_positions(s, rows), total
 
 
+def team_queues(s: Session) -> list[dict[str, Any]]:
+    """Per team with jobs waiting or holding GPUs (by team name): pending jobs and GPUs,
+    running (active) jobs and GPUs, and borrowed GPUs. No commands: an org-wide summary."""
+    acc: dict[str, dict[str, Any]] = {}
+    q = select(JobRow.team, JobRow.state, func.count(), func.sum(JobRow.gpus),
+               func.sum(JobRow.borrowed_gpus)).where(
+        JobRow.state.in_((S.PENDING, *ACTIVE))).group_by(JobRow.team, JobRow.state)
+    for team, state, n, gpus, borrowed in s.execute(q):
+        a = acc.setdefault(team, {"team": team, "pending_jobs": 0, "pending_gpus": 0,
+                                  "running_jobs": 0, "running_gpus": 0, "borrowed_gpus": 0})
+        if state == S.PENDING:
+            a["pending_jobs"] += n
+            a["pending_gpus"] += int(gpus or 0)
+        else:
+            a["running_jobs"] += n
+            a["running_gpus"] += int(gpus or 0)
+            a["borrowed_gpus"] += int(borrowed or 0)
+    return [acc[t] for t in sorted(acc)]
+
+
 def with_positions(s: Session, rows: list[JobRow]) -> list[JobRow]:
     """Fill in ``queue_position`` of the pending ones from the queue order the scheduler
     stored (``storage.queue``), without marking the rows changed."""
@@ -130,6 +149,14 @@ def cancel(s: Session, job: JobRow, actor: str, now: float) -> str:
     return job.state
 
 
+def add_samples(s: Session, job_id: int,
+                samples: Sequence[tuple[float, int, float, float]]) -> None:
+    """Utilisation samples of a job's GPUs: ``(time, gpu, util_pct, mem_used_mib)`` each."""
+    for t, gpu, util_pct, mem_used_mib in samples:
+        s.add(SampleRow(job_id=job_id, time=t, gpu=gpu, util_pct=util_pct,
+                        mem_used_mib=mem_used_mib))
+
+
 def active(s: Session) -> list[JobRow]:
     return list(s.execute(select(JobRow).where(JobRow.state.in_(ACTIVE))
                           .order_by(JobRow.id)).scalars())
@@ -138,6 +165,33 @@ def active(s: Session) -> list[JobRow]:
 def pending(s: Session) -> list[JobRow]:
     return list(s.execute(select(JobRow).where(JobRow.state == S.PENDING)
                           .order_by(JobRow.id)).scalars())
+
+
+# what the scheduler reads of a waiting job, and what a launch needs (plain rows: the loop
+# reads thousands at a time, and ORM objects cost ten times as much to load)
+PENDING_COLUMNS = (JobRow.id, JobRow.team, JobRow.user, JobRow.gpu_type, JobRow.gpus,
+                   JobRow.submit_time, JobRow.priority_class, JobRow.preemptible,
+                   JobRow.time_limit_s, JobRow.attained_gpu_s, JobRow.hold_until,
+                   JobRow.state)
+LAUNCH_COLUMNS = (JobRow.id, JobRow.attempts, JobRow.team, JobRow.user, JobRow.command,
+                  JobRow.gpus, JobRow.gpu_ids, JobRow.gpu_type, JobRow.borrowed_gpus,
+                  JobRow.first_start)
+
+
+def pending_brief(s: Session) -> list[Any]:
+    """Every pending job as a plain row of ``PENDING_COLUMNS``, in id order."""
+    return list(s.execute(select(*PENDING_COLUMNS).where(JobRow.state == S.PENDING)
+                          .order_by(JobRow.id)).all())
+
+
+def brief(s: Session, ids: Sequence[int], columns: Sequence[Any]) -> list[Any]:
+    """Plain rows of ``columns`` (the first must be the id) for ``ids``, in id order."""
+    out: list[Any] = []
+    ids = sorted(ids)
+    for k in range(0, len(ids), 500):
+        out += s.execute(select(*columns).where(JobRow.id.in_(ids[k:k + 500]))
+                         .order_by(JobRow.id)).all()
+    return out
 
 
 def rows(s: Session, ids: Sequence[int]) -> list[JobRow]:
@@ -166,25 +220,35 @@ def still_pending(s: Session, ids: Sequence[int]) -> dict[int, tuple[int, float 
     return out
 
 
+def _bulk(s: Session, old: Sequence[JobState], rows: Sequence[dict[str, Any]]) -> None:
+    """``UPDATE jobs SET ... WHERE id = :id AND state IN old`` for each row dict (its keys
+    but ``id`` are the columns set; every row sets the same columns), as one executemany
+    on the session's connection: thousands of rows cost one statement's compilation."""
+    if not rows:
+        return
+    table: Table = JobRow.__table__  # type: ignore[assignment]
+    cols = [k for k in rows[0] if k != "id"]
+    stmt = (update(table)
+            .where(table.c.id == bindparam("b_id"),
+                   or_(*(table.c.state == str(o) for o in old)))  # no IN: executemany
+            .values({c: bindparam(f"b_{c}", type_=table.c[c].type) for c in cols}))
+    s.connection().execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in rows])
+
+
 def admit_many(s: Session, admits: Sequence[dict[str, Any]]) -> None:
     """pending -> starting for each ``{"id", "placement", "gpu_ids", "borrowed_gpus",
     "start_time", "first_start", "reason"}`` (ids known pending under this transaction's
     lock: ``still_pending``)."""
-    if admits:
-        s.execute(update(JobRow).execution_options(synchronize_session=False), [
-            {**a, "state": S.STARTING, "hold_until": None, "queue_position": None,
-             "estimated_start": None} for a in admits])
+    _bulk(s, (S.PENDING,), [{**a, "state": str(S.STARTING), "hold_until": None,
+                             "queue_position": None, "estimated_start": None}
+                            for a in admits])
 
 
 def launched_many(s: Session, runs: Sequence[dict[str, Any]]) -> None:
     """starting -> running (the run is alive), or starting with the workload manager's
     reason while it waits there: ``{"id", "state", "reason", "external_id"}`` each, in bulk
     (a job stopped meanwhile by a cancellation is left as it is)."""
-    if runs:
-        # (no IN list: executemany cannot expand one)
-        s.execute(update(JobRow).where(or_(JobRow.state == S.STARTING,
-                                           JobRow.state == S.RUNNING))
-                  .execution_options(synchronize_session=False), list(runs))
+    _bulk(s, (S.STARTING, S.RUNNING), [{**r, "state": str(r["state"])} for r in runs])
 
 
 def unadmit(s: Session, job_id: int, why: str, first_start: float | None) -> bool:
@@ -238,11 +302,9 @@ def reject(s: Session, job_id: int, now: float, reason: str) -> bool:
 
 
 def explain_many(s: Session, changes: Sequence[dict[str, Any]]) -> None:
-    """Reason, queue position and estimated start of pending jobs (``{"id", "reason",
-    "queue_position", "estimated_start"}``), in bulk; a job no longer pending is left."""
-    if changes:
-        s.execute(update(JobRow).where(JobRow.state == S.PENDING)
-                  .execution_options(synchronize_session=False), list(changes))
+    """Reason and estimated start of pending jobs (``{"id", "reason", "estimated_start"}``),
+    in bulk; a job no longer pending is left."""
+    _bulk(s, (S.PENDING,), changes)
 
 
 def idle_state(s: Session, job_id: int, **values: Any) -> bool:

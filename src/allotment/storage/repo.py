@@ -1,8 +1,9 @@
 """Repository functions for users, tokens, the org tree, quotas, inventory and settings.
 
-Routes and the scheduler loop call these; they never build queries themselves. Every
-function takes the caller's session (one transaction) and raises ``InputError`` naming the
-field for a user mistake, ``NotFound``/``Conflict`` for a missing or busy object.
+The API, ``governance/`` and the scheduler loop call these; they never build queries
+themselves. Every function takes the caller's session (one transaction) and raises
+``InputError`` naming the field for a user mistake, ``NotFound``/``Conflict`` for a missing
+or busy object.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time as _time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from allotment.domain.cluster import Cluster, GpuType, Node
-from allotment.domain.jobstate import ACTIVE
+from allotment.domain.jobstate import ACTIVE, JobState
 from allotment.domain.org import OrgNode, OrgTree, Quota
 from allotment.domain.orgspec import idle_windows, org_from_data
+from allotment.domain.period import Period
 from allotment.errors import AllotmentError, InputError
 from allotment.storage import audit, inbox
 from allotment.storage.models import (
@@ -36,8 +37,6 @@ from allotment.storage.models import (
 )
 
 ROLES = ("member", "lead", "admin")
-ACTIVE_STATES = tuple(str(s) for s in ACTIVE)
-PERIOD_RE = re.compile(r"^(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])$")
 
 
 class NotFound(AllotmentError):
@@ -59,11 +58,6 @@ def paginate(s: Session, model: Any, where: Sequence[Any], order: Any, limit: in
         q, c = q.where(cond), c.where(cond)
     total = int(s.execute(c).scalar_one())
     return list(s.execute(q.order_by(order).limit(limit).offset(offset)).scalars()), total
-
-
-def period_of(t: float) -> str:
-    """The calendar month (UTC) of Unix time ``t``: ``YYYY-MM``."""
-    return _time.strftime("%Y-%m", _time.gmtime(t))
 
 
 # -- users and tokens -----------------------------------------------------------------
@@ -112,11 +106,11 @@ def issue_token(s: Session, user: User, now: float, actor: str | None = None
 
 
 def user_by_token(s: Session, token: str) -> User | None:
-    """The user of an API token that is not revoked, if the user is not disabled."""
-    row = s.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token),
-                                           ApiToken.revoked_at.is_(None))).scalar()
-    user = None if row is None else s.get(User, row.user_id)
-    return user if user is not None and user.disabled_at is None else None
+    """The user of an API token that is not revoked, if the user is not disabled (one
+    query: every API request asks)."""
+    return s.execute(select(User).join(ApiToken, ApiToken.user_id == User.id).where(
+        ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None),
+        User.disabled_at.is_(None))).scalar()
 
 
 def get_user(s: Session, user_id: int) -> User:
@@ -126,8 +120,12 @@ def get_user(s: Session, user_id: int) -> User:
     return user
 
 
+def user_by_name(s: Session, name: str) -> User | None:
+    return s.execute(select(User).where(User.name == name)).scalar()
+
+
 def user_named(s: Session, name: str) -> User:
-    user = s.execute(select(User).where(User.name == name)).scalar()
+    user = user_by_name(s, name)
     if user is None:
         raise NotFound(f"user {name!r}")
     return user
@@ -255,7 +253,7 @@ def set_inventory(s: Session, nodes: Sequence[NodeSpec], actor: str, now: float)
             raise InputError(f"nodes[{k}].name", f"duplicate node {n.name!r}")
         names.add(n.name)
     held: dict[str, int] = {}
-    for job in s.execute(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))).scalars():
+    for job in s.execute(select(JobRow).where(JobRow.state.in_(ACTIVE))).scalars():
         for node, gpus in job.placement:
             held[node] = held.get(node, 0) + gpus
     new = {n.name: n for n in nodes}
@@ -305,7 +303,7 @@ def set_org(s: Session, data: Any, actor: str, now: float) -> OrgTree:
     tree = org_from_data(data, cap)
     windows = idle_windows(data)
     teams_in_use = {t for (t,) in s.execute(
-        select(JobRow.team).where(JobRow.state.in_(("pending", *ACTIVE_STATES))).distinct())}
+        select(JobRow.team).where(JobRow.state.in_((JobState.PENDING, *ACTIVE))).distinct())}
     missing = sorted(teams_in_use - set(tree.team_ids))
     if missing:
         raise Conflict(f"teams {missing} have queued or running jobs and must stay teams")
@@ -338,7 +336,7 @@ def published_periods(s: Session) -> list[str]:
 
 def effective_period(s: Session, now: float) -> str:
     """The newest published period not after this month, else ``default``."""
-    current = period_of(now)
+    current = str(Period.of(now))
     periods = [p for (p,) in s.execute(select(QuotaRow.period).distinct())
                if p != "default" and p <= current]
     return max(periods) if periods else "default"
@@ -387,11 +385,25 @@ def teams_under(s: Session, node: str | None) -> set[str]:
     return out
 
 
+def nodes_under(s: Session, node: str | None) -> set[str]:
+    """Every org node in the subtree of ``node`` (itself included; none for None)."""
+    rows = org_rows(s)
+    out = {node} if node else set()
+    grew = True
+    while grew:
+        grew = False
+        for r in rows:
+            if r.parent in out and r.name not in out:
+                out.add(r.name)
+                grew = True
+    return out
+
+
 def is_team(s: Session, name: str) -> bool:
-    row = s.get(OrgNodeRow, name)
-    if row is None:
-        return False
-    return s.execute(select(OrgNodeRow).where(OrgNodeRow.parent == name)).first() is None
+    """Whether ``name`` is an org node without children (one query)."""
+    child = select(OrgNodeRow.name).where(OrgNodeRow.parent == name).exists()
+    return s.execute(select(OrgNodeRow.name).where(OrgNodeRow.name == name, ~child)
+                     ).first() is not None
 
 
 def set_quota(s: Session, period: str, team: str, gpu_type: str, guaranteed: int,
@@ -412,3 +424,16 @@ def set_quota(s: Session, period: str, team: str, gpu_type: str, guaranteed: int
     audit.append(s, now, actor, "quota.changed", f"team:{team}", reason,
                  {"period": period, "gpu_type": gpu_type, "from": old, "to": guaranteed,
                   "source": source})
+
+
+def replace_period_quotas(s: Session, period: str, guaranteed: Mapping[tuple[str, str], int],
+                          source: str) -> None:
+    """Make ``guaranteed`` (org node, GPU type -> GPUs) the whole of ``period``'s quotas;
+    each keeps the borrow and lend limits of its default quota."""
+    s.execute(delete(QuotaRow).where(QuotaRow.period == period))
+    for (node, gpu_type), gpus in sorted(guaranteed.items()):
+        base = s.get(QuotaRow, ("default", node, gpu_type))
+        s.add(QuotaRow(period=period, org_node=node, gpu_type=gpu_type, guaranteed=gpus,
+                       borrow_limit=base.borrow_limit if base else None,
+                       lend_limit=base.lend_limit if base else None, source=source))
+    s.flush()

@@ -5,18 +5,31 @@ carries the database's ``install_id``, so job ids of two databases never meet): 
 the name up first, so a launch repeated after a crash (or after slurmctld comes back) never
 submits twice. The account is the team's (``sync.account_name``); the QOS is
 ``allot_borrow`` for a job with borrowed GPUs (Slurm may requeue it for guaranteed work) and
-``allot_guaranteed`` otherwise; ``--nodelist`` pins it to the nodes Allotment placed it on.
+the team's own (``sync.team_qos``) otherwise; ``--nodelist`` pins it to the nodes Allotment
+placed it on.
+
+The command of a one-node job runs as a job step (``srun``), not in the batch shell: when
+Slurm preempts a job it signals the steps (SIGTERM) at the start of ``GraceTime`` and the
+batch shell only when the grace has run out (measured on Slurm 22.05: a step's trap at
++0.1 s, the batch shell's at the end of the grace). ``--overlap`` lets the command start
+steps of its own. A job over several nodes keeps its command in the batch shell, which is
+expected to start its ranks with ``srun`` (steps, signalled as above). ``terminate``
+signals the steps only, as Slurm's preemption does: ``srun`` turns a SIGTERM of its own
+into SIGKILL of its step. Where the step cannot start (slurmctld down just as the job
+began), the command runs in the batch shell (``batch_command``).
 """
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 from allotment.backends.base import JOB_PATH, LaunchSpec, RunStatus
 from allotment.backends.slurm.cmd import Slurm
-from allotment.backends.slurm.sync import BORROW_QOS, GUARANTEED_QOS, account_name
+from allotment.backends.slurm.sync import BORROW_QOS, account_name, team_qos
+from allotment.domain.jobstate import RunState
 from allotment.errors import BackendError
 from allotment.reclaim.samples import GpuSample
 
@@ -53,21 +66,42 @@ def gpu_util(sstat_out: str) -> float | None:
     return best
 
 
+# The step writes a marker before it runs the command. No marker after srun returned: the
+# step never started (slurmctld unreachable when the job began, say), and the command runs
+# in the batch shell instead, without the early SIGTERM, rather than not at all.
+_STEP = ('started="${TMPDIR:-/tmp}/allotment-step-$SLURM_JOB_ID"; rm -f "$started"\n'
+         'srun --overlap --ntasks=1 --nodes=1 /bin/sh -c \': > "$0"; exec /bin/sh -c "$1"\' '
+         '"$started" {cmd}\n'
+         'rc=$?\n'
+         'if [ -e "$started" ]; then rm -f "$started"; exit "$rc"; fi\n'
+         'echo "allotment: the job step did not start (srun exit $rc): '
+         'running the command in the batch shell" >&2\n'
+         'exec /bin/sh -c {cmd}\n')
+
+
+def batch_command(command: str, nodes: int) -> str:
+    """The batch script's body for a job on ``nodes`` nodes: a one-node job's command as
+    a one-task step, so that preemption signals it at once (see above)."""
+    if nodes > 1:
+        return command
+    return _STEP.replace("{cmd}", shlex.quote(command))
+
+
 def run_status(state: str, reason: str, code: str) -> RunStatus:
     """A Slurm job state (squeue ``%T`` / sacct ``State``) as a ``RunStatus``."""
     state = state.split()[0].rstrip("+") if state else ""
     if state in QUEUED:
-        return RunStatus("queued", detail=f"{state} (Reason={reason or 'None'})")
+        return RunStatus(RunState.QUEUED, detail=f"{state} (Reason={reason or 'None'})")
     if state in ALIVE:
-        return RunStatus("alive", detail=state)
+        return RunStatus(RunState.ALIVE, detail=state)
     if state in GONE:
-        return RunStatus("gone", detail=state)
+        return RunStatus(RunState.GONE, detail=state)
     if state == "COMPLETED":
-        return RunStatus("exited", exit_code(code) or 0, state)
+        return RunStatus(RunState.EXITED, exit_code(code) or 0, state)
     c = exit_code(code)
     if state == "CANCELLED" and not c:
         c = 143
-    return RunStatus("exited", c if c else 1, state)
+    return RunStatus(RunState.EXITED, c if c else 1, state)
 
 
 class SlurmBackend:
@@ -133,7 +167,7 @@ class SlurmBackend:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         nodes = [n for n, ids in spec.gpu_ids.items() if ids]
         args = ["sbatch", "--parsable", "-J", name, "-A", account_name(spec.team),
-                "-q", BORROW_QOS if spec.borrowed_gpus else GUARANTEED_QOS,
+                "-q", BORROW_QOS if spec.borrowed_gpus else team_qos(spec.team),
                 "--requeue", "-o", log, "--comment", f"allotment job {spec.job_id}",
                 # the job's environment is these and Slurm's own SLURM_* only, never the
                 # service's (its tokens, config and database paths)
@@ -147,7 +181,7 @@ class SlurmBackend:
             args += [f"--nodes={len(nodes)}", f"--gpus={spec.gpus}"]
         if nodes:
             args += [f"--nodelist={','.join(nodes)}"]
-        self.slurm.run([*args, "--wrap", spec.command])
+        self.slurm.run([*args, "--wrap", batch_command(spec.command, len(nodes))])
         self._snapshot = None
 
     def run_id(self, job_id: int, attempt: int) -> str | None:
@@ -156,22 +190,22 @@ class SlurmBackend:
 
     def status(self, job_id: int, attempt: int) -> RunStatus:
         found = self.find(job_id, attempt)
-        return RunStatus("never") if found is None else found[1]
+        return RunStatus(RunState.NEVER) if found is None else found[1]
 
     def terminate(self, job_id: int, attempt: int) -> None:
         found = self.find(job_id, attempt)
         if found is None:
             return
         sid, st = found
-        if st.state == "queued":  # nothing to checkpoint: cancel it
+        if st.state == RunState.QUEUED:  # nothing to checkpoint: cancel it
             self.slurm.run(["scancel", sid], check=False)
-        elif st.state == "alive":
-            self.slurm.run(["scancel", "--full", "-s", "TERM", sid], check=False)
+        elif st.state == RunState.ALIVE:  # the steps, as Slurm's preemption does (above)
+            self.slurm.run(["scancel", "-s", "TERM", sid], check=False)
         self._snapshot = None
 
     def kill(self, job_id: int, attempt: int) -> None:
         found = self.find(job_id, attempt)
-        if found is not None and found[1].state in ("queued", "alive"):
+        if found is not None and found[1].state in (RunState.QUEUED, RunState.ALIVE):
             self.slurm.run(["scancel", found[0]], check=False)
             self._snapshot = None
 
@@ -187,7 +221,7 @@ class SlurmBackend:
             self._sstat_at.clear()
         self._sstat_at[(job_id, attempt)] = time.monotonic()
         found = self.find(job_id, attempt)
-        if found is None or found[1].state != "alive":
+        if found is None or found[1].state != RunState.ALIVE:
             return []
         try:
             out = self.slurm.run(["sstat", "-n", "-P", "-a", "-j", found[0],

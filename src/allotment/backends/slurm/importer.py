@@ -1,6 +1,11 @@
 """Import an existing Slurm cluster: its account tree as an org file, its GPU nodes as an
 inventory (``allot slurm import``). Pure parsers over ``sacctmgr``/``sinfo`` output, plus
-one function that runs them."""
+one function that runs them.
+
+A guarantee is read from the account association's ``GrpTRES`` GPU limit or, where it has
+none, from the limit of a QOS of the account's own: its default QOS, the default of no
+other account, and preempted by no QOS (a limit on work that cannot be preempted; how
+``allot slurm sync`` puts a team's guarantee on ``allot_g_<team>``)."""
 
 from __future__ import annotations
 
@@ -69,10 +74,32 @@ def parse_accounts(text: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def org_from_accounts(rows: list[tuple[str, str, str, str]],
-                      gpu_types: list[str]) -> list[dict[str, Any]]:
+def own_qos_limits(assoc_text: str, qos_text: str) -> dict[str, str]:
+    """account -> ``GrpTRES`` of the QOS of its own (see above), from ``sacctmgr -n -P show
+    assoc format=account,user,defaultqos`` and ``show qos format=name,preempt,grptres``."""
+    default: dict[str, str] = {}
+    for line in assoc_text.splitlines():
+        account, user, dqos = (line.strip().split("|") + [""] * 3)[:3]
+        if account and not user and account != "root" and dqos:
+            default[account] = dqos
+    limits: dict[str, str] = {}
+    preempted: set[str] = set()
+    for line in qos_text.splitlines():
+        name, preempt, grp = (line.strip().split("|") + [""] * 3)[:3]
+        if name:
+            limits[name] = grp
+            preempted.update(q for q in preempt.split(",") if q)
+    users = list(default.values())
+    return {a: limits[q] for a, q in default.items()
+            if users.count(q) == 1 and q not in preempted and limits.get(q)}
+
+
+def org_from_accounts(rows: list[tuple[str, str, str, str]], gpu_types: list[str],
+                      qos_limits: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """An org file (``org:`` list) mirroring the account tree; a ``GrpTRES`` GPU limit
-    becomes the node's guarantee, a numeric fairshare its weight."""
+    (the association's, else its own QOS's in ``qos_limits``) becomes the node's
+    guarantee, a numeric fairshare its weight."""
+    qos_limits = qos_limits or {}
     children: dict[str, list[str]] = {}
     info = {a: (g, s) for a, _, g, s in rows}
     for a, p, _, _ in rows:
@@ -93,7 +120,7 @@ def org_from_accounts(rows: list[tuple[str, str, str, str]],
         d: dict[str, Any] = {"name": a}
         if share.isdigit() and int(share) > 0:
             d["weight"] = int(share)
-        g = guarantee(grp)
+        g = guarantee(grp) or guarantee(qos_limits.get(a, ""))
         if g is not None:
             d["guaranteed"] = g
         kids = [node(c, seen | {a}) for c in sorted(children.get(a, [])) if c not in seen]
@@ -109,4 +136,7 @@ def import_cluster(slurm: Slurm, default_type: str = "gpu") -> tuple[list[Import
     nodes = parse_sinfo(slurm.run(["sinfo", "-N", "-h", "-o", "%N|%G|%t"]), default_type)
     rows = parse_accounts(slurm.run(["sacctmgr", "-n", "-P", "show", "assoc",
                                      "format=account,parentname,user,grptres,fairshare"]))
-    return nodes, org_from_accounts(rows, sorted({n.gpu_type for n in nodes}))
+    own = own_qos_limits(
+        slurm.run(["sacctmgr", "-n", "-P", "show", "assoc", "format=account,user,defaultqos"]),
+        slurm.run(["sacctmgr", "-n", "-P", "show", "qos", "format=name,preempt,grptres"]))
+    return nodes, org_from_accounts(rows, sorted({n.gpu_type for n in nodes}), own)

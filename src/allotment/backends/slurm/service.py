@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -12,7 +12,8 @@ from allotment.backends.slurm import sync
 from allotment.backends.slurm.accounting import parse_sacct, sacct_args, usage_by_hour
 from allotment.backends.slurm.cmd import Slurm
 from allotment.errors import ConfigurationError
-from allotment.storage import audit, governance, repo
+from allotment.storage import audit, repo
+from allotment.storage import usage as stored_usage
 from allotment.storage.db import Database
 from allotment.storage.models import UsageRow, User
 
@@ -22,11 +23,13 @@ class SyncResult:
     changes: list[sync.Change]
     applied: bool
     period: str
+    notes: list[str] = field(default_factory=list)  # what the sync leaves on purpose
 
 
 def plan_sync(db: Database, slurm: Slurm, now: float, submit_users: Iterable[str] = (),
-              grace_s: int = 30) -> tuple[list[sync.Change], str]:
-    """The changes that make Slurm enforce the quotas in force at ``now``."""
+              grace_s: int = 30) -> tuple[list[sync.Change], list[str], str]:
+    """The changes that make Slurm enforce the quotas in force at ``now``, and notes on
+    what they leave on purpose."""
     with db.session() as s:
         org = repo.load_org(s, now)
         if org is None:
@@ -37,20 +40,21 @@ def plan_sync(db: Database, slurm: Slurm, now: float, submit_users: Iterable[str
             if u.org_node in users:
                 users[u.org_node].add(u.name)
     want = sync.desired(org, users, grace_s)
-    return sync.diff(sync.read_state(slurm), want), period
+    current = sync.read_state(slurm)
+    return sync.diff(current, want), sync.notes(current, want), period
 
 
 def run_sync(db: Database, slurm: Slurm, now: float, dry_run: bool,
              submit_users: Iterable[str] | None = None, grace_s: int = 30) -> SyncResult:
     users = [getpass.getuser()] if submit_users is None else list(submit_users)
-    changes, period = plan_sync(db, slurm, now, users, grace_s)
+    changes, notes, period = plan_sync(db, slurm, now, users, grace_s)
     if not dry_run and changes:
         sync.apply(slurm, changes)
         with db.session() as s:
             audit.append(s, now, "slurm-sync", "slurm.synced", "slurm",
                          f"{len(changes)} change(s) for period {period}",
                          {"changes": [c.line() for c in changes]})
-    return SyncResult(changes, not dry_run, period)
+    return SyncResult(changes, not dry_run, period, notes)
 
 
 def import_usage(db: Database, slurm: Slurm, start: float, end: float, now: float) -> int:
@@ -69,7 +73,7 @@ def import_usage(db: Database, slurm: Slurm, start: float, end: float, now: floa
             row.used_gpu_s = row.borrowed_gpu_s = 0.0
             row.preemptions = 0
         for (team, gpu_type, hour), u in usage.items():
-            row = governance.usage_row(s, team, gpu_type, hour)
+            row = stored_usage.row(s, team, gpu_type, hour)
             row.used_gpu_s = u.used_gpu_s
             row.borrowed_gpu_s = u.borrowed_gpu_s
             row.preemptions = u.preemptions

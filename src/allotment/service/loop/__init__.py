@@ -25,17 +25,17 @@ from sqlalchemy.exc import IntegrityError
 
 from allotment.backends.base import Backend
 from allotment.errors import BackendUnavailable
+from allotment.governance import disputes
 from allotment.policies import make_policy
 from allotment.scheduler import apply as path
 from allotment.scheduler.config import DEFAULTS, SchedulerConfig
 from allotment.scheduler.decisions import Decisions
 from allotment.service.loop import live as world
-from allotment.service.loop.accounting import account
+from allotment.service.loop.accounting import Accountant
 from allotment.service.loop.idle import IdleRule, idle
-from allotment.service.loop.notify import notify
 from allotment.service.loop.reconcile import End, reconcile, stop_orphans
 from allotment.service.loop.schedule import explain, schedule, take_inbox
-from allotment.storage import audit, governance, repo
+from allotment.storage import audit, repo
 from allotment.storage.db import Database
 from allotment.storage.models import Lease
 
@@ -55,6 +55,7 @@ class LoopConfig:
     idle_hold_s: float | None = None  # a reclaimed job may restart after this (default window)
     escalation_s: float = 2 * 86400.0
     lease_ttl_s: float = 10.0
+    accounting_flush_s: float = 30.0  # usage rows are written this often
     webhook_url: str | None = None
 
 
@@ -92,6 +93,7 @@ class SchedulerLoop:
         self.live: world.Live | None = None
         self.last_decisions: Decisions | None = None  # of the last cycle (its reservations)
         self._usage_at = float("-inf")
+        self.accountant = Accountant(self.config.accounting_flush_s)
         self._health_said: tuple[str | None, str, str] | None = None
         c = self.config
         self.idle_rule = IdleRule(c.idle_threshold_pct, c.idle_window_s,
@@ -111,7 +113,8 @@ class SchedulerLoop:
         7. disputes: escalate unanswered ones one level up the org tree;
         8. schedule: if something changed or a wake-up is due, ``decide()`` and apply its
            decisions (one transaction), then explain every waiting job;
-        9. reconcile again, so a decision is acted on in the tick that made it;
+        9. reconcile again the runs this tick admitted, stopped or signalled, so a decision
+           is acted on in the tick that made it;
         10. memory: persist decayed usage and reservations; backend health; usage import.
         """
         now = self.clock()
@@ -119,6 +122,7 @@ class SchedulerLoop:
         if not self._lease(now):  # 1
             report.acted = False
             self.live = None  # another process acts: our memory would go stale
+            self.accountant.forget()
             return report
         try:
             self._tick(now, report)
@@ -137,7 +141,7 @@ class SchedulerLoop:
         t = report.timed("world", t)
         live = self.live
         assert live is not None
-        account(self.db, live, now)  # 3
+        self.accountant.account(self.db, live, now)  # 3
         t = report.timed("accounting", t)
         grace = self.config.scheduler.grace_s
         obs = self.observer
@@ -148,8 +152,7 @@ class SchedulerLoop:
             live = self.live
             assert live is not None
         t = report.timed("inbox", t)
-        warned, reclaimed = idle(self.db, self.backend, live, now, self.idle_rule,  # 6
-                                 self._notify)
+        warned, reclaimed = idle(self.db, self.backend, live, now, self.idle_rule)  # 6
         report.warned += warned
         report.reclaimed += reclaimed
         t = report.timed("idle", t)
@@ -164,7 +167,11 @@ class SchedulerLoop:
         t = report.timed("schedule", t)
         explain(self.db, live, d, now, rebuilt)
         t = report.timed("explain", t)
-        self._ended(reconcile(self.db, self.backend, live, now, grace, obs), report)  # 9
+        acted_on = {*report.admitted, *report.preempted, *report.reclaimed, *live.signalled}
+        live.signalled.clear()
+        if acted_on:  # 9: launch and signal what this tick decided
+            self._ended(reconcile(self.db, self.backend, live, now, grace, obs, acted_on),
+                        report)
         t = report.timed("reconcile", t)
         with self.db.session() as s:  # 10
             world.save_memory(s, live)
@@ -191,12 +198,9 @@ class SchedulerLoop:
         """When the loop wants its next cycle if nothing else happens (replay engine)."""
         return None if self.live is None else self.live.next_wake()
 
-    def _notify(self, kind: str, job_id: int, team: str, reason: str) -> None:
-        notify(self.config.webhook_url, kind, job_id, team, "", reason)
-
     def escalate(self, now: float, report: TickReport) -> None:
         with self.db.session() as s:
-            report.escalated += governance.escalate_due(s, now, self.config.escalation_s)
+            report.escalated += disputes.escalate_due(s, now, self.config.escalation_s)
 
     def _import_usage(self, now: float) -> None:
         """Backends with their own accounting (Slurm's sacct) are the truth for usage."""
@@ -232,13 +236,25 @@ class SchedulerLoop:
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``tick_s`` until ``stop`` is set; an error in one tick is logged and
-        the next tick retries (every step is idempotent)."""
+        the next tick retries (every step is idempotent). Notifications are sent by a
+        worker thread of their own meanwhile (``service.notify``)."""
+        from allotment.service.notify import Notifier
+
+        Notifier(self.db, self.config.webhook_url, self.clock).start(stop)
         while not stop.is_set():
             try:
                 self.tick()
             except Exception:
                 log.exception("scheduler tick failed; retrying next tick")
             stop.wait(self.config.tick_s)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is only in memory (the usage sums): before the process stops."""
+        try:
+            self.accountant.flush(self.db)
+        except Exception:
+            log.exception("could not write the last usage sums")
 
     def _lease(self, now: float) -> bool:
         try:
@@ -257,6 +273,8 @@ class SchedulerLoop:
             return False
 
     def release(self) -> None:
+        """Flush, then give the lease up so another scheduler may act at once."""
+        self.flush()
         with self.db.session() as s:
             s.execute(delete(Lease).where(Lease.role == "scheduler", Lease.holder == self.holder))
 

@@ -5,20 +5,20 @@ The rule's memory of each job is kept in its row, so a restart continues it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
 from allotment.backends.base import Backend
 from allotment.domain.jobstate import JobState
-from allotment.policies.idle import IdleTracker, _JobIdle
+from allotment.policies.idle import IdleActionKind, IdleTracker, _JobIdle
 from allotment.service.loop.live import Live
+from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import job_id
 from allotment.storage import audit
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
-from allotment.storage.models import OrgNodeRow, SampleRow
+from allotment.storage.models import SampleRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,32 +30,25 @@ class IdleRule:
     hold_s: float | None  # a reclaimed job may restart after this (default: its window)
 
 
-def idle_windows(rows: list[OrgNodeRow]) -> dict[str, float]:
-    """Each node's idle window: its own, else its nearest ancestor's (absent: default)."""
-    own = {r.name: r.idle_window_s for r in rows}
-    parent = {r.name: r.parent for r in rows}
-    out: dict[str, float] = {}
-    for name in own:
-        node: str | None = name
-        while node is not None and own.get(node) is None:
-            node = parent.get(node)
-        if node is not None and own[node] is not None:
-            out[name] = float(own[node])  # type: ignore[arg-type]
-    return out
-
-
-def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
-         notify: Callable[[str, int, str, str], None]) -> tuple[list[int], list[int]]:
+def idle(db: Database, backend: Backend, live: Live, now: float,
+         rule: IdleRule) -> tuple[list[int], list[int]]:
     """Returns the jobs warned and the jobs reclaimed in this pass."""
     warned: list[int] = []
     reclaimed: list[int] = []
     running = [r for r in live.runs.values() if r.state == JobState.RUNNING]
-    with db.session() as s:
-        windows = idle_windows(list(s.execute(select(OrgNodeRow)).scalars()))
+    with db.sessions() as s:  # reads only, unless samples were pushed
         pushed: dict[int, list[tuple[float, int, float]]] = {}
-        for smp in s.execute(select(SampleRow)).scalars():
-            pushed.setdefault(smp.job_id, []).append((smp.time, smp.gpu, smp.util_pct))
-        s.execute(delete(SampleRow))
+        ids = []
+        for sid, jid, t, gpu, util in s.execute(select(
+                SampleRow.id, SampleRow.job_id, SampleRow.time, SampleRow.gpu,
+                SampleRow.util_pct)).all():
+            pushed.setdefault(jid, []).append((t, gpu, util))
+            ids.append(sid)
+    if ids:
+        with db.session() as s:
+            for k in range(0, len(ids), 500):
+                s.execute(delete(SampleRow).where(SampleRow.id.in_(ids[k:k + 500])))
+    windows = live.idle_windows
     for run in sorted(running, key=lambda r: r.id):
         since = run.idle.get("last_time")
         samples = [(x.time, x.gpu, x.util_pct) for x in
@@ -86,12 +79,12 @@ def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
                                idle_warned_at=st.warned_at, idle_gpu_s=st.idle_gpu_s,
                                last_util_pct=by_time[max(by_time)])
             for a in actions:
-                if a.kind == "warn":
+                if a.kind == IdleActionKind.WARN:
                     audit.append(s, now, "scheduler", "job.idle_warned", f"job:{run.id}",
                                  a.reason, {"team": run.team, "gpus": run.gpus})
-                    notify("idle_warning", run.id, run.team, a.reason)
+                    notice(s, now, "idle_warning", run.id, run.team, run.user, a.reason)
                     warned.append(run.id)
-                elif a.kind == "reclaim":
+                elif a.kind == IdleActionKind.RECLAIM:
                     hold = rule.hold_s if rule.hold_s is not None else window
                     why = f"reclaimed for idling: {a.reason}"
                     if jobrepo.begin_termination(s, run.id, now, requeue=True, why=why,
@@ -105,6 +98,6 @@ def idle(db: Database, backend: Backend, live: Live, now: float, rule: IdleRule,
                         if live.state is not None and job_id(run.id) in live.state.running:
                             live.state.mark_terminating(job_id(run.id), now)
                         live.changed = True
-                        notify("idle_reclaim", run.id, run.team, a.reason)
+                        notice(s, now, "idle_reclaim", run.id, run.team, run.user, a.reason)
                         reclaimed.append(run.id)
     return warned, reclaimed

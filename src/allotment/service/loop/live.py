@@ -15,15 +15,17 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from allotment.domain.jobstate import JobState
 from allotment.domain.org import OrgTree
+from allotment.domain.period import Period
 from allotment.scheduler import apply as path
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState, SchedulerMemory
-from allotment.service.loop.rows import Run, job_id, workload
+from allotment.service.loop.rows import Run, idle_windows, job_id, workload
 from allotment.storage import inbox, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage.models import JobRow
@@ -56,11 +58,13 @@ class Live:
     # backend's ``refusal`` hook with the org's team count, asked once per pair
     refusal: Callable[[str, str], str | None] = field(default=lambda team, user: None)
     refused: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    idle_windows: dict[str, float] = field(default_factory=dict)  # team -> its idle window
+    signalled: set[int] = field(default_factory=set)  # runs sent SIGTERM/SIGKILL this tick
 
     def period_at(self, now: float) -> str:
         """The quota period in force at ``now`` (``repo.effective_period`` without a query:
         a publish rebuilds the state anyway)."""
-        month = repo.period_of(now)
+        month = str(Period.of(now))
         return max((p for p in self.periods if p <= month), default="default")
 
     def org(self) -> OrgTree:
@@ -100,8 +104,10 @@ class Live:
             self.used_ids.get(node, set()).difference_update(ids)
 
     # -- pending jobs: one place decides where a pending row goes -------------------------
-    def add_pending(self, j: JobRow, now: float, obs: path.Observer = path.NO_OBSERVER) -> None:
-        """Queue a pending row in the state, or hold it back (with the reason)."""
+    def add_pending(self, j: JobRow | Any, now: float,
+                    obs: path.Observer = path.NO_OBSERVER) -> None:
+        """Queue a pending row (or a plain row of ``jobs.PENDING_COLUMNS``) in the state, or
+        hold it back (with the reason)."""
         if j.hold_until is not None and j.hold_until > now:
             self.held[j.id] = j.hold_until
             self.wake(j.hold_until)
@@ -184,6 +190,7 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
         if refusal is not None:
             teams = len(org.team_ids)
             live.refusal = lambda team, user: refusal(team, user, teams)
+    live.idle_windows = idle_windows(repo.org_rows(s))
     for j in jobrepo.active(s):
         run = Run.of(j, now)
         live.runs[j.id] = run
@@ -204,7 +211,7 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
             wake = policy.start_wakeup(job)
             if wake is not None and wake > now:
                 live.wake(wake, j.id, j.attempts)
-    for j in jobrepo.pending(s):
+    for j in jobrepo.pending_brief(s):
         live.add_pending(j, now, obs)
     if live.state is not None:
         live.state.restore(load_memory(s))

@@ -1,23 +1,22 @@
-"""Notify: a log line, and a webhook when one is configured, for what a user must know
-(an idle warning, a reclaim). A receiver that is down never stops scheduling."""
+"""Notify: what a user must know (an idle warning, a reclaim, a preemption) becomes a log
+line and a row of the notification outbox, in the same transaction as the decision; the
+webhook is sent later, off the scheduling path, by ``service.notify.Notifier``. A receiver
+that is slow or down never delays a tick."""
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
+
+from sqlalchemy.orm import Session
+
+from allotment.storage import outbox
 
 log = logging.getLogger("allotment.scheduler")
 
 
-def notify(webhook_url: str | None, kind: str, job_id: int, team: str, user: str,
+def notice(s: Session, now: float, kind: str, job_id: int, team: str, user: str,
            reason: str) -> None:
-    msg = {"event": kind, "job_id": job_id, "team": team, "user": user, "reason": reason}
-    log.warning("%s job %s of team %s: %s", kind, job_id, team, reason)
-    if webhook_url:
-        try:
-            req = urllib.request.Request(webhook_url, json.dumps(msg).encode(),
-                                         {"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=2).close()
-        except Exception as exc:  # a webhook that is down must not stop scheduling
-            log.warning("webhook %s failed: %s", webhook_url, exc)
+    log.warning("%s: job %s of team %s (user %s): %s", kind, job_id, team, user, reason,
+                extra={"event": kind, "job_id": job_id, "team": team, "reason": reason})
+    outbox.add(s, now, kind, {"event": kind, "job_id": job_id, "team": team, "user": user,
+                              "reason": reason})

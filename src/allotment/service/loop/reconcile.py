@@ -23,12 +23,12 @@ from enum import Enum
 from sqlalchemy.orm import Session
 
 from allotment.backends.base import Backend, LaunchSpec, RunStatus
-from allotment.domain.jobstate import JobState
+from allotment.domain.jobstate import JobState, RunState
 from allotment.errors import LaunchRefused
 from allotment.scheduler import apply as path
 from allotment.service.loop.live import Live
 from allotment.service.loop.rows import Run, job_id
-from allotment.storage import audit, governance
+from allotment.storage import audit, usage
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
 
@@ -57,11 +57,11 @@ def classify(run: Run, st: RunStatus) -> Ended:
     """The rule of the module docstring."""
     if run.state == S.TERMINATING and not run.requeue:
         return Ended(run, End.CANCELLED, S.CANCELLED, st.exit_code, run.stop_reason)
-    if st.state == "exited" and st.exit_code == 0:
+    if st.state == RunState.EXITED and st.exit_code == 0:
         return Ended(run, End.FINISHED, S.SUCCEEDED, 0, "exited with code 0")
     if run.state == S.TERMINATING:
         return Ended(run, End.REQUEUED, None, st.exit_code, run.stop_reason)
-    if st.state in ("gone", "never"):
+    if st.state in (RunState.GONE, RunState.NEVER):
         return Ended(run, End.REQUEUED, None, st.exit_code,
                      "its process vanished (killed outside Allotment or lost with its host)")
     return Ended(run, End.FINISHED, S.FAILED, st.exit_code,
@@ -69,15 +69,19 @@ def classify(run: Run, st: RunStatus) -> Ended:
 
 
 def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: float,
-              obs: path.Observer) -> list[Ended]:
-    """One pass over the active runs; returns the runs that ended (already recorded)."""
-    runs = sorted(live.runs.values(), key=lambda r: r.id)
+              obs: path.Observer, only: set[int] | None = None) -> list[Ended]:
+    """One pass over the active runs (``only``: over these of them); returns the runs that
+    ended (already recorded)."""
+    runs = list(live.runs.values()) if only is None else [
+        live.runs[j] for j in sorted(only) if j in live.runs]
     statuses = {r.id: backend.status(r.id, r.attempt) for r in runs}
-    to_launch = [r for r in runs if r.state == S.STARTING and statuses[r.id].state == "never"]
+    to_launch = [r for r in runs
+                 if r.state == S.STARTING and statuses[r.id].state == RunState.NEVER]
     refused: list[tuple[Run, str, float | None]] = []
     if to_launch:
         with db.session() as s:
-            rows = {j.id: j for j in jobrepo.rows(s, [r.id for r in to_launch])}
+            rows = {j.id: j for j in jobrepo.brief(s, [r.id for r in to_launch],
+                                                   jobrepo.LAUNCH_COLUMNS)}
         for r in to_launch:
             j = rows[r.id]
             why = live.refusal(j.team, j.user)
@@ -96,33 +100,42 @@ def reconcile(db: Database, backend: Backend, live: Live, now: float, grace_s: f
         runs = [r for r in runs if r.id in live.runs]
     ended: list[Ended] = []
     launched: list[dict[str, object]] = []
+    signalled: list[tuple[int, bool]] = []  # (job, True: SIGKILL / False: SIGTERM)
+    for r in runs:
+        st = statuses[r.id]
+        if st.state not in (RunState.ALIVE, RunState.QUEUED):
+            ended.append(classify(r, st))
+            continue
+        if r.state == S.TERMINATING:
+            if r.term_sent_at is None:
+                backend.terminate(r.id, r.attempt)
+                r.term_sent_at = now
+                signalled.append((r.id, False))
+            elif not r.kill_sent and now - (r.terminating_since or now) >= grace_s:
+                backend.kill(r.id, r.attempt)
+                r.kill_sent = True
+                signalled.append((r.id, True))
+            continue
+        run_id = r.external_id or backend.run_id(r.id, r.attempt)
+        if st.state == RunState.ALIVE:
+            new, reason = S.RUNNING, r.reason if r.state == S.RUNNING else "running"
+        else:  # handed over, waiting in the workload manager (or requeued by it)
+            new, reason = S.STARTING, f"queued in {backend.name}: {st.detail}"
+        if (new, reason, run_id) != (r.state, r.reason, r.external_id):
+            launched.append({"id": r.id, "state": new, "reason": reason,
+                             "external_id": run_id})
+            r.state, r.reason, r.external_id = new, reason, run_id
+    order = sorted(ended, key=lambda e: (e.how == End.REQUEUED, e.run.id))
+    live.signalled.update(jid for jid, _ in signalled)
+    if not (launched or signalled or order):
+        return order  # nothing to write: no transaction at all
     with db.session() as s:
-        for r in runs:
-            st = statuses[r.id]
-            if st.state not in ("alive", "queued"):
-                ended.append(classify(r, st))
-                continue
-            if r.state == S.TERMINATING:
-                if r.term_sent_at is None:
-                    backend.terminate(r.id, r.attempt)
-                    r.term_sent_at = now
-                    jobrepo.signalled(s, r.id, term_sent_at=now)
-                elif not r.kill_sent and now - (r.terminating_since or now) >= grace_s:
-                    backend.kill(r.id, r.attempt)
-                    r.kill_sent = True
-                    jobrepo.signalled(s, r.id, kill_sent=True)
-                continue
-            run_id = r.external_id or backend.run_id(r.id, r.attempt)
-            if st.state == "alive":
-                new, reason = S.RUNNING, r.reason if r.state == S.RUNNING else "running"
-            else:  # handed over, waiting in the workload manager (or requeued by it)
-                new, reason = S.STARTING, f"queued in {backend.name}: {st.detail}"
-            if (new, reason, run_id) != (r.state, r.reason, r.external_id):
-                launched.append({"id": r.id, "state": new, "reason": reason,
-                                 "external_id": run_id})
-                r.state, r.reason, r.external_id = new, reason, run_id
+        for jid, kill in signalled:
+            if kill:
+                jobrepo.signalled(s, jid, kill_sent=True)
+            else:
+                jobrepo.signalled(s, jid, term_sent_at=now)
         jobrepo.launched_many(s, launched)
-        order = sorted(ended, key=lambda e: (e.how == End.REQUEUED, e.run.id))
         entries: list[audit.Entry] = []
         for e in order:
             _record(s, live, e, now, obs, entries)
@@ -158,7 +171,7 @@ def _record(s: Session, live: Live, e: Ended, now: float, obs: path.Observer,
                                {"team": r.team, "attempt": r.attempt + 1,
                                 "exit_code": e.code}, f"team:{r.team}"))
     if preempted:
-        row = governance.usage_row(s, r.team, r.gpu_type, int(now // 3600 * 3600))
+        row = usage.row(s, r.team, r.gpu_type, int(now // 3600 * 3600))
         row.preemptions = (row.preemptions or 0) + 1
     if in_state and st is not None:
         path.requeue(st, job_id(r.id), now, obs)

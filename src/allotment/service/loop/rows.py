@@ -16,14 +16,15 @@ from allotment.domain.jobstate import JobState
 from allotment.domain.org import TeamId
 from allotment.domain.workload import JobId, Workload
 from allotment.storage.jobs import PRIORITY
-from allotment.storage.models import JobRow
+from allotment.storage.models import JobRow, OrgNodeRow
 
 
 def job_id(row_id: int) -> JobId:
     return JobId(str(row_id))
 
 
-def workload(j: JobRow) -> Workload:
+def workload(j: JobRow | Any) -> Workload:
+    """Of a job row, or a plain row with the columns of ``storage.jobs.PENDING_COLUMNS``."""
     return Workload(job_id(j.id), TeamId(j.team), GpuType(j.gpu_type), j.gpus, j.submit_time,
                     j.id, PRIORITY.get(j.priority_class, 0), j.preemptible, None,
                     j.time_limit_s, j.user)
@@ -37,6 +38,7 @@ class Run:
     attempt: int
     state: JobState
     team: str
+    user: str
     gpu_type: str
     gpus: int
     borrowed_gpus: int
@@ -57,7 +59,7 @@ class Run:
 
     @staticmethod
     def of(j: JobRow, now: float) -> Run:
-        return Run(j.id, j.attempts, JobState(j.state), j.team, j.gpu_type, j.gpus,
+        return Run(j.id, j.attempts, JobState(j.state), j.team, j.user, j.gpu_type, j.gpus,
                    j.borrowed_gpus, list(j.placement), {k: list(v) for k, v in j.gpu_ids.items()},
                    j.start_time if j.start_time is not None else now, j.attained_gpu_s,
                    j.reason, j.external_id, j.terminating_since, j.term_sent_at, j.kill_sent,
@@ -78,3 +80,17 @@ def idle_of(j: JobRow) -> dict[str, Any]:
     return {"below_since": j.idle_below_since, "last_time": j.idle_last_time,
             "last_below": j.idle_last_below, "warned_at": j.idle_warned_at,
             "idle_gpu_s": j.idle_gpu_s}
+
+
+def idle_windows(rows: list[OrgNodeRow]) -> dict[str, float]:
+    """Each node's idle window: its own, else its nearest ancestor's (absent: default)."""
+    own = {r.name: r.idle_window_s for r in rows}
+    parent = {r.name: r.parent for r in rows}
+    out: dict[str, float] = {}
+    for name in own:
+        node: str | None = name
+        while node is not None and own.get(node) is None:
+            node = parent.get(node)
+        if node is not None and own[node] is not None:
+            out[name] = float(own[node])  # type: ignore[arg-type]
+    return out

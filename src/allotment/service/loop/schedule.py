@@ -26,6 +26,7 @@ from allotment.scheduler.estimate import Holding, Queued, estimate_starts
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.state import ClusterState
 from allotment.service.loop.live import Live
+from allotment.service.loop.notify import notice
 from allotment.service.loop.rows import Run, job_id
 from allotment.storage import audit, inbox
 from allotment.storage import jobs as jobrepo
@@ -43,16 +44,17 @@ def take_inbox(db: Database, live: Live, now: float, obs: path.Observer) -> bool
             return False
         if any(n.kind == inbox.Change.RESHAPE for n in notes):
             return True
-        ids = sorted({n.job_id for n in notes if n.job_id is not None})
-        rows = {j.id: j for j in jobrepo.rows(s, ids)}
+        submits = sorted({n.job_id for n in notes if n.job_id is not None
+                          and n.kind == inbox.Change.SUBMIT})
+        cancels = sorted({n.job_id for n in notes if n.job_id is not None
+                          and n.kind == inbox.Change.CANCEL})
+        briefs = {j.id: j for j in jobrepo.brief(s, submits, jobrepo.PENDING_COLUMNS)}
+        full = {j.id: j for j in jobrepo.rows(s, cancels)}  # rare: whole rows
         for n in notes:
-            j = rows.get(n.job_id or 0)
-            if j is None:
-                continue
-            if n.kind == inbox.Change.SUBMIT:
-                _submitted(live, j, now, obs)
-            else:
-                _cancelled(live, j, now, obs)
+            if n.kind == inbox.Change.SUBMIT and n.job_id in briefs:
+                _submitted(live, briefs[n.job_id], now, obs)
+            elif n.kind == inbox.Change.CANCEL and n.job_id in full:
+                _cancelled(live, full[n.job_id], now, obs)
         inbox.consume(s, notes)
     live.changed = True
     return False
@@ -64,7 +66,7 @@ def _known(live: Live, jid: int) -> bool:
             or (st is not None and job_id(jid) in st.pending_index))
 
 
-def _submitted(live: Live, j: JobRow, now: float, obs: path.Observer) -> None:
+def _submitted(live: Live, j: Any, now: float, obs: path.Observer) -> None:
     if j.state == JobState.PENDING and not _known(live, j.id):
         live.add_pending(j, now, obs)
 
@@ -124,6 +126,8 @@ class DbSink:
                                         p.reason, {"for_job": int(p.for_job),
                                                    "grace_s": self.grace_s},
                                         f"team:{run.team}"))
+        notice(self.s, now, "preemption", jid, run.team, run.user,
+               f"{p.reason}; it stops after a {self.grace_s:g} s grace period and is requeued")
         self.preempted.append(jid)
         return True
 
@@ -150,7 +154,8 @@ class DbSink:
              "borrowed_gpus": borrowed}, f"team:{w.team}"))
         attempt, first_start = self.pending[jid]
         self.admits[-1]["first_start"] = first_start if first_start is not None else now
-        self.live.runs[jid] = Run(jid, attempt, JobState.STARTING, w.team, w.gpu_type,
+        self.live.runs[jid] = Run(jid, attempt, JobState.STARTING, w.team, w.user or "",
+                                  w.gpu_type,
                                   sum(g for _, g in a.placement), borrowed, placement,
                                   gpu_ids, now, attained, reason)
         self.live.explained.pop(jid, None)
@@ -209,6 +214,11 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
     st = live.state
     if st is not None:
         waiting = d.waiting if d is not None else {}
+        by_bucket: dict[object, list[tuple[JobId, str]]] = {}
+        for jid_, why in waiting.items():
+            key_ = st.pending_index.get(jid_)
+            if key_ is not None:
+                by_bucket.setdefault(key_, []).append((jid_, why))
         org = st.org
         for key, bucket in st.buckets.items():
             head = bucket.jobs[0]
@@ -216,8 +226,7 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
             i = org.index[head.team]
             ctx = (f"team {head.team} at {st.usage[t][i]}/{org.guaranteed[t][i]} "
                    f"guaranteed {t} GPUs")
-            sig = (ctx, head.id, tuple((w.id, waiting[w.id]) for w in bucket.jobs
-                                       if w.id in waiting))
+            sig = (ctx, head.id, tuple(sorted(by_bucket.get(key, ()))))
             same = live.bucket_sig.get(key) == sig
             live.bucket_sig[key] = sig
             for w in bucket.jobs:

@@ -1,5 +1,5 @@
 """What the dashboard shows, computed from the database: pure functions of rows and time,
-no HTML. ``ui.py`` renders them."""
+no HTML. The page modules of ``service/ui`` render them."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from allotment.domain.jobstate import ACTIVE, JobState
+from allotment.domain.period import Period
+from allotment.governance import accounting, plans
 from allotment.service import holdings
-from allotment.storage import governance, repo
 from allotment.storage import jobs as jobrepo
-from allotment.storage.models import JobRow, PlanRow, UsageRow
+from allotment.storage import plans as stored_plans
+from allotment.storage import repo
+from allotment.storage.models import JobRow, UsageRow
 
 GPU_STATES = ("guaranteed", "borrowed", "reserved", "idle", "down")
 
@@ -46,7 +50,8 @@ def cluster_view(s: Session) -> ClusterView:
         n.name: ["down" if n.state != "up" else "idle"] * n.gpus for n in nodes}
     owners: dict[str, dict[int, int]] = {n.name: {} for n in nodes}
     for j in jobrepo.active(s):
-        state = "reserved" if j.state in ("starting", "terminating") else "guaranteed"
+        state = ("reserved" if j.state in (JobState.STARTING, JobState.TERMINATING)
+                 else "guaranteed")
         ids = [(node, i) for node, gs in sorted(j.gpu_ids.items()) for i in gs]
         borrowed_from = len(ids) - j.borrowed_gpus  # the last ones count as borrowed
         for k, (node, i) in enumerate(ids):
@@ -66,7 +71,7 @@ def cluster_view(s: Session) -> ClusterView:
     waiting_types: dict[str, int] = {}
     pend = 0
     for gpu_type, gpus in s.execute(select(JobRow.gpu_type, JobRow.gpus)
-                                    .where(JobRow.state == "pending")):
+                                    .where(JobRow.state == JobState.PENDING)):
         waiting_types[gpu_type] = waiting_types.get(gpu_type, 0) + gpus
         pend += 1
     idle_waiting = sum(by_type.get(t, {}).get("idle", 0) for t in waiting_types)
@@ -107,7 +112,7 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
 
     h = holdings.holdings(s.execute(
         select(JobRow.team, JobRow.gpu_type, JobRow.state, JobRow.gpus, JobRow.borrowed_gpus,
-               JobRow.idle_last_below).where(JobRow.state.in_(repo.ACTIVE_STATES))))
+               JobRow.idle_last_below).where(JobRow.state.in_(ACTIVE))))
     guaranteed = holdings.guarantees(org)
     for k, g in guaranteed.items():
         row(*k).guaranteed = int(g)
@@ -116,13 +121,13 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
         r.in_use, r.borrowed = int(h.used[k]), int(h.borrowed.get(k, 0))
         r.idle_allocated = int(h.idle.get(k, 0))
     for p_team, p_type, gpus in s.execute(select(JobRow.team, JobRow.gpu_type, JobRow.gpus)
-                                          .where(JobRow.state == "pending")):
+                                          .where(JobRow.state == JobState.PENDING)):
         row(p_team, p_type).pending_gpus += gpus
     for k, v in holdings.lent(guaranteed, h.used, h.borrowed).items():
         # shown no higher than the guarantee left unused (the loop's GPU-hours are not capped)
         rows[k].lent = min(v, max(0.0, rows[k].guaranteed - rows[k].in_use))
-    period = repo.period_of(now)
-    p_start, p_end = governance.period_bounds(period)
+    month = Period.of(now)
+    period, p_start, p_end = str(month), month.start, month.end
     for team, gtype, used, idle in s.execute(
             select(UsageRow.team, UsageRow.gpu_type, func.sum(UsageRow.used_gpu_s),
                    func.sum(UsageRow.idle_gpu_s))
@@ -131,9 +136,8 @@ def team_rows(s: Session, now: float, window_h: int) -> list[TeamRow]:
         if (team, gtype) in rows or used:
             r = row(team, gtype)
             r.used_gpu_hours = (used or 0.0) / 3600
-            r.hoarding = governance.hoarding_score(idle or 0.0, used or 0.0)
-    plan = s.execute(select(PlanRow).where(PlanRow.period == period,
-                                           PlanRow.status == "published")).scalar()
+            r.hoarding = accounting.hoarding_score(idle or 0.0, used or 0.0)
+    plan = stored_plans.published(s, period)
     if plan is not None:
         for a in plan.result.get("teams", {}).values():
             for team in a.get("members") or [a["team"]]:
@@ -166,22 +170,23 @@ def sparkline(series: list[float], width: int = 160, height: int = 28) -> str:
 
 
 def plan_side_by_side(s: Session, now: float, draft_id: int | None) -> dict[str, Any]:
-    plans = list(s.execute(select(PlanRow).order_by(PlanRow.id.desc()).limit(200)).scalars())
-    period = repo.period_of(now)
-    current = next((p for p in plans if p.status == "published" and p.period == period), None) \
-        or next((p for p in plans if p.status == "published"), None)
-    drafts = [p for p in plans if p.status == "draft"]
-    draft = next((p for p in plans if p.id == draft_id), None) if draft_id is not None \
+    recent = stored_plans.recent(s, 200)
+    period = str(Period.of(now))
+    published = [p for p in recent if p.status == stored_plans.PUBLISHED]
+    current = next((p for p in published if p.period == period), None) \
+        or next(iter(published), None)
+    drafts = [p for p in recent if p.status == stored_plans.DRAFT]
+    draft = next((p for p in recent if p.id == draft_id), None) if draft_id is not None \
         else (drafts[0] if drafts else None)
     rows: list[dict[str, Any]] = []
     if draft is not None and current is not None and draft.id != current.id:
-        rows = governance.compare_plans(current, draft)
+        rows = plans.compare(current, draft)
     elif draft is not None:
         rows = [{"team": a["team"], "gpu_type": a["gpu_type"], "a": None, "b": a["allocated"],
                  "delta": a["allocated"], "reason_a": "", "reason_b": a["reason"]}
                 for a in draft.result.get("teams", {}).values()]
     return {"current": current, "draft": draft, "drafts": drafts, "rows": rows,
-            "plans": plans}
+            "plans": recent}
 
 
 REPORT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9_.-]{1,128}$")  # no ".", "..", "..."
