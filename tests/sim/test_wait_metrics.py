@@ -35,8 +35,6 @@ LOG = [
 ]
 
 
-
-
 def test_queue_by_gang_from_a_hand_made_log() -> None:
     """Queueing (JCT minus run time, every wait counted) per gang-size bucket, over the
     completed jobs: a1 waited 0 s, a2 90 s, b1 30 s before its first start and 20 s after

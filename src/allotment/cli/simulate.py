@@ -51,8 +51,8 @@ def simulate(
     from allotment.sim.engine import SimConfig
     from allotment.sim.engine import simulate as run_sim
     from allotment.sim.orgs import trace_org
-    from allotment.sim.report import plots as draw_plots
     from allotment.sim.report import gang_table, summary, table, write_json
+    from allotment.sim.report import plots as draw_plots
     from allotment.sim.traces import load_trace, resolve_trace
 
     try:

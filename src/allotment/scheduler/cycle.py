@@ -79,7 +79,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 continue
             physical = True
             block = _physical_reason(sc, w)
-        elif not sc.fits(w):
+        elif sc.place(w) is None:
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
         #    (the next job of the same queue may need GPUs reclaimed too)

@@ -22,8 +22,13 @@ from __future__ import annotations
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, RunningJob, Workload
-from allotment.scheduler.placement import Placement, on_one_node, place_on_one_node
-from allotment.scheduler.state import ClusterState, Topology
+from allotment.scheduler.placement import (
+    Placement,
+    on_one_node,
+    place_across_nodes,
+    place_on_one_node,
+)
+from allotment.scheduler.state import ClusterState
 
 
 class Snapshot:
@@ -34,7 +39,6 @@ class Snapshot:
         self.now = now
         cluster = state.cluster
         org = state.org
-        self.topology: Topology = state.topology
         self.free = list(state.free)
         self.held: set[int] = set()
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
@@ -49,23 +53,24 @@ class Snapshot:
         # cycle), per GPU type: a team's usage net of them is what it keeps
         self.releasing: dict[GpuType, list[int]] = {
             t: [0] * len(org.names) for t in cluster.gpu_types}
-        for job in state.terminating.values():
-            for node, gpus in job.placement:
-                self.incoming[node] = self.incoming.get(node, 0) + gpus
-            self.release(job)
+        for job in state.running.values():
+            if job.terminating_since is not None:
+                for node, gpus in job.placement:
+                    self.incoming[node] = self.incoming.get(node, 0) + gpus
+                self.release(job)
         self.max_node: dict[GpuType, int] = {
             t: cluster.max_node_gpus(t) for t in cluster.gpu_types
         }
-        # unheld nodes by free GPUs, per type (copied from the state's, kept up to date)
-        self.levels: dict[GpuType, list[set[int]]] = {
-            t: [set(f) for f in lv] for t, lv in state.levels.items()}
+        self.levels: dict[GpuType, list[set[int]]] = {}
+        for t, ids in cluster.nodes_by_type.items():
+            lv: list[set[int]] = [set() for _ in range(self.max_node[t] + 1)]
+            for i in ids:
+                lv[self.free[i]].add(i)
+            self.levels[t] = lv
         # free GPUs on unheld nodes per type: rejects a large gang without a node scan
-        self.type_free: dict[GpuType, int] = dict(state.type_free)
-        # free GPUs on unheld nodes per (type, level) domain, and GPUs of held nodes there
-        self.dom_free: dict[tuple[GpuType, str], dict[int, int]] = {
-            key: dict(v) for key, v in state.dom_free.items()}
-        self.held_cap: dict[tuple[GpuType, str], dict[int, int]] = {
-            key: {} for key in state.dom_free}
+        self.type_free: dict[GpuType, int] = {
+            t: sum(self.free[i] for i in ids) for t, ids in cluster.nodes_by_type.items()
+        }
         self.usage = {t: list(u) for t, u in state.usage.items()}
         self.alloc_total = list(state.alloc_total)
         # occupancy and eff per type, bottom-up
@@ -93,16 +98,11 @@ class Snapshot:
 
     # -- free GPUs ---------------------------------------------------------------------
     def _set_free(self, node: int, value: int) -> None:
+        t = self.state.cluster.nodes[node].gpu_type
         if node not in self.held:
-            n = self.state.cluster.nodes[node]
-            t = n.gpu_type
-            delta = value - self.free[node]
-            lv = self.levels[t]
-            lv[self.free[node]].discard(node)
-            lv[value].add(node)
-            self.type_free[t] += delta
-            self.dom_free[(t, "rack")][n.rack] += delta
-            self.dom_free[(t, "pod")][n.pod] += delta
+            self.levels[t][self.free[node]].discard(node)
+            self.levels[t][value].add(node)
+            self.type_free[t] += value - self.free[node]
         self.free[node] = value
 
     def hold(self, nodes: list[int] | tuple[int, ...]) -> None:
@@ -110,15 +110,9 @@ class Snapshot:
         cluster = self.state.cluster
         for node in nodes:
             if node not in self.held:
-                n = cluster.nodes[node]
-                t = n.gpu_type
-                f = self.free[node]
-                self.levels[t][f].discard(node)
-                self.type_free[t] -= f
-                for level, d in (("rack", n.rack), ("pod", n.pod)):
-                    self.dom_free[(t, level)][d] -= f
-                    cap = self.held_cap[(t, level)]
-                    cap[d] = cap.get(d, 0) + n.gpus
+                t = cluster.nodes[node].gpu_type
+                self.levels[t][self.free[node]].discard(node)
+                self.type_free[t] -= self.free[node]
                 self.held.add(node)
 
     def room(self, node: int) -> int:
@@ -144,59 +138,18 @@ class Snapshot:
     def unheld_free(self, gpu_type: GpuType) -> int:
         return self.type_free[gpu_type]
 
-    def fits(self, w: Workload) -> bool:
-        """Whether ``place(w)`` would find a placement (without building it): a gang larger
-        than a node always fits at the type level once the type has enough unheld free
-        GPUs."""
-        if self.single_node(w):
-            return self.max_fit(w.gpu_type) >= w.gpus
-        return self.type_free[w.gpu_type] >= w.gpus
-
     def place(self, w: Workload) -> Placement | None:
-        """Where ``w`` would go now on unheld free GPUs, or None (``placement`` rules)."""
+        """Where ``w`` would go now on unheld free GPUs, or None."""
         t = w.gpu_type
         if self.single_node(w):
             node = place_on_one_node(self.levels[t], w.gpus)
             return None if node is None else ((node, w.gpus),)
         if self.type_free[t] < w.gpus:
             return None
-        return self._place_across(t, w.gpus)
-
-    def _place_across(self, t: GpuType, gpus: int) -> Placement:
-        """``placement.place_across_nodes`` on this snapshot's aggregates: the smallest level
-        whose best-fit domain (fewest unheld free GPUs that still hold the gang; ties: lowest
-        id) fits, its nodes with the most free GPUs first. The type level always fits here."""
-        free = self.free
-        for level in Topology.LEVELS:
-            key = (t, level)
-            if self.topology.max_capacity[key] < gpus:
-                continue
-            best: tuple[int, int] | None = None
-            for d, total in self.dom_free[key].items():
-                if total >= gpus and (best is None or (total, d) < best):
-                    best = (total, d)
-            if best is None:
-                continue
-            held = self.held
-            members = [i for i in self.topology.members[key][best[1]]
-                       if free[i] and i not in held]
-            members.sort(key=lambda i: (-free[i], i))
-            return _take(members, free, gpus)
-        return _take(self.nodes_by_free(t), free, gpus)
-
-    def nodes_by_free(self, t: GpuType) -> list[int]:
-        """Unheld nodes of type ``t`` with free GPUs, most free first (ties: lowest index)."""
-        lv = self.levels[t]
-        out: list[int] = []
-        for f in range(len(lv) - 1, 0, -1):
-            if lv[f]:
-                out.extend(sorted(lv[f]))
-        return out
-
-    def unheld_capacity(self, t: GpuType, level: str, d: int) -> int:
-        """GPUs of the unheld nodes of domain ``d`` at ``level``."""
-        key = (t, level)
-        return self.topology.capacity[key].get(d, 0) - self.held_cap[key].get(d, 0)
+        cluster = self.state.cluster
+        return place_across_nodes(
+            cluster.nodes, cluster.nodes_by_type[t], self.free, self.held, w.gpus
+        )
 
     # -- quota -------------------------------------------------------------------------
     def team_index(self, w: Workload) -> int:
@@ -287,19 +240,6 @@ class Snapshot:
         t = w.gpu_type
         i = self.state.org.index[w.team]
         return self.usage[t][i] + w.gpus <= self.state.org.guaranteed[t][i]
-
-
-def _take(members: list[int], free: list[int], gpus: int) -> Placement:
-    """Take ``gpus`` from ``members`` in order (each node all it has, the last what is left)."""
-    out: list[tuple[int, int]] = []
-    need = gpus
-    for i in members:
-        take = min(free[i], need)
-        out.append((i, take))
-        need -= take
-        if need == 0:
-            break
-    return tuple(sorted(out))
 
 
 class Removal:

@@ -2,9 +2,8 @@
 
 ``decide`` treats a ``ClusterState`` as a read-only snapshot: it copies what it changes into
 a snapshot (``scheduler.snapshot``) and returns decisions; the caller applies them here with
-``start``, ``mark_terminating`` and ``stop``. Aggregates (free GPUs per node, nodes by free
-GPUs, free GPUs per GPU type and per rack and pod, usage per org node, decayed usage, the
-runs being stopped) are kept incrementally so a cycle never rescans every job or node.
+``start``, ``mark_terminating`` and ``stop``. Aggregates (free GPUs per node, usage per org
+node, decayed usage) are kept incrementally so a cycle never rescans every job.
 """
 
 from __future__ import annotations
@@ -54,33 +53,6 @@ class SchedulerMemory:
             {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()})
 
 
-class Topology:
-    """What never changes about a cluster's nodes, indexed for placement: per GPU type and
-    level (``rack``, ``pod``), each domain's nodes (by index) and GPUs, and whether every
-    node of a type has the same number of GPUs."""
-
-    LEVELS = ("rack", "pod")
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.members: dict[tuple[GpuType, str], dict[int, list[int]]] = {}
-        self.capacity: dict[tuple[GpuType, str], dict[int, int]] = {}
-        self.max_capacity: dict[tuple[GpuType, str], int] = {}
-        self.uniform: dict[GpuType, bool] = {}
-        nodes = cluster.nodes
-        for t, ids in cluster.nodes_by_type.items():
-            self.uniform[t] = len({nodes[i].gpus for i in ids}) == 1
-            for level in self.LEVELS:
-                members: dict[int, list[int]] = {}
-                cap: dict[int, int] = {}
-                for i in ids:
-                    d = nodes[i].rack if level == "rack" else nodes[i].pod
-                    members.setdefault(d, []).append(i)
-                    cap[d] = cap.get(d, 0) + nodes[i].gpus
-                self.members[(t, level)] = members
-                self.capacity[(t, level)] = cap
-                self.max_capacity[(t, level)] = max(cap.values(), default=0)
-
-
 @dataclass(slots=True)
 class Bucket:
     """Pending jobs of one team, GPU type and gang size, sorted by the policy's pending key."""
@@ -105,21 +77,7 @@ class ClusterState:
         self.pending_key = pending_key
         self.half_life_s = usage_half_life_s
         self.free: list[int] = [n.gpus for n in cluster.nodes]
-        self.topology = Topology(cluster)
-        # nodes by free GPUs (levels[t][f]: nodes of type t with f free), free GPUs per type
-        # and per (type, level) domain: what placement reads without scanning the nodes
-        self.levels: dict[GpuType, list[set[int]]] = {}
-        self.type_free: dict[GpuType, int] = {}
-        self.dom_free: dict[tuple[GpuType, str], dict[int, int]] = {
-            key: dict(cap) for key, cap in self.topology.capacity.items()}
-        for t, ids in cluster.nodes_by_type.items():
-            lv: list[set[int]] = [set() for _ in range(cluster.max_node_gpus(t) + 1)]
-            for i in ids:
-                lv[self.free[i]].add(i)
-            self.levels[t] = lv
-            self.type_free[t] = cluster.capacity(t)
         self.running: dict[JobId, RunningJob] = {}
-        self.terminating: dict[JobId, RunningJob] = {}  # runs sent a preemption, still going
         self.running_by_team: dict[str, dict[JobId, RunningJob]] = {}
         self.buckets: dict[BucketKey, Bucket] = {}
         self.pending_index: dict[JobId, BucketKey] = {}
@@ -248,19 +206,6 @@ class ClusterState:
         return w, self.pending_attained.pop(w.id)
 
     # -- running -------------------------------------------------------------------------
-    def _add_free(self, node: int, gpus: int) -> None:
-        """Free ``gpus`` more GPUs on ``node`` (negative: take them), aggregates included."""
-        n = self.cluster.nodes[node]
-        t = n.gpu_type
-        old = self.free[node]
-        lv = self.levels[t]
-        lv[old].discard(node)
-        lv[old + gpus].add(node)
-        self.free[node] = old + gpus
-        self.type_free[t] += gpus
-        self.dom_free[(t, "rack")][n.rack] += gpus
-        self.dom_free[(t, "pod")][n.pod] += gpus
-
     def _account(self, team: str, gpu_type: GpuType, gpus: int, now: float) -> None:
         usage = self.usage[gpu_type]
         i = self.org.index[team]
@@ -292,7 +237,7 @@ class ClusterState:
                 raise ValueError(f"placement of {job_id} on node {node} is not possible")
         w, attained = self._remove_at(bucket, pos)
         for node, gpus in placement:
-            self._add_free(node, -gpus)
+            free[node] -= gpus
         self._account(w.team, w.gpu_type, w.gpus, now)
         job = RunningJob(w, placement, now, attained, checkpoint_interval_s,
                          borrowed_gpus=borrowed_gpus)
@@ -304,15 +249,13 @@ class ClusterState:
         job = self.running[job_id]
         if job.terminating_since is None:
             job.terminating_since = now
-        self.terminating[job_id] = job
 
     def stop(self, job_id: JobId, now: float) -> RunningJob:
         """Release a running job's GPUs (finished, failed, cancelled or preempted)."""
         job = self.running.pop(job_id)
         del self.running_by_team[job.workload.team][job_id]
-        self.terminating.pop(job_id, None)
         for node, gpus in job.placement:
-            self._add_free(node, gpus)
+            self.free[node] += gpus
         w = job.workload
         self._account(w.team, w.gpu_type, -w.gpus, now)
         return job

@@ -177,8 +177,6 @@ class MetricsRecorder:
             for i in self.team_idx
         }
         self.rejected_ids: set[JobId] = set()
-        self._held_for: Decisions | None = None
-        self._held: dict[str, set[int]] = {}
 
     def rejected(self, job_id: JobId) -> None:
         self.rejected_ids.add(job_id)
@@ -193,22 +191,24 @@ class MetricsRecorder:
         state = self.state
         cluster = state.cluster
         free = state.free
-        alloc = self.capacity - sum(state.type_free.values())
+        alloc = self.capacity - sum(free)
         self.alloc_gpu_s += alloc * dt
         self._bin(self.t, now, alloc)
-        held = self._held_of(d)
-        for t in cluster.nodes_by_type:
-            held_t = held.get(t, ())
-            reserved = sum(free[i] for i in held_t)
-            unheld = state.type_free[t] - reserved
+        held = {n for r in d.reservations for n in r.nodes}
+        for t, ids in cluster.nodes_by_type.items():
+            reserved = 0
+            unheld = 0
+            biggest = 0
+            for i in ids:
+                f = free[i]
+                if i in held:
+                    reserved += f
+                else:
+                    unheld += f
+                    if f > biggest:
+                        biggest = f
             self.reserved_gpu_s += reserved * dt
             if unheld and state.pending_sizes:
-                biggest = 0
-                lv = state.levels[t]
-                for f in range(len(lv) - 1, 0, -1):
-                    if lv[f] and (not held_t or any(i not in held_t for i in lv[f])):
-                        biggest = f
-                        break
                 node_max = cluster.max_node_gpus(t)
                 fitting = 0
                 for (pt, size), count in state.pending_sizes.items():
@@ -218,17 +218,6 @@ class MetricsRecorder:
                 self.iww_gpu_s += min(unheld, fitting) * dt
         self._teams(dt)
         self.t = now
-
-    def _held_of(self, d: Decisions) -> dict[str, set[int]]:
-        """The nodes held by ``d``'s reservations, per GPU type (kept for the same ``d``)."""
-        if self._held_for is not d:
-            nodes = self.state.cluster.nodes
-            held: dict[str, set[int]] = {}
-            for r in d.reservations:
-                for n in r.nodes:
-                    held.setdefault(nodes[n].gpu_type, set()).add(n)
-            self._held_for, self._held = d, held
-        return self._held
 
     def _bin(self, a: float, b: float, alloc: int) -> None:
         assert self.t0 is not None

@@ -13,7 +13,7 @@ pre-training runs and arrival rates scale with ``--gpus``; the other gang sizes 
 | llm-b | research/llm | 3,072 | a 2,048-GPU pre-training run; ablations |
 | llm-c | research/llm | 2,048 | a 1,024-GPU (multimodal) pre-training run; ablations |
 | genai | product | 3,584 | fine-tuning and evaluations, ramping up to a launch |
-| vision, speech, robotics, safety, rl, science | research/labs | 512 each | 1-64 GPU research jobs |
+| vision, speech, robotics, safety, rl, science | research/labs | 512 each | 1-64 GPU jobs |
 
 Where each number comes from (a source, or "assumption" where none was found):
 - Pre-training runs are chains of *segments*: a run is interrupted by failures and
@@ -181,7 +181,7 @@ class SynthTrace:
 
 
 def _pow2_at_most(x: float) -> int:
-    return 1 << max(0, int(math.floor(math.log2(max(x, 1)))))
+    return 1 << max(0, math.floor(math.log2(max(x, 1))))
 
 
 def _scaled_guarantees(gpus: int) -> dict[str, int]:
@@ -273,7 +273,10 @@ def llm_lab(gpus: int, days: float, seed: int) -> SynthTrace:
         # 2. evaluation jobs at a fixed rate
         if team.evals_per_day:
             rate = team.evals_per_day * scale / 86400.0
-            for t in _poisson(rng, lambda _t, r=rate: r, rate, horizon):
+            def constant(_t: float, r: float = rate) -> float:
+                return r
+
+            for t in _poisson(rng, constant, rate, horizon):
                 run = _run_s(rng, EVAL)
                 add(t, run, _gang(rng, EVAL.sizes, g), "eval", _limit(rng, run))
         eval_gpus = team.evals_per_day * scale / 86400.0 * EVAL.mean_gpus() * EVAL.mean_run_s()
