@@ -73,6 +73,19 @@ class Snapshot:
         }
         self.usage = {t: list(u) for t, u in state.usage.items()}
         self.alloc_total = list(state.alloc_total)
+        # fill (``scheduler.reservation``): GPUs of each gang's fill jobs per node; the nodes
+        # held for each gang now, its workload, its reservation's domain, and whether more
+        # fill may start there (not once the gang could start without its fill)
+        self.fill_on: dict[JobId, dict[int, int]] = {}
+        for fill_job, gang in state.fill.items():
+            per = self.fill_on.setdefault(gang, {})
+            for node, gpus in state.running[fill_job].placement:
+                per[node] = per.get(node, 0) + gpus
+        self.held_for: dict[JobId, tuple[int, ...]] = {}
+        self.gangs: dict[JobId, Workload] = {}
+        self.gang_domain: dict[JobId, tuple[str, int]] = {}
+        self.fill_open: dict[JobId, bool] = {}
+        self.expected: dict[JobId, float] = {}  # per-cycle cache of expected gang starts
         # occupancy and eff per type, bottom-up
         self.occ: dict[GpuType, list[int]] = {}
         self.eff: dict[GpuType, list[int]] = {}
@@ -114,6 +127,16 @@ class Snapshot:
                 self.levels[t][self.free[node]].discard(node)
                 self.type_free[t] -= self.free[node]
                 self.held.add(node)
+
+    def unhold(self, nodes: tuple[int, ...]) -> None:
+        """Give held ``nodes``' free GPUs back to later gangs in this cycle."""
+        cluster = self.state.cluster
+        for node in nodes:
+            if node in self.held:
+                self.held.discard(node)
+                t = cluster.nodes[node].gpu_type
+                self.levels[t][self.free[node]].add(node)
+                self.type_free[t] += self.free[node]
 
     def room(self, node: int) -> int:
         """GPUs on ``node`` free or being released and not yet promised to a waiting job."""

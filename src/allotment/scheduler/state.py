@@ -32,25 +32,35 @@ def default_pending_key(w: Workload, attained_gpu_s: float) -> tuple[float | int
 class SchedulerMemory:
     """What one cycle carries to the next beyond the jobs themselves, so that a restarted
     or failed-over scheduler continues where the last one stopped: each org node's decayed
-    usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), and the topology
-    domain each waiting job had reserved (reservations are sticky). Keyed by names, so it
-    survives a rebuilt org index."""
+    usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), the topology
+    domain each waiting job had reserved (reservations are sticky), the running jobs that
+    fill GPUs held for a gang (job -> gang) and the nodes held for each gang with fill.
+    Keyed by names, so it survives a rebuilt org index."""
 
     decayed: dict[str, tuple[float, float]] = field(default_factory=dict)
     reservations: dict[str, Domain] = field(default_factory=dict)
+    fill: dict[str, str] = field(default_factory=dict)
+    fill_nodes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {"decayed": {k: [d, t] for k, (d, t) in sorted(self.decayed.items())},
-                "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())}}
+                "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())},
+                "fill": dict(sorted(self.fill.items())),
+                "fill_nodes": {k: list(v) for k, v in sorted(self.fill_nodes.items())}}
 
     @staticmethod
     def from_json(raw: dict[str, object]) -> SchedulerMemory:
         decayed = raw.get("decayed") or {}
         reservations = raw.get("reservations") or {}
+        fill = raw.get("fill") or {}
+        fill_nodes = raw.get("fill_nodes") or {}
         assert isinstance(decayed, dict) and isinstance(reservations, dict)
+        assert isinstance(fill, dict) and isinstance(fill_nodes, dict)
         return SchedulerMemory(
             {str(k): (float(v[0]), float(v[1])) for k, v in decayed.items()},
-            {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()})
+            {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()},
+            {str(k): str(v) for k, v in fill.items()},
+            {str(k): tuple(int(n) for n in v) for k, v in fill_nodes.items()})
 
 
 @dataclass(slots=True)
@@ -96,6 +106,10 @@ class ClusterState:
         self.pending_sizes: dict[tuple[GpuType, int], int] = {}
         # domain ((level, id)) of each job's reservation in the last cycle: kept sticky
         self.last_reservations: dict[JobId, Domain] = {}
+        # running jobs on GPUs held for a blocked gang (fill job -> gang), and the nodes
+        # held for each gang that has had fill (held first in the next cycle)
+        self.fill: dict[JobId, JobId] = {}
+        self.fill_nodes: dict[JobId, tuple[int, ...]] = {}
 
     # -- queries -------------------------------------------------------------------------
     def pending_jobs(self) -> Iterator[Workload]:
@@ -125,7 +139,9 @@ class ClusterState:
         return SchedulerMemory(
             {names[i]: (self.decayed[i], self.decay_time[i]) for i in range(1, len(names))
              if self.decayed[i] or self.decay_time[i]},
-            {str(j): d for j, d in self.last_reservations.items()})
+            {str(j): d for j, d in self.last_reservations.items()},
+            {str(j): str(g) for j, g in self.fill.items()},
+            {str(g): n for g, n in self.fill_nodes.items()})
 
     def restore(self, memory: SchedulerMemory) -> None:
         """Take back a persisted memory, after the running and pending jobs were re-added:
@@ -138,6 +154,11 @@ class ClusterState:
                 self.decayed[i], self.decay_time[i] = d, t
         self.last_reservations = {JobId(j): d for j, d in memory.reservations.items()
                                   if JobId(j) in self.pending_index}
+        self.fill = {JobId(j): JobId(g) for j, g in memory.fill.items()
+                     if JobId(j) in self.running and JobId(g) in self.pending_index}
+        self.fill_nodes = {JobId(g): n for g, n in memory.fill_nodes.items()
+                           if JobId(g) in self.pending_index
+                           and all(0 <= i < len(self.free) for i in n)}
 
     # -- pending -------------------------------------------------------------------------
     def unschedulable(self, w: Workload) -> tuple[str, str] | None:
@@ -254,6 +275,7 @@ class ClusterState:
         """Release a running job's GPUs (finished, failed, cancelled or preempted)."""
         job = self.running.pop(job_id)
         del self.running_by_team[job.workload.team][job_id]
+        self.fill.pop(job_id, None)
         for node, gpus in job.placement:
             self.free[node] += gpus
         w = job.workload

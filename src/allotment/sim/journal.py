@@ -5,7 +5,8 @@ come from the same code.
 
 Event log rows are ``(time, event, job_id, detail)`` with ``event`` one of
 ``scheduler.apply.EventKind`` and ``detail``: the team for ``submit``; the placement
-``node:gpus,...`` (plus `` borrowed=N``) for ``admit``; ``for <job>`` for ``preempt``;
+``node:gpus,...`` (plus `` borrowed=N``, and `` fill-for=<gang>`` for a job started on GPUs
+held for a blocked gang) for ``admit``; ``for <job>`` for ``preempt``;
 ``lost <N> GPU-s`` for ``requeue``; the reason for ``reject``; empty for ``finish``.
 
 Each job record also keeps what its team held and had pending (GPUs of its GPU type) when
@@ -106,6 +107,8 @@ class Journal(Observer):
         if self.record:
             where = ",".join(f"{n}:{g}" for n, g in a.placement)
             borrowed = f" borrowed={a.borrowed_gpus}" if a.borrowed_gpus else ""
+            if a.fill_for is not None:
+                borrowed += f" fill-for={self._id(a.fill_for)}"
             self._log(now, EventKind.ADMIT, jid, where + borrowed)
 
     def finished(self, now: float, job: RunningJob) -> None:
