@@ -28,18 +28,18 @@ Where each number comes from (a source, or "assumption" where none was found):
   that all but three interruptions were handled by automation). A trace is open-loop: the
   restart time assumes the segment ran when submitted. Each team starts its run within
   the first day (uniform, assumption) and keeps one run going all month.
-- Early failures: AcmeTrace (Hu et al., "Characterization of Large Language Model
-  Development in the Datacenter", NSDI 2024; its public trace) has 33.9% (Seren) and
-  39.7% (Kalos) of GPU jobs ending FAILED, and 69-73% of GPU jobs finishing within 5 minutes
-  (as tabulated from the public trace in github.com/CoolingCube/acmetrace-gpu-waste). In
-  the Philly trace (Jeon et al., ATC 2019) 32.7% of jobs run under 5 minutes (computed from
-  ``../shared/traces/philly``). Here every job but pre-training fails early with
-  probability ``fail_p`` (0.25-0.35 by class), after Exp(mean 4 min) of running (at most
-  its intended run).
-- Gang sizes of small research jobs: mostly single nodes, a tail to 64 GPUs. Philly has 93%
+- Early failures: many GPU jobs fail or are killed within minutes. In the Philly trace
+  (Jeon et al., ATC 2019) 32.7% of jobs run under 5 minutes (computed here from
+  ``../shared/traces/philly``); the Philly, Helios (Hu et al., SC 2021) and Acme (Hu et
+  al., "Characterization of Large Language Model Development in the Datacenter", NSDI
+  2024) papers all report that a large share of GPU jobs end failed or killed, most of
+  them early (their exact percentages were not re-checked here). Here every job but
+  pre-training fails early with probability ``fail_p`` (0.25-0.35 by class: assumption
+  in that range), after Exp(mean 4 min) of running (assumption; at most its intended run).
+- Gang sizes of small research jobs: mostly single nodes, a tail to 64 GPUs. Philly has 93.2%
   1-GPU jobs (computed from the trace); LLM-era research uses whole 8-GPU nodes far more
-  (AcmeTrace's examples are 8- and 64-GPU jobs), so 1: 20%, 2: 10%, 4: 15%, 8: 30%, 16: 12%,
-  32: 8%, 64: 5% (assumption).
+  (the Acme paper's evaluation and fine-tuning jobs take whole nodes), so 1: 20%, 2: 10%,
+  4: 15%, 8: 30%, 16: 12%, 32: 8%, 64: 5% (assumption).
 - Run times: log-normal with the median and sigma given per class below (assumption,
   shaped like Philly's heavy tail: its run times fit a log-normal with sigma 2.16,
   computed from the trace), capped per class.
@@ -50,7 +50,8 @@ Where each number comes from (a source, or "assumption" where none was found):
   pre-training run takes its part; the rest comes from the team's other classes, with
   Poisson arrivals (no diurnal cycle: assumption).
 - Time limits: evaluation jobs declare one, 1.5x-4x their intended run rounded up to 15
-  minutes (assumption: a padded guess, as users make); other jobs declare none. A job never
+  minutes (assumption: a padded guess, as users make), pre-training segments their 48 h;
+  other jobs declare none. A job never
   runs past its limit (a scheduler stops it there), so no run is longer than its limit.
 
 Classes (gpus: probability; run time: median, sigma, cap; early failure probability):
