@@ -128,6 +128,7 @@ def hold_filled(sc: Snapshot) -> None:
 
 def _track(sc: Snapshot, w: Workload, nodes: tuple[int, ...], domain: tuple[str, int]) -> None:
     sc.held_for[w.id] = nodes
+    sc.fill_room.pop(w.id, None)
     sc.gangs[w.id] = w
     sc.gang_domain[w.id] = domain
     sc.fill_open[w.id] = _avail(sc, w.id, nodes) < w.gpus
@@ -214,6 +215,12 @@ def fill_job(sc: Snapshot, policy: Policy, w: Workload) -> tuple[Placement, JobI
         g = sc.gangs[gang]
         if not sc.fill_open.get(gang) or g.gpu_type != w.gpu_type:
             continue
+        room = sc.fill_room.get(gang)
+        if room is None:  # (free GPUs, largest free block) there, until fill changes it
+            room = sc.fill_room[gang] = (sum(sc.free[i] for i in nodes),
+                                         max((sc.free[i] for i in nodes), default=0))
+        if room[0] < w.gpus or (sc.single_node(w) and room[1] < w.gpus):
+            continue
         preemptible = w.preemptible and (
             not policy.has_guarantees or w.team == g.team or sc.borrowed_after(w) > 0)
         if not preemptible and (w.estimate_s is None
@@ -221,6 +228,7 @@ def fill_job(sc: Snapshot, policy: Policy, w: Workload) -> tuple[Placement, JobI
             continue
         placement = place_within(sc, w, nodes)
         if placement is not None:
+            sc.fill_room.pop(gang, None)
             per = sc.fill_on.setdefault(gang, {})
             for node, gpus in placement:
                 per[node] = per.get(node, 0) + gpus

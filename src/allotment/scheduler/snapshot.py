@@ -86,6 +86,7 @@ class Snapshot:
         self.gang_domain: dict[JobId, tuple[str, int]] = {}
         self.fill_open: dict[JobId, bool] = {}
         self.expected: dict[JobId, float] = {}  # per-cycle cache of expected gang starts
+        self.fill_room: dict[JobId, tuple[int, int]] = {}  # cache: free, largest free block
         # occupancy and eff per type, bottom-up
         self.occ: dict[GpuType, list[int]] = {}
         self.eff: dict[GpuType, list[int]] = {}
