@@ -32,10 +32,10 @@ def synth_cmd(
     try:
         if gpus <= 0:
             raise InputError("gpus", f"must be >= 1, got {gpus}")
-        trace = synthesize(scenario, gpus, days, seed)
         for path, field in ((out, "out"), (org_out, "org-out")):
             if path is not None and path.is_dir():
                 raise InputError(field, f"{path} is a folder; give a file name")
+        trace = synthesize(scenario, gpus, days, seed)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(trace_csv(trace))
