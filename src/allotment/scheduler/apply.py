@@ -96,6 +96,8 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
     through its grace period), admissions; then remember the reservations (kept sticky by
     the next cycle) and ask for the wake-ups the cycle and the admitted jobs need."""
     checkpoint_s = policy.config.checkpoint_s
+    # gangs whose fill this cycle preempts: their nodes stay held until they start
+    draining = {p.for_job for p in d.preempts if state.fill.get(p.job_id) == p.for_job}
     for r in d.rejects:
         if sink.reject(r.job_id, r.reason, now):
             state.remove_pending(r.job_id)
@@ -114,13 +116,14 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
             if wake is not None and wake > now:
                 sink.wake(wake, job)
     state.last_reservations = {r.job_id: r.domain for r in d.reservations if not r.reclaim}
-    if state.fill or state.fill_nodes:
+    if state.fill or state.fill_nodes or draining:
         # fill of a gang that started or left the queue is an ordinary run from now on; a
-        # gang whose GPUs have had fill keeps them held from the start of the next cycle
+        # gang whose fill is being preempted keeps its nodes held from the start of each
+        # cycle until it starts
         state.fill = {j: g for j, g in state.fill.items() if g in state.pending_index}
-        filled = set(state.fill.values()) | set(state.fill_nodes)
+        draining |= set(state.fill_nodes)
         state.fill_nodes = {r.job_id: r.nodes for r in d.reservations
-                            if not r.reclaim and r.job_id in filled}
+                            if not r.reclaim and r.job_id in draining}
     if d.wake_at is not None and d.wake_at > now:
         sink.wake(d.wake_at)
 

@@ -14,6 +14,7 @@ from allotment.scheduler.preemption import plan_reclaim
 from allotment.scheduler.reservation import (
     fill_job,
     hold_filled,
+    place_preheld,
     place_within,
     reclaim_fill,
     reserve,
@@ -40,7 +41,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
     sc = Snapshot(state, now)
-    if state.fill_nodes:  # 1b. GPUs held for a gang that has had fill stay held for it
+    if state.fill_nodes:  # 1b. a gang whose fill is being preempted keeps its GPUs
         hold_filled(sc)
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
     #    head of the same queue are blocked whenever the head is (same team, same size)
@@ -86,6 +87,8 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             placement = place_within(sc, w, own) if own else None
             placement = placement or sc.place(w)
             fill = None
+            if placement is None and sc.preheld and policy.may_preempt_for(sc, w):
+                placement = place_preheld(sc, w)
             if placement is None and sc.held_for:
                 fill = fill_job(sc, policy, w)
             if placement is not None or fill is not None:

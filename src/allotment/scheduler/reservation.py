@@ -21,10 +21,13 @@ and only while g could not start without its fill (sum of avail over g's nodes <
 Once it could (``reclaim_fill``), g's fill jobs there are preempted with the grace period,
 least lost work first (``(now - last checkpoint) x gang``, then the shortest run so far,
 then the sequence), ignoring the minimum run time, until free GPUs plus those already on
-their way cover the gang; a gang with fill keeps its nodes held from the start of the next
-cycle (``hold_filled``), so jobs earlier in the order (the requeued fill among them)
-cannot take the GPUs being freed: its start slips by at most the grace period. A
-non-preemptible backfill job is never preempted; it ends by its time limit.
+their way cover the gang. From then until it starts the gang's nodes are held from the
+start of each cycle (``hold_filled``), so jobs earlier in the order (the requeued fill
+among them) cannot take the GPUs being freed, except another team's job entitled to
+reclaim GPUs by preemption (``Policy.may_preempt_for``: fairshare's jobs within their
+guarantee), which came first before the fill too: the gang's start slips by at most the grace period
+because of its fill. A non-preemptible backfill job is never preempted; it ends by its
+time limit.
 """
 
 from __future__ import annotations
@@ -114,14 +117,15 @@ def _avail(sc: Snapshot, gang: JobId, nodes: tuple[int, ...]) -> int:
 
 
 def hold_filled(sc: Snapshot) -> None:
-    """Cycle step 1b: hold the nodes of every waiting gang whose GPUs have had fill, before
-    any job is considered (the gang takes them back when its turn comes)."""
+    """Cycle step 1b: hold the nodes of every waiting gang whose fill is being preempted,
+    before any job is considered (the gang takes them back when its turn comes)."""
     for gang, nodes in sc.state.fill_nodes.items():
         w = _gang_workload(sc, gang)
         if w is None:
             continue
         mine = tuple(i for i in nodes if i not in sc.held)
         sc.hold(mine)
+        sc.preheld.update(mine)
         _track(sc, w, mine, sc.state.last_reservations.get(gang, ("node", mine[0]) if mine
                                                               else ("type", 0)))
 
@@ -137,10 +141,30 @@ def _track(sc: Snapshot, w: Workload, nodes: tuple[int, ...], domain: tuple[str,
 def take_back(sc: Snapshot, w: Workload) -> tuple[int, ...] | None:
     """The nodes held for ``w`` since the start of this cycle, released for its own turn."""
     nodes = sc.held_for.pop(w.id, None)
-    if nodes is not None:
-        sc.unhold(nodes)
+    if nodes is not None and nodes and next(iter(nodes)) in sc.preheld:
+        sc.preheld.difference_update(nodes)
+        sc.unhold(tuple(i for i in nodes if i not in sc.claimed))
         sc.fill_open.pop(w.id, None)
+    elif nodes is not None:  # reserved earlier in this cycle (a second head of its queue)
+        sc.held_for[w.id] = nodes
+        return None
     return nodes
+
+
+def place_preheld(sc: Snapshot, w: Workload) -> Placement | None:
+    """For a job entitled to reclaim GPUs (``Policy.may_preempt_for``): a placement on the
+    free GPUs held since the start of the cycle for another team's gang whose fill is being
+    preempted (it comes first, as it would have before the fill; the gang's own team, its
+    requeued fill among them, waits for the gang)."""
+    for gang, nodes in sc.held_for.items():
+        g = sc.gangs[gang]
+        if (nodes and next(iter(nodes)) in sc.preheld and g.gpu_type == w.gpu_type
+                and g.team != w.team):
+            placement = place_within(sc, w, nodes)
+            if placement is not None:
+                sc.fill_room.pop(gang, None)
+                return placement
+    return None
 
 
 def place_within(sc: Snapshot, w: Workload, nodes: tuple[int, ...]) -> Placement | None:

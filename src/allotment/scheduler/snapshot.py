@@ -87,6 +87,7 @@ class Snapshot:
         self.fill_open: dict[JobId, bool] = {}
         self.expected: dict[JobId, float] = {}  # per-cycle cache of expected gang starts
         self.fill_room: dict[JobId, tuple[int, int]] = {}  # cache: free, largest free block
+        self.preheld: set[int] = set()  # nodes held at step 1b for gangs not yet considered
         # occupancy and eff per type, bottom-up
         self.occ: dict[GpuType, list[int]] = {}
         self.eff: dict[GpuType, list[int]] = {}
@@ -144,8 +145,10 @@ class Snapshot:
         return self.free[node] + self.incoming.get(node, 0) - self.claimed.get(node, 0)
 
     def usable_for_reclaim(self, node: int) -> bool:
-        """Reclaims may share a node held for another reclaim, not one held by a reservation."""
-        return node not in self.held or node in self.claimed
+        """Reclaims may share a node held for another reclaim, or one held since the start
+        of the cycle for a gang with fill (a job entitled to reclaim comes before such a
+        gang, as it would have before the fill), not one held by a reservation."""
+        return node not in self.held or node in self.claimed or node in self.preheld
 
     def single_node(self, w: Workload) -> bool:
         """Whether ``w`` is placed on one node (the placement rule, ``on_one_node``)."""

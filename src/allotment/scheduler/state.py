@@ -34,7 +34,8 @@ class SchedulerMemory:
     or failed-over scheduler continues where the last one stopped: each org node's decayed
     usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), the topology
     domain each waiting job had reserved (reservations are sticky), the running jobs that
-    fill GPUs held for a gang (job -> gang) and the nodes held for each gang with fill.
+    fill GPUs held for a gang (job -> gang) and the nodes of each gang whose fill is being
+    preempted.
     Keyed by names, so it survives a rebuilt org index."""
 
     decayed: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -107,7 +108,7 @@ class ClusterState:
         # domain ((level, id)) of each job's reservation in the last cycle: kept sticky
         self.last_reservations: dict[JobId, Domain] = {}
         # running jobs on GPUs held for a blocked gang (fill job -> gang), and the nodes
-        # held for each gang that has had fill (held first in the next cycle)
+        # held for each gang whose fill is being preempted (held first in each cycle)
         self.fill: dict[JobId, JobId] = {}
         self.fill_nodes: dict[JobId, tuple[int, ...]] = {}
 
