@@ -15,8 +15,9 @@ Fill: a later job that quota admits but that finds no unheld room may start on t
 GPUs held for a gang g (``fill_job``) when
   - backfill: it declares a time limit (``estimate_s``) and now + limit <= g's expected
     start (``expected_start``), or
-  - preemptible fill: it is preemptible and the policy has no guarantees, or it belongs to
-    g's team, or it would run on borrowed GPUs (beyond its team's guarantee);
+  - preemptible fill, under a policy that preempts (``fairshare``; ``las`` holds no GPUs):
+    it is preemptible and belongs to g's team or would run on borrowed GPUs (beyond its
+    team's guarantee; any preemptible job under a preempting policy without guarantees);
 and only while g could not start without its fill (sum of avail over g's nodes < gang).
 Once it could (``reclaim_fill``), g's fill jobs there are preempted with the grace period,
 least lost work first (``(now - last checkpoint) x gang``, then the shortest run so far,
@@ -25,9 +26,13 @@ their way cover the gang. From then until it starts the gang's nodes are held fr
 start of each cycle (``hold_filled``), so jobs earlier in the order (the requeued fill
 among them) cannot take the GPUs being freed, except another team's job entitled to
 reclaim GPUs by preemption (``Policy.may_preempt_for``: fairshare's jobs within their
-guarantee), which came first before the fill too: the gang's start slips by at most the grace period
-because of its fill. A non-preemptible backfill job is never preempted; it ends by its
-time limit.
+guarantee), which came first before the fill too: the gang's start slips by at most the
+grace period because of its fill. A non-preemptible backfill job is never preempted; it
+ends by its time limit. Nor is any fill under a policy that never preempts (``fifo``,
+``static``), which therefore gets classic backfill only.
+
+Fill jobs are also victims of an ordinary reclaim before their minimum run time
+(``scheduler.preemption``): they hold the GPUs only until these are wanted.
 """
 
 from __future__ import annotations
@@ -245,7 +250,7 @@ def fill_job(sc: Snapshot, policy: Policy, w: Workload) -> tuple[Placement, JobI
                                          max((sc.free[i] for i in nodes), default=0))
         if room[0] < w.gpus or (sc.single_node(w) and room[1] < w.gpus):
             continue
-        preemptible = w.preemptible and (
+        preemptible = policy.preempts and w.preemptible and (
             not policy.has_guarantees or w.team == g.team or sc.borrowed_after(w) > 0)
         if not preemptible and (w.estimate_s is None
                                 or sc.now + w.estimate_s > expected_start(sc, gang)):
@@ -270,7 +275,7 @@ def reclaim_fill(sc: Snapshot, policy: Policy, w: Workload, nodes: tuple[int, ..
                  d: Decisions) -> None:
     """If ``w`` could start on ``nodes`` but for its fill, preempt that fill (module
     docstring) and close the nodes to more fill."""
-    if sc.fill_open.get(w.id, True) or w.id not in sc.fill_on:
+    if sc.fill_open.get(w.id, True) or w.id not in sc.fill_on or not policy.preempts:
         return
     running = sc.state.running
     here = set(nodes)
