@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from allotment.scheduler.config import DEFAULTS
 from allotment.sim.engine import SimResult
 from allotment.sim.metrics import GANG_BUCKETS
 
@@ -94,7 +95,7 @@ def _save(plt: Any, fig: Any, ax: Any, title: str, path: Path,
 
 
 def plots(results: Sequence[SimResult], out: Path, bin_s: float,
-          default_policy: str = "fairshare") -> list[Path]:
+          default_policy: str = DEFAULTS.policy) -> list[Path]:
     """utilisation.png, jct_cdf.png (one curve per policy, and for ``default_policy`` one
     dashed curve per gang-size bucket) and team_share.png in ``out``."""
     import matplotlib
