@@ -15,7 +15,7 @@ from allotment.errors import AllotmentError
 # the order of registration is the order of the help
 # isort: off
 from allotment.cli import simulate, plan, service, client  # noqa: F401
-from allotment.cli import org, admin, audit, dispute, slurm  # noqa: F401
+from allotment.cli import org, admin, audit, dispute, slurm, trace  # noqa: F401
 # isort: on
 
 

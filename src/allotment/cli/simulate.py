@@ -56,8 +56,8 @@ def simulate(
     from allotment.sim.engine import SimConfig
     from allotment.sim.engine import simulate as run_sim
     from allotment.sim.orgs import trace_org
+    from allotment.sim.report import gang_table, summary, table, write_json
     from allotment.sim.report import plots as draw_plots
-    from allotment.sim.report import summary, table, write_json
     from allotment.sim.traces import load_trace, resolve_trace
 
     try:
@@ -145,6 +145,8 @@ def simulate(
     json_path = write_json(doc, out)
     console.print(table(results, f"{trace}: {len(jobs):,} jobs on {cluster.total_gpus} GPUs "
                                  f"({len(cluster.nodes)} nodes x {gpus_per_node})"))
+    console.print(gang_table(results, "Queueing by gang size (all time waiting, completed "
+                                      "jobs)"))
     written = [json_path]
     if plots:
         written += draw_plots(results, out, sim_cfg.bin_s)

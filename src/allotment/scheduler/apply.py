@@ -10,7 +10,7 @@ A sink may refuse an action (the service's conditional update lost a race: the j
 cancelled meanwhile); the state then stays as it was for that job.
 
 Canonical order of one instant (both engines log in this order):
-    1. runs that ended: finishes, then requeues, each by job sequence;
+    1. runs that ended: finishes, then requeues, each in submission order;
     2. submissions, by job sequence;
     3. the cycle's decisions: rejections, preemptions, admissions (in ``decide``'s order).
 
@@ -98,6 +98,8 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
     the next cycle) and ask for the wake-ups the cycle and the admitted jobs need."""
     checkpoint_s = policy.config.checkpoint_s
     state.ledger.advance(state, now)
+    # gangs whose fill this cycle preempts: their nodes stay held until they start
+    draining = {p.for_job for p in d.preempts if state.fill.get(p.job_id) == p.for_job}
     for r in d.rejects:
         if sink.reject(r.job_id, r.reason, now):
             state.remove_pending(r.job_id)
@@ -109,11 +111,21 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
     for a in d.admits:
         if sink.admit(a, now):
             job = state.start(a.job_id, a.placement, now, checkpoint_s, a.borrowed_gpus)
+            if a.fill_for is not None:
+                state.fill[a.job_id] = a.fill_for
             obs.admitted(now, job, a)
             wake = policy.start_wakeup(job)
             if wake is not None and wake > now:
                 sink.wake(wake, job)
     state.last_reservations = {r.job_id: r.domain for r in d.reservations if not r.reclaim}
+    if state.fill or state.fill_nodes or draining:
+        # fill of a gang that started or left the queue is an ordinary run from now on; a
+        # gang whose fill is being preempted keeps its nodes held from the start of each
+        # cycle until it starts
+        state.fill = {j: g for j, g in state.fill.items() if g in state.pending_index}
+        draining |= set(state.fill_nodes)
+        state.fill_nodes = {r.job_id: r.nodes for r in d.reservations
+                            if not r.reclaim and r.job_id in draining}
     if d.wake_at is not None and d.wake_at > now:
         sink.wake(d.wake_at)
 
@@ -154,8 +166,9 @@ def cancel(state: ClusterState, job_id: JobId, now: float,
 
 def end_order(ended: Iterable[tuple[bool, Workload]]) -> list[Workload]:
     """Canonical order of the runs that ended at one instant: finished runs (``False``)
-    before requeued ones (``True``), each by job sequence."""
-    return [w for _, w in sorted(ended, key=lambda e: (e[0], e[1].seq))]
+    before requeued ones (``True``), each in submission order (submit time, then sequence:
+    the order of the service's job ids)."""
+    return [w for _, w in sorted(ended, key=lambda e: (e[0], e[1].submit_time, e[1].seq))]
 
 
 __all__ = ["EventKind", "Observer", "SchedulerConfig", "Sink", "apply", "cancel", "end_order",

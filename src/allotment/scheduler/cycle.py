@@ -11,7 +11,16 @@ from allotment.domain.workload import JobId, Workload
 from allotment.scheduler.decisions import Admit, Decisions, Reject
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.preemption import plan_reclaim
-from allotment.scheduler.reservation import reserve
+from allotment.scheduler.reservation import (
+    fill_job,
+    hold_filled,
+    place_preheld,
+    place_within,
+    reclaim_fill,
+    reserve,
+    take_back,
+    track_reservation,
+)
 from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import Bucket, ClusterState
 
@@ -37,6 +46,8 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
     sc = Snapshot(state, now)
+    if state.fill_nodes:  # 1b. a gang whose fill is being preempted keeps its GPUs
+        hold_filled(sc)
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
     #    head of the same queue are blocked whenever the head is (same team, same size)
     heap: list[HeapEntry] = []
@@ -74,25 +85,33 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         if never is not None:
             d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
             continue
-        # 5. nominate: quota first, then a placement on unheld free GPUs. A gang with no
-        #    room is physically blocked whatever its quota: with no reasons to write, the
-        #    room is looked at first and the quota is not asked
-        known_room = not reasons
-        physical = known_room and not sc.fits(w)
-        block: str | None = "" if physical else policy.quota_block(sc, w)
-        if physical:
-            pass
-        elif block is None:
-            placement = sc.place(w)
-            if placement is not None:
+        # 5. nominate: quota first, then a placement on unheld free GPUs (a gang first on
+        #    the GPUs held for it since the start of the cycle); else, as fill of GPUs
+        #    held for a gang (``reservation``)
+        own = take_back(sc, w) if sc.held_for else None
+        block = policy.quota_block(sc, w)
+        physical = False
+        if block is None:
+            placement = place_within(sc, w, own) if own else None
+            placement = placement or sc.place(w)
+            fill = None
+            if placement is None and sc.preheld and policy.may_preempt_for(sc, w):
+                placement = place_preheld(sc, w)
+            if placement is None and sc.held_for:
+                fill = fill_job(sc, policy, w)
+            if placement is not None or fill is not None:
                 borrowed = sc.borrowed_after(w) if policy.has_guarantees else 0
-                d.admits.append(Admit(w.id, placement, borrowed))
+                if fill is not None:
+                    placement = fill[0]
+                assert placement is not None
+                d.admits.append(Admit(w.id, placement, borrowed,
+                                      None if fill is None else fill[1]))
                 sc.admit(w, placement)
                 seq = push_next(bucket, pos, seq)
                 continue
             physical = True
             block = _physical_reason(sc, w) if reasons else ""
-        elif not known_room and not sc.fits(w):
+        elif not sc.fits(w):
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
         #    (the next job of the same queue may need GPUs reclaimed too)
@@ -112,6 +131,10 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 reserved.add(scope)
                 d.reservations.append(held)
                 block = f"{block}; GPUs reserved for it"
+                # 7b. fill: later jobs may use the held GPUs until the gang could start
+                #     without them; then the fill is preempted (``reservation``)
+                track_reservation(sc, held, w)
+                reclaim_fill(sc, policy, w, held.nodes, d)
             elif not may_reserve:
                 wake = policy.reserve_wakeup(sc, w)
                 if wake is not None and wake > now:

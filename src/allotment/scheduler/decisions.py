@@ -11,11 +11,13 @@ from allotment.domain.workload import JobId
 @dataclass(frozen=True, slots=True)
 class Admit:
     """Start ``job_id`` on ``placement`` ((node index, gpus), ...); ``borrowed_gpus`` beyond
-    the team's guarantee."""
+    the team's guarantee. ``fill_for``: the job runs on GPUs held for that blocked gang
+    (``scheduler.reservation``) and is preempted when the gang can start."""
 
     job_id: JobId
     placement: tuple[tuple[int, int], ...]
     borrowed_gpus: int = 0
+    fill_for: JobId | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ Victim cost, lowest preempted first:
      sequence)
 where lost GPU-seconds = (now - last checkpoint) x gang size: the work thrown away if the
 job is killed now. Among a team's jobs, those admitted beyond its guarantee go first.
-A job that has run less than ``min_runtime_s`` is never a victim; the cycle is woken when
-the first such job becomes eligible.
+A job that has run less than ``min_runtime_s`` is never a victim (except a job running as
+fill of GPUs held for a gang, ``scheduler.reservation``: it got them only until they are
+wanted); the cycle is woken when the first such job becomes eligible.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _candidates(
     teams = policy.victim_teams(sc, w)
     running = sc.state.running
     by_team = sc.state.running_by_team
+    fill = sc.state.fill  # fill of reserved GPUs runs there only until wanted: no minimum
     pool = (
         running.values() if teams is None
         else [j for t in teams for j in by_team.get(t, {}).values()]
@@ -70,7 +72,7 @@ def _candidates(
             or not candidate(job)
         ):
             continue
-        if now - job.segment_start < min_run:
+        if now - job.segment_start < min_run and v.id not in fill:
             d.wake(job.segment_start + min_run)
             continue
         out.append((victim_cost(job, now), job))

@@ -81,6 +81,21 @@ class Snapshot:
             for t, dom in state.domain_free.items()}
         self.usage = {t: list(u) for t, u in state.usage.items()}
         self.alloc_total = list(state.alloc_total)
+        # fill (``scheduler.reservation``): GPUs of each gang's fill jobs per node; the nodes
+        # held for each gang now, its workload, its reservation's domain, and whether more
+        # fill may start there (not once the gang could start without its fill)
+        self.fill_on: dict[JobId, dict[int, int]] = {}
+        for fill_job, gang in state.fill.items():
+            per = self.fill_on.setdefault(gang, {})
+            for node, gpus in state.running[fill_job].placement:
+                per[node] = per.get(node, 0) + gpus
+        self.held_for: dict[JobId, tuple[int, ...]] = {}
+        self.gangs: dict[JobId, Workload] = {}
+        self.gang_domain: dict[JobId, tuple[str, int]] = {}
+        self.fill_open: dict[JobId, bool] = {}
+        self.expected: dict[JobId, float] = {}  # per-cycle cache of expected gang starts
+        self.fill_room: dict[JobId, tuple[int, int]] = {}  # cache: free, largest free block
+        self.preheld: set[int] = set()  # nodes held at step 1b for gangs not yet considered
         self.occ: dict[GpuType, list[int]] = {t: list(o) for t, o in state.occ.items()}
         self.eff: dict[GpuType, list[int]] = {t: list(e) for t, e in state.eff.items()}
         self.lock: dict[GpuType, list[int]] = state.lock  # fixed per org: never written
@@ -115,13 +130,30 @@ class Snapshot:
                 dom["pod"][n.pod] -= self.free[node]
                 self.held.add(node)
 
+    def unhold(self, nodes: tuple[int, ...]) -> None:
+        """Give held ``nodes``' free GPUs back to later gangs in this cycle."""
+        cluster = self.state.cluster
+        for node in nodes:
+            if node in self.held:
+                self.held.discard(node)
+                n = cluster.nodes[node]
+                t = n.gpu_type
+                self._max_fit.pop(t, None)
+                self.levels[t][self.free[node]].add(node)
+                self.type_free[t] += self.free[node]
+                dom = self.domain_free[t]
+                dom["rack"][n.rack] += self.free[node]
+                dom["pod"][n.pod] += self.free[node]
+
     def room(self, node: int) -> int:
         """GPUs on ``node`` free or being released and not yet promised to a waiting job."""
         return self.free[node] + self.incoming.get(node, 0) - self.claimed.get(node, 0)
 
     def usable_for_reclaim(self, node: int) -> bool:
-        """Reclaims may share a node held for another reclaim, not one held by a reservation."""
-        return node not in self.held or node in self.claimed
+        """Reclaims may share a node held for another reclaim, or one held since the start
+        of the cycle for a gang with fill (a job entitled to reclaim comes before such a
+        gang, as it would have before the fill), not one held by a reservation."""
+        return node not in self.held or node in self.claimed or node in self.preheld
 
     def single_node(self, w: Workload) -> bool:
         """Whether ``w`` is placed on one node (the placement rule, ``on_one_node``)."""

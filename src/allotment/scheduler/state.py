@@ -50,19 +50,24 @@ def propagate_occupancy(parent: list[int], i: int, gpus: int, occ: list[int],
 class SchedulerMemory:
     """What one cycle carries to the next beyond the jobs themselves, so that a restarted
     or failed-over scheduler continues where the last one stopped: each org node's decayed
-    usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), and the topology
-    domain each waiting job had reserved (reservations are sticky), and the budget and
-    credit ledger (``scheduler.ledger``). Keyed by names, so it survives a rebuilt org
-    index."""
+    usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), the topology
+    domain each waiting job had reserved (reservations are sticky), the running jobs that
+    fill GPUs held for a gang (job -> gang), the nodes of each gang whose fill is being
+    preempted, and the budget and credit ledger (``scheduler.ledger``). Keyed by names, so
+    it survives a rebuilt org index."""
 
     decayed: dict[str, tuple[float, float]] = field(default_factory=dict)
     reservations: dict[str, Domain] = field(default_factory=dict)
+    fill: dict[str, str] = field(default_factory=dict)
+    fill_nodes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     ledger: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "decayed": {k: [d, t] for k, (d, t) in sorted(self.decayed.items())},
-            "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())}}
+            "reservations": {k: [lv, i] for k, (lv, i) in sorted(self.reservations.items())},
+            "fill": dict(sorted(self.fill.items())),
+            "fill_nodes": {k: list(v) for k, v in sorted(self.fill_nodes.items())}}
         if self.ledger:
             out["ledger"] = self.ledger
         return out
@@ -71,10 +76,15 @@ class SchedulerMemory:
     def from_json(raw: dict[str, object]) -> SchedulerMemory:
         decayed = raw.get("decayed") or {}
         reservations = raw.get("reservations") or {}
+        fill = raw.get("fill") or {}
+        fill_nodes = raw.get("fill_nodes") or {}
         assert isinstance(decayed, dict) and isinstance(reservations, dict)
+        assert isinstance(fill, dict) and isinstance(fill_nodes, dict)
         return SchedulerMemory(
             {str(k): (float(v[0]), float(v[1])) for k, v in decayed.items()},
             {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()},
+            {str(k): str(v) for k, v in fill.items()},
+            {str(k): tuple(int(n) for n in v) for k, v in fill_nodes.items()},
             dict(raw.get("ledger") or {}))  # type: ignore[call-overload]
 
 
@@ -166,6 +176,10 @@ class ClusterState:
                     self.eff[t][0] = self.occ[t][0]
         # budgets and credit (set by the edge; integrated before every change of usage)
         self.ledger = Ledger()
+        # running jobs on GPUs held for a blocked gang (fill job -> gang), and the nodes
+        # held for each gang whose fill is being preempted (held first in each cycle)
+        self.fill: dict[JobId, JobId] = {}
+        self.fill_nodes: dict[JobId, tuple[int, ...]] = {}
 
     # -- queries -------------------------------------------------------------------------
     def teams_below(self, node: int) -> list[str]:
@@ -206,6 +220,8 @@ class ClusterState:
             {names[i]: (self.decayed[i], self.decay_time[i]) for i in range(1, len(names))
              if self.decayed[i] or self.decay_time[i]},
             {str(j): d for j, d in self.last_reservations.items()},
+            {str(j): str(g) for j, g in self.fill.items()},
+            {str(g): n for g, n in self.fill_nodes.items()},
             self.ledger.to_json() if self.ledger.active else {})
 
     def restore(self, memory: SchedulerMemory) -> None:
@@ -219,6 +235,11 @@ class ClusterState:
                 self.decayed[i], self.decay_time[i] = d, t
         self.last_reservations = {JobId(j): d for j, d in memory.reservations.items()
                                   if JobId(j) in self.pending_index}
+        self.fill = {JobId(j): JobId(g) for j, g in memory.fill.items()
+                     if JobId(j) in self.running and JobId(g) in self.pending_index}
+        self.fill_nodes = {JobId(g): n for g, n in memory.fill_nodes.items()
+                           if JobId(g) in self.pending_index
+                           and all(0 <= i < len(self.free) for i in n)}
         if memory.ledger:
             self.ledger.restore(memory.ledger, set(self.org.team_ids))
 
@@ -355,6 +376,7 @@ class ClusterState:
         job = self.running.pop(job_id)
         del self.running_by_team[job.workload.team][job_id]
         self.terminating.pop(job_id, None)
+        self.fill.pop(job_id, None)
         for node, gpus in job.placement:
             self._set_free(node, self.free[node] + gpus)
         w = job.workload

@@ -15,15 +15,25 @@ Definitions (all GPU quantities per GPU type, then summed):
 - Jain's fairness index over teams with demand, of x_i = (time integral of
   min(held_i, guarantee_i)) / (time integral of min(demand_i, guarantee_i)): the part of
   its demanded entitlement each team received. 1 = every team got the same part.
-- JCT = finish - submit; queueing = JCT - time holding GPUs. Both over completed jobs.
+- JCT = finish - submit; queueing = JCT - time holding GPUs (all time spent waiting,
+  before the first start and after each preemption). Both over completed jobs.
+- queue_by_gang: queueing per gang-size bucket (``GANG_BUCKETS``: 1-8, 9-255, 256-1023,
+  1024+ GPUs), over completed jobs: jobs, average, 95th percentile and maximum, so that a
+  long wait of a few large gangs shows even when the overall average hides it.
+- guaranteed_start_p99_s: over the jobs that fit in their team's unused guarantee when
+  submitted (team's GPUs of that type held + its earlier pending jobs' GPUs + this job's
+  <= its guarantee), the 99th percentile (nearest rank) of the time from submission to
+  first start. A rejected job is left out; one that never started counts its wait up to
+  the end of the replay. 0 when no job fits.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId
 from allotment.scheduler.decisions import Decisions
 from allotment.scheduler.placement import on_one_node
@@ -74,17 +84,69 @@ class RunMetrics:
     teams: dict[str, TeamMetrics] = field(default_factory=dict)
     utilization_bins: list[float] = field(default_factory=list)
     jcts: list[float] = field(default_factory=list)
+    guaranteed_start_p99_s: float = 0.0
+    guaranteed_start_jobs: int = 0
+    queue_by_gang: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    jcts_by_gang: dict[str, list[float]] = field(default_factory=dict)  # sorted, per bucket
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, object]:
         """The keys of ``summary.json`` for one policy (``wall_s`` is added by the caller)."""
         keys = (
             "jobs", "completed", "rejected", "unfinished", "utilization",
             "idle_while_waiting_gpu_hours", "reserved_idle_gpu_hours", "avg_jct_s",
             "median_jct_s", "p95_jct_s", "p99_jct_s", "avg_queue_s", "median_queue_s",
             "p95_queue_s", "p99_queue_s", "min_team_guarantee_satisfaction", "jain_fairness",
-            "preemptions", "preempted_gpu_hours_lost", "makespan_s",
+            "preemptions", "preempted_gpu_hours_lost", "makespan_s", "guaranteed_start_p99_s",
+            "guaranteed_start_jobs", "queue_by_gang",
         )
         return {k: getattr(self, k) for k in keys}
+
+
+# gang-size buckets of ``queue_by_gang``: (name, smallest gang, largest gang)
+GANG_BUCKETS = (("1-8", 1, 8), ("9-255", 9, 255), ("256-1023", 256, 1023),
+                ("1024+", 1024, 1 << 62))
+
+
+def gang_bucket(gpus: int) -> str:
+    for name, lo, hi in GANG_BUCKETS:
+        if lo <= gpus <= hi:
+            return name
+    return GANG_BUCKETS[-1][0]
+
+
+def queue_by_gang(jobs: Mapping[JobId, JobRecord]) -> dict[str, dict[str, float | int]]:
+    """``queue_by_gang`` of the module docstring, every bucket present (zeros if empty)."""
+    waits: dict[str, list[float]] = {name: [] for name, _, _ in GANG_BUCKETS}
+    for rec in jobs.values():
+        if rec.finish is not None:
+            jct = rec.finish - rec.workload.submit_time
+            waits[gang_bucket(rec.workload.gpus)].append(jct - rec.run_s)
+    out: dict[str, dict[str, float | int]] = {}
+    for name, values in waits.items():
+        values.sort()
+        out[name] = {"jobs": len(values),
+                     "avg_queue_s": sum(values) / len(values) if values else 0.0,
+                     "p95_queue_s": percentile(values, 95),
+                     "max_queue_s": values[-1] if values else 0.0}
+    return out
+
+
+def guaranteed_starts(jobs: Mapping[JobId, JobRecord], guarantee: Callable[[str, str], int],
+                      t_end: float) -> list[float]:
+    """Sorted waits to first start of the jobs that fit in their team's unused guarantee
+    when submitted (module docstring); ``guarantee(team, gpu_type)`` in GPUs."""
+    waits = []
+    for rec in jobs.values():
+        w = rec.workload
+        if rec.rejected is not None:
+            continue
+        need = rec.team_held_at_submit + rec.team_pending_at_submit + w.gpus
+        if need <= guarantee(w.team, w.gpu_type):
+            start = rec.first_start if rec.first_start is not None else max(t_end,
+                                                                           w.submit_time)
+            waits.append(start - w.submit_time)
+    waits.sort()
+    return waits
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -234,6 +296,17 @@ class MetricsRecorder:
         jain = (sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))) if xs and any(xs) else 1.0
         completed = len(jcts)
         rejected = len(self.rejected_ids)
+        org = self.state.org
+        started = guaranteed_starts(
+            jobs, lambda team, t: org.guarantee_of(team, GpuType(t))
+            if team in org.index and GpuType(t) in org.guaranteed else 0, t_end)
+        by_gang: dict[str, list[float]] = {name: [] for name, _, _ in GANG_BUCKETS}
+        for rec in jobs.values():
+            if rec.finish is not None:
+                by_gang[gang_bucket(rec.workload.gpus)].append(
+                    rec.finish - rec.workload.submit_time)
+        for values in by_gang.values():
+            values.sort()
         return RunMetrics(
             jobs=len(jobs),
             completed=completed,
@@ -260,4 +333,8 @@ class MetricsRecorder:
             teams=self.teams,
             utilization_bins=[b / (self.capacity * self.bin_s) for b in self.bins],
             jcts=jcts,
+            guaranteed_start_p99_s=percentile(started, 99),
+            guaranteed_start_jobs=len(started),
+            queue_by_gang=queue_by_gang(jobs),
+            jcts_by_gang=by_gang,
         )

@@ -9,7 +9,9 @@ from typing import Any
 
 from rich.table import Table
 
+from allotment.scheduler.config import DEFAULTS
 from allotment.sim.engine import SimResult
+from allotment.sim.metrics import GANG_BUCKETS
 
 
 def summary(results: Sequence[SimResult], meta: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def table(results: Sequence[SimResult], title: str) -> Table:
     for col in (
         "policy", "done", "rejected", "util", "idle-waiting GPU-h",
         "reserved GPU-h", "avg JCT h", "p50 JCT h", "p99 JCT h", "avg queue h",
-        "min guar. sat.", "Jain", "preempt", "lost GPU-h", "wall s",
+        "guar. start p99 s", "min guar. sat.", "Jain", "preempt", "lost GPU-h", "wall s",
     ):
         t.add_column(col, justify="left" if col == "policy" else "right")
     for r in results:
@@ -77,9 +79,28 @@ def table(results: Sequence[SimResult], title: str) -> Table:
             r.policy, f"{m.completed:,}", f"{m.rejected:,}", f"{m.utilization:.3f}",
             f"{m.idle_while_waiting_gpu_hours:,.1f}", f"{m.reserved_idle_gpu_hours:,.1f}",
             _h(m.avg_jct_s), _h(m.median_jct_s), _h(m.p99_jct_s), _h(m.avg_queue_s),
+            f"{m.guaranteed_start_p99_s:,.0f}",
             f"{m.min_team_guarantee_satisfaction:.3f}", f"{m.jain_fairness:.3f}",
             f"{m.preemptions:,}", f"{m.preempted_gpu_hours_lost:,.1f}", f"{r.wall_s:.1f}",
         )
+    return t
+
+
+def gang_table(results: Sequence[SimResult], title: str) -> Table:
+    """Queueing by gang size (``queue_by_gang``): jobs, then average / p95 / max hours."""
+    t = Table(title=title)
+    t.add_column("policy", justify="left")
+    for name, _, _ in GANG_BUCKETS:
+        t.add_column(f"{name} GPUs: jobs", justify="right")
+        t.add_column("avg / p95 / max queue h", justify="right")
+    for r in results:
+        row = [r.policy]
+        for name, _, _ in GANG_BUCKETS:
+            q = r.metrics.queue_by_gang.get(name, {})
+            row.append(f"{int(q.get('jobs', 0)):,}")
+            row.append(" / ".join(_h(float(q.get(k, 0.0))) for k in
+                                  ("avg_queue_s", "p95_queue_s", "max_queue_s")))
+        t.add_row(*row)
     return t
 
 
@@ -93,8 +114,10 @@ def _save(plt: Any, fig: Any, ax: Any, title: str, path: Path,
     return path
 
 
-def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
-    """utilisation.png, jct_cdf.png and team_share.png in ``out``."""
+def plots(results: Sequence[SimResult], out: Path, bin_s: float,
+          default_policy: str = DEFAULTS.policy) -> list[Path]:
+    """utilisation.png, jct_cdf.png (one curve per policy, and for ``default_policy`` one
+    dashed curve per gang-size bucket) and team_share.png in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,6 +145,14 @@ def plots(results: Sequence[SimResult], out: Path, bin_s: float) -> list[Path]:
         n = len(jcts)
         ax.plot([max(j, 1.0) / 3600 for j in jcts], [(i + 1) / n for i in range(n)],
                 label=r.policy, lw=1)
+    for r in results:
+        if r.policy != default_policy:
+            continue
+        for name, values in r.metrics.jcts_by_gang.items():
+            if values:
+                n = len(values)
+                ax.plot([max(j, 1.0) / 3600 for j in values], [(i + 1) / n for i in range(n)],
+                        label=f"{r.policy}, {name} GPUs ({n:,} jobs)", lw=1, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("job completion time (hours, log)")
     ax.set_ylabel("fraction of jobs")

@@ -1,8 +1,11 @@
 r"""Trace readers: Philly (Sia's per-job CSV), Tiresias' 60-job CSV, and the generic CSV.
 
 Generic CSV (the format for bringing your own ``sacct`` export):
-    header  job_id,submit_time,duration,num_gpus,team   [,gpu_type][,user]
-    times in seconds (float); num_gpus an integer >= 1; duration >= 0; team non-empty.
+    header  job_id,submit_time,duration,num_gpus,team   [,gpu_type][,user][,time_limit_s]
+    times in seconds (float); num_gpus an integer >= 1; duration >= 0; team non-empty;
+    time_limit_s (the job's declared time limit, which the scheduler may use to estimate
+    when GPUs free up; empty: none) > 0 and >= duration, since a job never runs past its
+    limit (a scheduler stops it there).
 Slurm ``sacct`` export (``|``-separated, with its header line):
     sacct -a -X -D -P -S 2026-01-01 \
           -o jobidraw,account,user,submit,start,elapsedraw,alloctres,reqtres,state
@@ -163,9 +166,20 @@ def _generic(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> 
                 problems.append((line, "team", "empty"))
         gpu_type = row[col["gpu_type"]].strip() if "gpu_type" in col else ""
         user = row[col["user"]].strip() if "user" in col else ""
+        raw_limit = row[col["time_limit_s"]].strip() if "time_limit_s" in col else ""
+        limit: float | None = None
+        if raw_limit and len(problems) == before:
+            limit = _num(raw_limit, "time_limit_s", line, problems)
+            if len(problems) == before and limit <= 0:
+                problems.append((line, "time_limit_s", f"must be > 0, got {raw_limit}"))
+            elif len(problems) == before and limit < duration:
+                problems.append((line, "time_limit_s", f"{raw_limit} is shorter than the "
+                                 f"duration {row[col['duration']].strip()}: a job never runs "
+                                 "past its time limit"))
         if len(problems) == before:
             jobs.append(Workload(JobId(job_id), TeamId(team), GpuType(gpu_type or gpu),
-                                 int(gpus), submit, k, duration=duration, user=user or None))
+                                 int(gpus), submit, k, duration=duration, estimate_s=limit,
+                                 user=user or None))
     if problems:
         raise TraceFormatError(str(path), problems)
     return jobs
