@@ -224,6 +224,9 @@ class MetricsRecorder:
         while a < b:
             k = int((a - self.t0) // self.bin_s)
             end = min(b, self.t0 + (k + 1) * self.bin_s)
+            if end <= a:  # a is a bin's start that rounding put in the bin before
+                k += 1
+                end = min(b, self.t0 + (k + 1) * self.bin_s)
             while len(self.bins) <= k:
                 self.bins.append(0.0)
             self.bins[k] += alloc * (end - a)
