@@ -116,10 +116,10 @@ def _choose_victims(
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
     t = w.gpu_type
     if sc.single_node(w):
-        per_node: dict[int, list[tuple[VictimCost, RunningJob]]] = {}
+        per_node: dict[int, list[tuple[VictimCost, RunningJob, int]]] = {}
         for cost, job in cands:
-            for node, _ in job.placement:
-                per_node.setdefault(node, []).append((cost, job))
+            for node, gpus in job.placement:  # (a placement names each node once)
+                per_node.setdefault(node, []).append((cost, job, gpus))
         best: tuple[NodeChoice, list[RunningJob]] | None = None
         for node, jobs in per_node.items():
             if not sc.usable_for_reclaim(node):
@@ -127,11 +127,11 @@ def _choose_victims(
             avail = sc.room(node)
             picked: list[RunningJob] = []
             lost, top_prio, guaranteed = 0.0, -(10**9), 0
-            for cost, job in jobs:
+            for cost, job, gpus in jobs:
                 if avail >= w.gpus:
                     break
                 picked.append(job)
-                avail += sum(g for n, g in job.placement if n == node)
+                avail += gpus
                 lost += cost.lost_gpu_s
                 top_prio = max(top_prio, cost.priority)
                 guaranteed = max(guaranteed, cost.within_guarantee)
@@ -142,7 +142,7 @@ def _choose_victims(
         if best is None:
             return None
         return best[1], [best[0].node]
-    total = sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[t] if i not in sc.held)
+    total = sc.unheld_room(t)
     picked = []
     for _, job in cands:
         if total >= w.gpus:
@@ -154,16 +154,18 @@ def _choose_victims(
     if total < w.gpus:
         return None
     nodes = {n for job in picked for n, _ in job.placement}
-    nodes.update(i for i in sc.state.cluster.nodes_by_type[t]
-                 if i not in sc.held and sc.room(i) > 0)
+    nodes.update(i for i in sc.unheld_with_room(t) if sc.room(i) > 0)
     return picked, sorted(nodes)
 
 
 def _fits_after_removal(sc: Snapshot, w: Workload, nodes: list[int]) -> bool:
     if sc.single_node(w):
         return sc.room(nodes[0]) >= w.gpus
-    return sum(sc.room(i) for i in sc.state.cluster.nodes_by_type[w.gpu_type]
-               if sc.usable_for_reclaim(i)) >= w.gpus
+    t = w.gpu_type
+    machines = sc.state.cluster.nodes
+    claimed_held = sum(sc.room(i) for i in sc.claimed
+                       if i in sc.held and machines[i].gpu_type == t)
+    return sc.unheld_room(t) + claimed_held >= w.gpus  # over nodes usable for reclaim
 
 
 def _promise(sc: Snapshot, w: Workload, nodes: list[int]) -> None:

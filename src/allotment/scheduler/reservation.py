@@ -38,7 +38,9 @@ Fill jobs are also victims of an ordinary reclaim before their minimum run time
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
+from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.placement import Placement, domain_of
@@ -63,6 +65,11 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
             best: tuple[int, int] | None = None  # (-avail, node)
             levels = sc.levels[t]  # unheld nodes by free GPUs, most free first
             for f in range(len(levels) - 1, -1, -1):
+                if not levels[f]:
+                    continue
+                if f >= w.gpus:  # every node with f free GPUs has at least f GPUs
+                    best = (-f, min(levels[f]))
+                    break
                 fitting = [i for i in levels[f] if nodes[i].gpus >= w.gpus]
                 if fitting:
                     best = (-f, min(fitting))
@@ -77,26 +84,45 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
             return None
         sc.hold([node])
         return Reservation(t, w.id, ("node", node), (node,))
-    ids = [i for i in cluster.nodes_by_type[t] if i not in sc.held]
+    # per domain, from the snapshot's totals (no scan of every node): the GPUs of its
+    # unheld nodes (capacity) and what is available there (free GPUs plus this gang's fill)
+    held_cap: dict[str, dict[int, int]] = {"rack": {}, "pod": {}, "type": {}}
+    for i in sc.held:
+        n = nodes[i]
+        if n.gpu_type == t:
+            for level, d in (("rack", n.rack), ("pod", n.pod), ("type", 0)):
+                held_cap[level][d] = held_cap[level].get(d, 0) + n.gpus
+    fill_by: dict[str, dict[int, int]] = {"rack": {}, "pod": {}, "type": {}}
+    for i, g in fill.items():
+        if i not in sc.held:
+            n = nodes[i]
+            for level, d in (("rack", n.rack), ("pod", n.pod), ("type", 0)):
+                fill_by[level][d] = fill_by[level].get(d, 0) + g
+    state = sc.state
     for level in ("rack", "pod", "type"):
-        capacity: dict[int, int] = {}
-        free: dict[int, int] = {}
-        for i in ids:
-            d = domain_of(nodes[i], level)
-            capacity[d] = capacity.get(d, 0) + nodes[i].gpus
-            free[d] = free.get(d, 0) + sc.free[i] + fill.get(i, 0)
+        if level == "type":
+            full = {0: state.type_capacity[t]}
+            free = {0: sc.type_free[t]}
+        else:
+            full, free = state.domain_capacity[t][level], sc.domain_free[t][level]
+        taken = held_cap[level]
+        capacity = {d: c - taken.get(d, 0) for d, c in full.items()}
+        extra = fill_by[level]
         big = [d for d, c in capacity.items() if c >= w.gpus]
         if not big:
             continue
         if previous is not None and previous[0] == level and previous[1] in big:
             domain = previous[1]
         else:
-            domain = min(big, key=lambda d: (-free[d], d))
-        members = sorted(
-            (i for i in ids if domain_of(nodes[i], level) == domain
-             and sc.free[i] + fill.get(i, 0)),
-            key=lambda i: (-(sc.free[i] + fill.get(i, 0)), i),
-        )
+            domain = min(big, key=lambda d: (-(free[d] + extra.get(d, 0)), d))
+        if level == "type":
+            members: Iterable[int] = _most_available(sc, t, fill)
+        else:
+            members = sorted(
+                (i for i in state.domains[t][level][domain]
+                 if i not in sc.held and sc.free[i] + fill.get(i, 0)),
+                key=lambda i: (-(sc.free[i] + fill.get(i, 0)), i),
+            )
         held, total = [], 0
         for i in members:
             if total >= w.gpus:
@@ -106,6 +132,22 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
         sc.hold(held)
         return Reservation(t, w.id, (level, domain), tuple(sorted(held)))
     return None
+
+
+def _most_available(sc: Snapshot, t: GpuType, fill: dict[int, int]) -> Iterator[int]:
+    """The unheld nodes of type ``t`` with GPUs available to the gang (free, plus its own
+    fill's), most available first (ties: lowest index), read from the snapshot's nodes by
+    free GPUs one level at a time, so that only as many nodes are looked at as are taken."""
+    levels = sc.levels[t]
+    by_avail: dict[int, list[int]] = {}
+    for i, g in fill.items():
+        if i not in sc.held and sc.state.cluster.nodes[i].gpu_type == t:
+            by_avail.setdefault(sc.free[i] + g, []).append(i)
+    for f in range(len(levels) - 1, 0, -1):
+        here = [i for i in levels[f] if i not in fill] if fill else list(levels[f])
+        here.extend(by_avail.get(f, ()))
+        here.sort()
+        yield from here
 
 
 def _gang_workload(sc: Snapshot, gang: JobId) -> Workload | None:

@@ -149,6 +149,29 @@ class Snapshot:
         """GPUs on ``node`` free or being released and not yet promised to a waiting job."""
         return self.free[node] + self.incoming.get(node, 0) - self.claimed.get(node, 0)
 
+    def unheld_room(self, gpu_type: GpuType) -> int:
+        """The sum of ``room`` over the unheld nodes of a type, from the per-type free GPUs
+        and the few nodes with GPUs incoming or claimed (no scan of every node)."""
+        nodes = self.state.cluster.nodes
+        extra = 0
+        for i, g in self.incoming.items():
+            if i not in self.held and nodes[i].gpu_type == gpu_type:
+                extra += g
+        for i, g in self.claimed.items():
+            if i not in self.held and nodes[i].gpu_type == gpu_type:
+                extra -= g
+        return self.type_free[gpu_type] + extra
+
+    def unheld_with_room(self, gpu_type: GpuType) -> set[int]:
+        """Every unheld node of a type that may have ``room`` > 0: those with free GPUs and
+        those with GPUs incoming (a superset; callers check ``room``)."""
+        lv = self.levels[gpu_type]
+        out = {i for f in range(1, len(lv)) for i in lv[f]}
+        nodes = self.state.cluster.nodes
+        out.update(i for i in self.incoming
+                   if i not in self.held and nodes[i].gpu_type == gpu_type)
+        return out
+
     def usable_for_reclaim(self, node: int) -> bool:
         """Reclaims may share a node held for another reclaim, or one held since the start
         of the cycle for a gang with fill (a job entitled to reclaim comes before such a

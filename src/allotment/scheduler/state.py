@@ -147,6 +147,13 @@ class ClusterState:
         # the nodes of each rack and pod, and their free GPUs, per type
         self.domains: dict[GpuType, DomainIndex] = {
             t: domain_index(cluster.nodes, ids) for t, ids in cluster.nodes_by_type.items()}
+        self.domain_capacity: dict[GpuType, DomainFree] = {  # GPUs per rack and pod
+            t: {level: {d: sum(cluster.nodes[i].gpus for i in members)
+                        for d, members in doms.items()}
+                for level, doms in index.items()}
+            for t, index in self.domains.items()}
+        self.type_capacity: dict[GpuType, int] = {
+            t: sum(cluster.nodes[i].gpus for i in ids) for t, ids in cluster.nodes_by_type.items()}
         self.domain_free: dict[GpuType, DomainFree] = {
             t: {level: {d: sum(self.free[i] for i in members) for d, members in doms.items()}
                 for level, doms in index.items()}
