@@ -17,6 +17,7 @@ class Workload:
 
     The scheduler never reads ``duration``; a policy that uses estimates reads ``estimate_s``.
     ``seq`` breaks ties between jobs submitted at the same time (lower first).
+    ``reservation`` names the launch reservation (``domain.reservation``) the job runs in.
     """
 
     id: JobId
@@ -30,6 +31,7 @@ class Workload:
     duration: float | None = None
     estimate_s: float | None = None
     user: str | None = None
+    reservation: str | None = None
 
 
 @dataclass(slots=True)

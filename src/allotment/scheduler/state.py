@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from allotment.domain.cluster import Cluster, GpuType
 from allotment.domain.org import OrgTree
+from allotment.domain.reservation import LaunchReservation
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.errors import InputError
 from allotment.scheduler.ledger import Ledger
 from allotment.scheduler.placement import DomainFree, DomainIndex, domain_index
 
-BucketKey = tuple[str, GpuType, int]  # (team, gpu type, gang size)
+BucketKey = tuple[str, GpuType, int, str]  # (team, gpu type, gang size, reservation or "")
 Domain = tuple[str, int]  # (topology level, domain id) of a reservation
 PendingKey = Callable[[Workload, float], tuple[float | int, ...]]
 
@@ -53,14 +54,16 @@ class SchedulerMemory:
     usage ``(D, t)`` (GPU-seconds valid at time t; fair share's memory), the topology
     domain each waiting job had reserved (reservations are sticky), the running jobs that
     fill GPUs held for a gang (job -> gang), the nodes of each gang whose fill is being
-    preempted, and the budget and credit ledger (``scheduler.ledger``). Keyed by names, so
-    it survives a rebuilt org index."""
+    preempted, the budget and credit ledger (``scheduler.ledger``), and the nodes chosen
+    for each launch reservation (``scheduler.launch``). Keyed by names, so it survives a
+    rebuilt org index."""
 
     decayed: dict[str, tuple[float, float]] = field(default_factory=dict)
     reservations: dict[str, Domain] = field(default_factory=dict)
     fill: dict[str, str] = field(default_factory=dict)
     fill_nodes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     ledger: dict[str, object] = field(default_factory=dict)
+    launches: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -70,6 +73,8 @@ class SchedulerMemory:
             "fill_nodes": {k: list(v) for k, v in sorted(self.fill_nodes.items())}}
         if self.ledger:
             out["ledger"] = self.ledger
+        if self.launches:
+            out["launches"] = {k: list(v) for k, v in sorted(self.launches.items())}
         return out
 
     @staticmethod
@@ -78,14 +83,17 @@ class SchedulerMemory:
         reservations = raw.get("reservations") or {}
         fill = raw.get("fill") or {}
         fill_nodes = raw.get("fill_nodes") or {}
+        launches = raw.get("launches") or {}
         assert isinstance(decayed, dict) and isinstance(reservations, dict)
         assert isinstance(fill, dict) and isinstance(fill_nodes, dict)
+        assert isinstance(launches, dict)
         return SchedulerMemory(
             {str(k): (float(v[0]), float(v[1])) for k, v in decayed.items()},
             {str(k): (str(v[0]), int(v[1])) for k, v in reservations.items()},
             {str(k): str(v) for k, v in fill.items()},
             {str(k): tuple(int(n) for n in v) for k, v in fill_nodes.items()},
-            dict(raw.get("ledger") or {}))  # type: ignore[call-overload]
+            dict(raw.get("ledger") or {}),  # type: ignore[call-overload]
+            {str(k): tuple(int(n) for n in v) for k, v in launches.items()})
 
 
 @dataclass(slots=True)
@@ -187,6 +195,10 @@ class ClusterState:
         # held for each gang whose fill is being preempted (held first in each cycle)
         self.fill: dict[JobId, JobId] = {}
         self.fill_nodes: dict[JobId, tuple[int, ...]] = {}
+        # launch reservations (set by the edge with ``set_launches``), by name, and the
+        # nodes chosen for each once its preparation began (``scheduler.launch``)
+        self.launches: dict[str, LaunchReservation] = {}
+        self.launch_nodes: dict[str, tuple[int, ...]] = {}
 
     # -- queries -------------------------------------------------------------------------
     def teams_below(self, node: int) -> list[str]:
@@ -229,7 +241,8 @@ class ClusterState:
             {str(j): d for j, d in self.last_reservations.items()},
             {str(j): str(g) for j, g in self.fill.items()},
             {str(g): n for g, n in self.fill_nodes.items()},
-            self.ledger.to_json() if self.ledger.active else {})
+            self.ledger.to_json() if self.ledger.active else {},
+            dict(self.launch_nodes))
 
     def restore(self, memory: SchedulerMemory) -> None:
         """Take back a persisted memory, after the running and pending jobs were re-added:
@@ -249,6 +262,24 @@ class ClusterState:
                            and all(0 <= i < len(self.free) for i in n)}
         if memory.ledger:
             self.ledger.restore(memory.ledger, set(self.org.team_ids))
+        self.launch_nodes = {k: n for k, n in memory.launches.items() if k in self.launches
+                             and all(0 <= i < len(self.free) for i in n)}
+
+    def set_launches(self, launches: Iterable[LaunchReservation]) -> None:
+        """Replace the launch reservations the scheduler knows (approved ones, ended ones
+        included while jobs may still name them); nodes chosen for one that is gone or whose
+        team, type or size changed are forgotten."""
+        new = {r.name: r for r in launches}
+        self.launch_nodes = {k: n for k, n in self.launch_nodes.items() if k in new and (
+            self.launches.get(k) is None or (
+                self.launches[k].gpu_type, self.launches[k].gpus, self.launches[k].team)
+            == (new[k].gpu_type, new[k].gpus, new[k].team))}
+        self.launches = new
+
+    def launches_open(self, now: float) -> bool:
+        """Whether a launch reservation has not ended by ``now`` (cycles are then needed
+        even with no job waiting: to free its GPUs by its start)."""
+        return any(now < r.end for r in self.launches.values())
 
     # -- pending -------------------------------------------------------------------------
     def unschedulable(self, w: Workload) -> tuple[str, str] | None:
@@ -265,6 +296,17 @@ class ClusterState:
         cap = self.cluster.capacity(w.gpu_type)
         if w.gpus > cap:
             return "gpus", f"gang of {w.gpus} exceeds the {cap} {w.gpu_type} GPUs up now"
+        if w.reservation is not None:
+            r = self.launches.get(w.reservation)
+            if r is None:
+                return "reservation", f"no approved reservation named {w.reservation!r}"
+            if r.team != w.team:
+                return "reservation", f"reservation {r.name!r} belongs to team {r.team!r}"
+            if r.gpu_type != w.gpu_type:
+                return "reservation", f"reservation {r.name!r} holds {r.gpu_type} GPUs"
+            if w.gpus > r.gpus:
+                return "reservation", (f"gang of {w.gpus} exceeds the {r.gpus} GPUs of "
+                                       f"reservation {r.name!r}")
         return None
 
     def validate(self, w: Workload) -> None:
@@ -277,7 +319,7 @@ class ClusterState:
 
     def submit(self, w: Workload, attained_gpu_s: float = 0.0) -> None:
         """Queue ``w`` (a new job, or a preempted one with its attained service)."""
-        key: BucketKey = (w.team, w.gpu_type, w.gpus)
+        key: BucketKey = (w.team, w.gpu_type, w.gpus, w.reservation or "")
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = Bucket(key)

@@ -257,7 +257,7 @@ class MetricsRecorder:
                         continue
                     if min_gang is None:
                         min_gang = {}
-                        for team, gt, size in state.buckets:
+                        for team, gt, size, _ in state.buckets:
                             k = (team, gt)
                             if size < min_gang.get(k, 1 << 30):
                                 min_gang[k] = size
