@@ -89,7 +89,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             if why is not None:
                 d.rejects.extend(Reject(j.id, why) for j in bucket.jobs[pos:])
                 continue
-            placement, why = launch.admit_reserved(sc, w, d)
+            placement, why = launch.admit_reserved(sc, w, d, policy.config.grace_s)
             if placement is not None:
                 d.admits.append(Admit(w.id, placement))
                 sc.admit(w, placement)
