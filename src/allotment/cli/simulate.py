@@ -13,7 +13,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from allotment.cli.app import _fail, app, console, err_console, load_yaml
 from allotment.domain.cluster import GpuType, make_cluster
 from allotment.domain.org import OrgTree
-from allotment.domain.orgspec import budgets_from_data, org_from_data
+from allotment.domain.orgspec import budgets_from_data, org_from_data, reservations_from_data
+from allotment.domain.reservation import LaunchReservation
 from allotment.domain.workload import JobId
 from allotment.errors import AllotmentError, InputError, OrgFileError
 from allotment.policies import make_policy
@@ -87,10 +88,12 @@ def simulate(
         capacity = {GpuType(t): cluster.capacity(GpuType(t)) for t in types}
         tree: OrgTree
         budgets: dict[tuple[str, GpuType], float] = {}
+        launches: list[LaunchReservation] = []
         if org is not None:
             org_data = load_yaml(org, "org")
             tree = org_from_data(org_data, capacity)
             budgets = budgets_from_data(org_data, tree)
+            launches = reservations_from_data(org_data, tree)
             missing = sorted({w.team for w in jobs} - set(tree.team_ids))
             if missing:
                 raise OrgFileError("org", f"teams in the trace but not in {org}: {missing[:10]}")
@@ -101,6 +104,16 @@ def simulate(
             w = too_big[0]
             raise InputError("gpus", f"job {w.id} needs {w.gpus} GPUs; the cluster has "
                              f"{capacity[w.gpu_type]} {w.gpu_type} (give a larger --gpus)")
+        named = [w for w in jobs if w.reservation is not None]
+        if named:
+            from allotment.scheduler.state import ClusterState
+
+            check = ClusterState(cluster, tree)
+            check.set_launches(launches)
+            for w in named:
+                bad = check.unschedulable(w)
+                if bad is not None:
+                    raise InputError(bad[0], f"job {w.id}: {bad[1]}")
         cfg = SchedulerConfig(grace_s=grace_s, min_runtime_s=min_runtime_s,
                               checkpoint_s=checkpoint_s,
                               las_preemption=LasPreemption.parse(las_preemption,
@@ -127,7 +140,7 @@ def simulate(
                              sim_cfg, progress=advance, budgets=budgets)
             else:
                 res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg,
-                              progress=advance, budgets=budgets)
+                              progress=advance, budgets=budgets, launches=launches)
             results.append(res)
             if events:
                 with (out / f"events-{name}.csv").open("w", newline="") as fh:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.org import OrgNode, OrgTree, Quota
+from allotment.domain.reservation import LaunchReservation
 from allotment.errors import OrgFileError
 
 # strict types (no "8" or true for a GPU count) and finite numbers
@@ -72,11 +73,32 @@ class BudgetSpec(BaseModel):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+class ReservationSpec(BaseModel):
+    """``reservations: [{name, team, gpus, gpu_type, start, hours}]`` beside ``org:`` (launch
+    reservations of a simulation: ``start`` in seconds from the trace's start; ``gpu_type``
+    optional with one type). Approved as given."""
+
+    model_config = STRICT
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    team: str = Field(min_length=1, max_length=128)
+    gpus: int = Field(ge=1, le=10**7)
+    gpu_type: str | None = Field(default=None, min_length=1, max_length=64)
+    start: float = Field(ge=0, le=1e11)
+    hours: float = Field(gt=0, le=24 * 366)
+
+    @field_validator("start", "hours", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class OrgSpec(BaseModel):
     model_config = STRICT
 
     org: list[OrgNodeSpec] = Field(min_length=1)
     budgets: list[BudgetSpec] = Field(default_factory=list)
+    reservations: list[ReservationSpec] = Field(default_factory=list)
 
 
 def idle_windows(data: Any) -> dict[str, float]:
@@ -154,6 +176,49 @@ def budgets_from_data(data: Any, tree: OrgTree) -> dict[tuple[str, GpuType], flo
         err = exc.errors()[0]
         raise OrgFileError(_loc(tuple(err["loc"])), err["msg"]) from None
     return budgets_of(spec.budgets, tree, "budgets")
+
+
+def reservations_from_data(data: Any, tree: OrgTree) -> list[LaunchReservation]:
+    """The ``reservations`` of an org file, checked against ``tree`` and its capacity:
+    a known team and GPU type, unique names, and at no time more GPUs of a type reserved
+    than it has; raises ``OrgFileError`` naming the field, e.g. ``reservations[0].gpus``."""
+    try:
+        spec = OrgSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise OrgFileError(_loc(tuple(err["loc"])), err["msg"]) from None
+    out: list[LaunchReservation] = []
+    for k, r in enumerate(spec.reservations):
+        where = f"reservations[{k}]"
+        i = tree.index.get(r.team)
+        if i is None or not tree.is_team[i]:
+            raise OrgFileError(f"{where}.team", f"{r.team!r} is not a team of the org")
+        if r.gpu_type is None:
+            if len(tree.gpu_types) != 1:
+                raise OrgFileError(f"{where}.gpu_type",
+                                   f"required: the cluster has {list(tree.gpu_types)}")
+            t = tree.gpu_types[0]
+        elif r.gpu_type not in tree.gpu_types:
+            raise OrgFileError(f"{where}.gpu_type", f"unknown GPU type {r.gpu_type!r}; "
+                               f"cluster has {list(tree.gpu_types)}")
+        else:
+            t = GpuType(r.gpu_type)
+        if any(o.name == r.name for o in out):
+            raise OrgFileError(f"{where}.name", f"a second reservation named {r.name!r}")
+        new = LaunchReservation(r.name, r.team, t, r.gpus, r.start, r.start + r.hours * 3600)
+        cap = tree.capacity[t]
+        # the reserved GPUs of the type peak at the start of one of the overlapping ones
+        for s in [new.start] + [o.start for o in out if o.gpu_type == t]:
+            if not new.start <= s < new.end:
+                continue
+            at = [o for o in [*out, new] if o.gpu_type == t and o.start <= s < o.end]
+            if sum(o.gpus for o in at) > cap:
+                others = ", ".join(o.name for o in at if o is not new) or "none"
+                raise OrgFileError(f"{where}.gpus", (
+                    f"{sum(o.gpus for o in at) - cap} {t} GPUs short at t={s:g}: "
+                    f"{r.gpus} GPUs with reservation(s) {others} exceed the {cap} GPUs"))
+        out.append(new)
+    return out
 
 
 def budgets_of(specs: list[BudgetSpec], tree: OrgTree,

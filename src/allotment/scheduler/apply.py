@@ -78,9 +78,11 @@ class Observer:
 NO_OBSERVER = Observer()
 
 
-def should_decide(state: ClusterState, changed: bool, wake_due: bool) -> bool:
-    """Whether a cycle runs now: something happened (or a wake-up is due) and jobs wait."""
-    return (changed or wake_due) and state.num_pending > 0
+def should_decide(state: ClusterState, changed: bool, wake_due: bool, now: float) -> bool:
+    """Whether a cycle runs now: something happened (or a wake-up is due) and jobs wait, or
+    a launch reservation has not ended (its GPUs are freed by its start)."""
+    return (changed or wake_due) and (state.num_pending > 0 or (
+        bool(state.launches) and state.launches_open(now)))
 
 
 def submit(state: ClusterState, w: Workload, now: float, obs: Observer = NO_OBSERVER,
@@ -118,6 +120,10 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
             if wake is not None and wake > now:
                 sink.wake(wake, job)
     state.last_reservations = {r.job_id: r.domain for r in d.reservations if not r.reclaim}
+    if d.launch_nodes or state.launch_nodes:
+        nodes = {**state.launch_nodes, **d.launch_nodes}
+        state.launch_nodes = {k: v for k, v in nodes.items()
+                              if k in state.launches and now < state.launches[k].end}
     if state.fill or state.fill_nodes or draining:
         # fill of a gang that started or left the queue is an ordinary run from now on; a
         # gang whose fill is being preempted keeps its nodes held from the start of each

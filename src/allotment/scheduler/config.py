@@ -21,6 +21,8 @@ Defaults:
                                  ``scheduler.ledger``, ``policies.incentives``)
     credit_cap           1.0     credit is capped at this many x the team's guarantee x the
                                  credit half-life (GPU-seconds)
+    reservation_lead_s   600     s before a launch reservation's preemptions (start - grace)
+                                 at which its nodes are chosen and held (``scheduler.launch``)
 """
 
 from __future__ import annotations
@@ -61,9 +63,11 @@ class SchedulerConfig:
     usage_half_life_s: float = 7 * 24 * 3600.0
     credit_half_life_s: float | None = None
     credit_cap: float = 1.0
+    reservation_lead_s: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("grace_s", "min_runtime_s", "reserve_after_s", "las_threshold_gpu_s"):
+        for name in ("grace_s", "min_runtime_s", "reserve_after_s", "las_threshold_gpu_s",
+                     "reservation_lead_s"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise InputError(name, f"must be a finite number >= 0, got {value!r}")

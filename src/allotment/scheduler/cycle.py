@@ -8,6 +8,7 @@ import heapq
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
+from allotment.scheduler import launch
 from allotment.scheduler.decisions import Admit, Decisions, Reject
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.preemption import plan_reclaim
@@ -46,6 +47,8 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     d = Decisions()
     # 1. snapshot: a working copy that records this cycle's own decisions
     sc = Snapshot(state, now)
+    if state.launches:  # 1a. launch reservations: their nodes held, freed by their start
+        launch.prepare(sc, policy, d)
     if state.fill_nodes:  # 1b. a gang whose fill is being preempted keeps its GPUs
         hold_filled(sc)
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
@@ -80,6 +83,20 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 heapq.heappush(heap, (fresh, seq, bucket, pos, sc.version(w.team)))
                 seq += 1
                 continue
+        # 4a. a job naming a launch reservation runs on its nodes only (``launch``)
+        if w.reservation is not None:
+            why = launch.ended(sc, w)
+            if why is not None:
+                d.rejects.extend(Reject(j.id, why) for j in bucket.jobs[pos:])
+                continue
+            placement, why = launch.admit_reserved(sc, w, d)
+            if placement is not None:
+                d.admits.append(Admit(w.id, placement))
+                sc.admit(w, placement)
+                seq = push_next(bucket, pos, seq)
+            elif reasons:
+                d.waiting[w.id] = why
+            continue
         # 4. reject what can never run under this policy (the whole queue shares the size)
         never = policy.never_fits(sc, w)
         if never is not None:
@@ -97,6 +114,8 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             fill = None
             if placement is None and sc.preheld and policy.may_preempt_for(sc, w):
                 placement = place_preheld(sc, w)
+            if placement is None and sc.launch_held:
+                placement = launch.fill(sc, policy, w)
             if placement is None and sc.held_for:
                 fill = fill_job(sc, policy, w)
             if placement is not None or fill is not None:

@@ -65,6 +65,8 @@ class Decisions:
     reservations: list[Reservation] = field(default_factory=list)
     waiting: dict[JobId, str] = field(default_factory=dict)
     wake_at: float | None = None
+    # nodes chosen in this cycle for launch reservations being prepared (``scheduler.launch``)
+    launch_nodes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # with ``decide(..., explain=True)``: every job still pending, per GPU type, in the
     # policy's order at the end of the cycle (queue positions are read from it)
     queue: dict[GpuType, list[JobId]] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
+from allotment.scheduler.launch import is_protected
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.snapshot import Snapshot
 
@@ -69,6 +70,7 @@ def _candidates(
             or not v.preemptible
             or v.gpu_type != w.gpu_type
             or v.id in sc.doomed
+            or (v.reservation is not None and is_protected(sc, job))
             or not candidate(job)
         ):
             continue

@@ -96,6 +96,11 @@ class Snapshot:
         self.expected: dict[JobId, float] = {}  # per-cycle cache of expected gang starts
         self.fill_room: dict[JobId, tuple[int, int]] = {}  # cache: free, largest free block
         self.preheld: set[int] = set()  # nodes held at step 1b for gangs not yet considered
+        # launch reservations (``scheduler.launch``): the nodes held for each one being
+        # prepared or in its window, its jobs waiting, GPUs admitted for it in this cycle
+        self.launch_held: dict[str, tuple[int, ...]] = {}
+        self.launch_waiting: dict[str, int] = {}
+        self.launch_admitted: dict[str, int] = {}
         self.occ: dict[GpuType, list[int]] = {t: list(o) for t, o in state.occ.items()}
         self.eff: dict[GpuType, list[int]] = {t: list(e) for t, e in state.eff.items()}
         self.lock: dict[GpuType, list[int]] = state.lock  # fixed per org: never written

@@ -199,6 +199,7 @@ class ClusterState:
         # nodes chosen for each once its preparation began (``scheduler.launch``)
         self.launches: dict[str, LaunchReservation] = {}
         self.launch_nodes: dict[str, tuple[int, ...]] = {}
+        self.launch_used: dict[str, int] = {}  # GPUs running jobs of each reservation hold
 
     # -- queries -------------------------------------------------------------------------
     def teams_below(self, node: int) -> list[str]:
@@ -408,6 +409,8 @@ class ClusterState:
         for node, gpus in placement:
             self._set_free(node, free[node] - gpus)
         self._account(w.team, w.gpu_type, w.gpus, now)
+        if w.reservation is not None:
+            self.launch_used[w.reservation] = self.launch_used.get(w.reservation, 0) + w.gpus
         job = RunningJob(w, placement, now, attained, checkpoint_interval_s,
                          borrowed_gpus=borrowed_gpus)
         self.running[job_id] = job
@@ -430,4 +433,10 @@ class ClusterState:
             self._set_free(node, self.free[node] + gpus)
         w = job.workload
         self._account(w.team, w.gpu_type, -w.gpus, now)
+        if w.reservation is not None:
+            left = self.launch_used.get(w.reservation, 0) - w.gpus
+            if left > 0:
+                self.launch_used[w.reservation] = left
+            else:
+                self.launch_used.pop(w.reservation, None)
         return job

@@ -118,8 +118,8 @@ def _drive(loop: SchedulerLoop, backend: ReplayBackend, clock: VirtualClock,
         candidates = [t for t in (order[k].submit_time if k < len(order) else None,
                                   backend.next_event(), loop.next_wake()) if t is not None]
         live = loop.live
-        if live is not None and live.changed and live.state is not None \
-                and live.state.num_pending:
+        if live is not None and live.changed and live.state is not None and (
+                live.state.num_pending or live.state.launches_open(clock.t)):
             candidates.append(clock.t)  # a run ended at once: another cycle now
         if not candidates:
             break

@@ -25,6 +25,7 @@ from enum import IntEnum
 
 from allotment.domain.cluster import Cluster
 from allotment.domain.org import OrgTree
+from allotment.domain.reservation import LaunchReservation
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler import apply as path
 from allotment.scheduler.cycle import decide
@@ -125,11 +126,13 @@ def simulate(
     progress: Callable[[float], None] | None = None,
     observer: Callable[[ClusterState, Decisions, float], None] | None = None,
     budgets: dict[BudgetKey, float] | None = None,
+    launches: Sequence[LaunchReservation] = (),
 ) -> SimResult:
     """Replay ``workloads`` through ``policy``; deterministic for the same inputs.
 
     ``observer(state, decisions, now)`` is called after each cycle's decisions are applied.
     ``budgets``: GPU-hours per (team, GPU type) for the whole trace (its period).
+    ``launches``: the launch reservations (approved; times on the trace's clock).
     """
     cfg = config or SimConfig()
     started = time.perf_counter()
@@ -137,6 +140,7 @@ def simulate(
                          usage_half_life_s=policy.config.usage_half_life_s)
     state.ledger = make_ledger(policy.config.credit_half_life_s, policy.config.credit_cap,
                                budgets)
+    state.set_launches(launches)
     journal = Journal(workloads, cfg.record_events)
     runs: dict[JobId, _Run] = {}
     durations: dict[JobId, float] = {}
@@ -200,7 +204,7 @@ def simulate(
             if progress is not None and submitted % 1000 == 0:
                 progress(submitted / total)
         changed = bool(ended or arrivals)
-        if not path.should_decide(state, changed, wake_due):
+        if not path.should_decide(state, changed, wake_due, now):
             if not state.num_pending:
                 last_decisions = Decisions()
             continue

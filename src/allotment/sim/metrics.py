@@ -25,6 +25,13 @@ Definitions (all GPU quantities per GPU type, then summed):
   <= its guarantee), the 99th percentile (nearest rank) of the time from submission to
   first start. A rejected job is left out; one that never started counts its wait up to
   the end of the replay. 0 when no job fits.
+- reservations (launch reservations, ``scheduler.launch``), per reservation: ``ready_s``,
+  the first time its nodes had its N GPUs free or running its jobs (None: never);
+  ``used_gpu_hours``, its jobs' GPU-time within its window; ``held_idle_gpu_hours``, from
+  the choice of its nodes to its end, min(free GPUs on its nodes, N - GPUs of its jobs);
+  ``held_idle_before_start_gpu_hours``, the part of that before its start.
+  Its nodes count as held for idle-while-waiting, but not in reserved_idle_gpu_hours
+  (which is about gangs).
 """
 
 from __future__ import annotations
@@ -88,6 +95,7 @@ class RunMetrics:
     guaranteed_start_jobs: int = 0
     queue_by_gang: dict[str, dict[str, float | int]] = field(default_factory=dict)
     jcts_by_gang: dict[str, list[float]] = field(default_factory=dict)  # sorted, per bucket
+    reservations: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         """The keys of ``summary.json`` for one policy (``wall_s`` is added by the caller)."""
@@ -97,7 +105,7 @@ class RunMetrics:
             "median_jct_s", "p95_jct_s", "p99_jct_s", "avg_queue_s", "median_queue_s",
             "p95_queue_s", "p99_queue_s", "min_team_guarantee_satisfaction", "jain_fairness",
             "preemptions", "preempted_gpu_hours_lost", "makespan_s", "guaranteed_start_p99_s",
-            "guaranteed_start_jobs", "queue_by_gang",
+            "guaranteed_start_jobs", "queue_by_gang", "reservations",
         )
         return {k: getattr(self, k) for k in keys}
 
@@ -178,6 +186,9 @@ class MetricsRecorder:
         }
         self.rejected_ids: set[JobId] = set()
         self.team_rows = [(i, org.names[i], self.teams[org.names[i]]) for i in self.team_idx]
+        # per launch reservation: [ready time or None, used GPU-s, held idle GPU-s, the part
+        # of it before the start]
+        self.launch: dict[str, list[float | None]] = {}
 
     def rejected(self, job_id: JobId) -> None:
         self.rejected_ids.add(job_id)
@@ -196,15 +207,19 @@ class MetricsRecorder:
         self.alloc_gpu_s += alloc * dt
         self._bin(self.t, now, alloc)
         held = {n for r in d.reservations for n in r.nodes}
+        booked = self._launches(now) if state.launch_nodes else set()
+        held -= booked
+        both = held | booked
         for t, type_free in state.type_free.items():
             # from the state's per-type aggregates: free GPUs on held (reserved) nodes,
             # on the others, and the largest free block on an unheld node
             reserved = sum(free[i] for i in held if cluster.nodes[i].gpu_type == t)
-            unheld = type_free - reserved
+            unheld = type_free - reserved - sum(
+                free[i] for i in booked if cluster.nodes[i].gpu_type == t)
             biggest = 0
             levels = state.levels[t]
             for f in range(len(levels) - 1, 0, -1):
-                if levels[f] and (not held or not levels[f] <= held):
+                if levels[f] and (not both or not levels[f] <= both):
                     biggest = f
                     break
             self.reserved_gpu_s += reserved * dt
@@ -218,6 +233,39 @@ class MetricsRecorder:
                 self.iww_gpu_s += min(unheld, fitting) * dt
         self._teams(dt)
         self.t = now
+
+    def _launches(self, now: float) -> set[int]:
+        """Integrate the launch reservations over [t, now); returns the nodes held."""
+        assert self.t is not None
+        state = self.state
+        a = self.t
+        booked: set[int] = set()
+        for name, nodes in state.launch_nodes.items():
+            r = state.launches[name]
+            if a >= r.end:
+                continue
+            booked.update(nodes)
+            rec = self.launch.setdefault(name, [None, 0.0, 0.0, 0.0])
+            free = sum(state.free[i] for i in nodes)
+            used = state.launch_used.get(name, 0)
+            if rec[0] is None and free + used >= r.gpus:
+                rec[0] = a
+            w0, w1 = max(a, r.start), min(now, r.end)
+            if w1 > w0:
+                rec[1] = (rec[1] or 0.0) + used * (w1 - w0)
+            idle = min(free, max(0, r.gpus - used))
+            rec[2] = (rec[2] or 0.0) + idle * (min(now, r.end) - a)
+            if a < r.start:
+                rec[3] = (rec[3] or 0.0) + idle * (min(now, r.start) - a)
+        return booked
+
+    def _launch_summary(self, name: str) -> dict[str, object]:
+        r = self.state.launches[name]
+        ready, used, idle, before = self.launch.get(name, [None, 0.0, 0.0, 0.0])
+        return {"team": r.team, "gpus": r.gpus, "start_s": r.start, "ready_s": ready,
+                "used_gpu_hours": round((used or 0.0) / 3600, 3),
+                "held_idle_gpu_hours": round((idle or 0.0) / 3600, 3),
+                "held_idle_before_start_gpu_hours": round((before or 0.0) / 3600, 3)}
 
     def _bin(self, a: float, b: float, alloc: int) -> None:
         assert self.t0 is not None
@@ -340,4 +388,6 @@ class MetricsRecorder:
             guaranteed_start_jobs=len(started),
             queue_by_gang=queue_by_gang(jobs),
             jcts_by_gang=by_gang,
+            reservations={name: self._launch_summary(name)
+                          for name in sorted(self.state.launches)},
         )

@@ -5,7 +5,8 @@ Generic CSV (the format for bringing your own ``sacct`` export):
     times in seconds (float); num_gpus an integer >= 1; duration >= 0; team non-empty;
     time_limit_s (the job's declared time limit, which the scheduler may use to estimate
     when GPUs free up; empty: none) > 0 and >= duration, since a job never runs past its
-    limit (a scheduler stops it there).
+    limit (a scheduler stops it there); reservation (empty: none) names a launch
+    reservation of the org file's ``reservations:`` that the job runs in.
 Slurm ``sacct`` export (``|``-separated, with its header line):
     sacct -a -X -D -P -S 2026-01-01 \
           -o jobidraw,account,user,submit,start,elapsedraw,alloctres,reqtres,state
@@ -166,6 +167,7 @@ def _generic(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> 
                 problems.append((line, "team", "empty"))
         gpu_type = row[col["gpu_type"]].strip() if "gpu_type" in col else ""
         user = row[col["user"]].strip() if "user" in col else ""
+        reservation = row[col["reservation"]].strip() if "reservation" in col else ""
         raw_limit = row[col["time_limit_s"]].strip() if "time_limit_s" in col else ""
         limit: float | None = None
         if raw_limit and len(problems) == before:
@@ -179,7 +181,7 @@ def _generic(path: Path, header: list[str], rows: list[list[str]], gpu: str) -> 
         if len(problems) == before:
             jobs.append(Workload(JobId(job_id), TeamId(team), GpuType(gpu_type or gpu),
                                  int(gpus), submit, k, duration=duration, estimate_s=limit,
-                                 user=user or None))
+                                 user=user or None, reservation=reservation or None))
     if problems:
         raise TraceFormatError(str(path), problems)
     return jobs

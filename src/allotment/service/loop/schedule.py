@@ -126,8 +126,9 @@ class DbSink:
         st = self.state
         for_team = (st.buckets[st.pending_index[p.for_job]].key[0]
                     if p.for_job in st.pending_index else None)
+        for_job: int | str = int(p.for_job) if p.for_job.isdigit() else str(p.for_job)
         self.entries.append(audit.Entry(now, "scheduler", "job.preempted", f"job:{jid}",
-                                        p.reason, {"for_job": int(p.for_job),
+                                        p.reason, {"for_job": for_job,
                                                    "for_team": for_team,
                                                    "grace_s": self.grace_s},
                                         f"team:{run.team}"))
@@ -188,7 +189,7 @@ def schedule(db: Database, live: Live, policy: Policy, now: float,
     it finds."""
     st = live.state
     wake_due = live.wake_due(now)
-    if st is None or not path.should_decide(st, live.changed, wake_due):
+    if st is None or not path.should_decide(st, live.changed, wake_due, now):
         if st is not None and not st.num_pending:
             live.changed = False
         return None, None
