@@ -60,6 +60,23 @@ def _token_id(w: World) -> int:
     return int(r.json()["id"])
 
 
+def _start() -> str:
+    """A window of its own for each reservation (so none conflicts with another)."""
+    return f"{2030 + next(_n) // 300}-01-01T00:00:00Z".replace(
+        "-01-01", f"-{next(_n) % 12 + 1:02d}-{next(_n) % 28 + 1:02d}")
+
+
+RESV = {"team": "llama", "gpus": 2, "hours": 1, "reason": "launch"}
+
+
+def _reservation(w: World, gpus: int = 2) -> str:
+    """A reservation of llama: approved at once (within its guarantee of 8), else pending."""
+    r = w.call("admin", "POST", "/v1/reservations", json={
+        **RESV, "gpus": gpus, "start": _start(), "name": f"r{next(_n)}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["name"])
+
+
 Make = Callable[[World], tuple[str, dict[str, Any] | None]]
 INV = {"nodes": [{"name": "n1", "gpu_type": "a100", "gpus": 8, "rack": 0},
                  {"name": "n2", "gpu_type": "a100", "gpus": 8, "rack": 1}]}
@@ -115,6 +132,17 @@ ROUTES: list[tuple[str, str, Make, dict[str, int]]] = [
      {"*": 403, "lead_own": 200, "lead_parent": 200, "admin": 200}),
     ("DELETE", "/v1/requests/{request_id}", lambda w: (f"/v1/requests/{_request(w)}", None),
      {"*": 403, "lead_own": 204, "lead_parent": 204, "admin": 204}),
+    ("POST", "/v1/reservations", lambda w: ("/v1/reservations", {
+        **RESV, "start": _start(), "name": f"r{next(_n)}"}),
+     {"*": 403, "lead_own": 201, "lead_parent": 201, "admin": 201}),
+    ("GET", "/v1/reservations", lambda w: ("/v1/reservations", None), {}),
+    ("GET", "/v1/reservations/{name}",
+     lambda w: (f"/v1/reservations/{_reservation(w)}", None), {}),
+    ("POST", "/v1/reservations/{name}/approve",
+     lambda w: (f"/v1/reservations/{_reservation(w, 10)}/approve", None),
+     {"*": 403, "admin": 200}),
+    ("DELETE", "/v1/reservations/{name}", lambda w: (f"/v1/reservations/{_reservation(w)}", None),
+     {"*": 403, "lead_own": 200, "lead_parent": 200, "admin": 200}),
     ("POST", "/v1/plans", lambda w: ("/v1/plans", {"period": "2026-12"}),
      {"*": 403, "admin": 201}),
     ("GET", "/v1/plans", lambda w: ("/v1/plans", None), {}),

@@ -36,6 +36,8 @@ def submit(
     priority: Annotated[str, typer.Option(help="low, normal or high")] = "normal",
     preemptible: Annotated[bool, typer.Option(help="may be preempted when borrowing")] = True,
     time_limit_s: Annotated[float | None, typer.Option(help="time limit (estimates)")] = None,
+    reservation: Annotated[str | None, typer.Option(help="the launch reservation to run in")]
+    = None,
 ) -> None:
     """Submit a job: allot submit --team llama --gpus 8 -- python train.py"""
     if gpu_type is None:
@@ -47,8 +49,9 @@ def submit(
     job = _call("POST", "/v1/jobs", json={
         "team": team, "gpu_type": gpu_type, "gpus": gpus, "command": shlex.join(command),
         "name": name, "priority_class": priority, "preemptible": preemptible,
-        "time_limit_s": time_limit_s})
-    console.print(f"submitted job {job['id']} ({gpus} {gpu_type} GPUs for team {team})")
+        "time_limit_s": time_limit_s, "reservation": reservation})
+    console.print(f"submitted job {job['id']} ({gpus} {gpu_type} GPUs for team {team}"
+                  f"{', in reservation ' + reservation if reservation else ''})")
 
 
 @app.command()
@@ -86,6 +89,8 @@ def why(job_id: Annotated[int, typer.Argument(help="job id")]) -> None:
         console.print(f"  queue position {j['queue_position'] or '-'} among "
                       f"{j['gpu_type']} jobs; estimated start {_when(j['estimated_start'])}")
     console.print(f"  why: {j['reason']}", highlight=False)
+    if j.get("reservation"):
+        console.print(f"  in launch reservation {j['reservation']}", highlight=False)
     if j["placement"]:
         console.print(f"  on {j['placement']}, {j['borrowed_gpus']} GPUs borrowed")
     if j["preemptions"]:

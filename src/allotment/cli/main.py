@@ -2,7 +2,8 @@
 
 Importing a group's module registers its commands; this order is the order of
 ``allot --help`` (commands: version, simulate, plan, serve, scheduler, up, login, submit,
-jobs, why, cancel, usage; groups: org, inventory, admin, audit, dispute, slurm). The modules import
+jobs, why, cancel, usage, reserve; groups: reservations, org, inventory, admin, audit,
+dispute, slurm). The modules import
 ``cli/app.py``, never this one, so there is no import cycle."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from allotment.errors import AllotmentError
 
 # the order of registration is the order of the help
 # isort: off
-from allotment.cli import simulate, plan, service, client  # noqa: F401
+from allotment.cli import simulate, plan, service, client, reservations  # noqa: F401
 from allotment.cli import org, admin, audit, dispute, slurm, trace  # noqa: F401
 # isort: on
 

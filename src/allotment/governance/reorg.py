@@ -65,6 +65,7 @@ from allotment.scheduler.config import DEFAULTS
 from allotment.scheduler.state import SchedulerMemory
 from allotment.storage import audit, repo
 from allotment.storage import reorg as rows
+from allotment.storage import reservations as reservation_rows
 from allotment.storage.reorg import Moves
 from allotment.storage.repo import Conflict
 
@@ -424,6 +425,7 @@ REKEY: tuple[Step, ...] = (
     Step("disputes", rows.rekey_disputes),
     Step("users", rows.rekey_users),
     Step("budgets", rows.rekey_budgets),
+    Step("reservations", reservation_rows.rekey),
 )
 
 

@@ -59,6 +59,8 @@ Offset = Annotated[int, Query(ge=0, le=10**9), Digits]
 Limit = Annotated[int, Query(ge=1, le=500), Digits]
 Flag = Annotated[int, Query(ge=0, le=1), Digits]
 PeriodQuery = Annotated[str | None, Query(pattern=period.PATTERN)]  # YYYY-MM, 1970-2099
+ReservationName = Annotated[str, Path(min_length=1, max_length=64,
+                                      pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 NO_NUL = r"^[^\x00]*$"
 
 

@@ -20,7 +20,8 @@ Each rule is one dependency a route names in its signature (as the full-stack Fa
 template's ``CurrentUser``): ``CurrentUser`` (authenticated), ``AdminUser``, ``LeadUser``,
 ``MemberJob`` (the path's job, of one of the user's teams), ``LeadRequest`` (the path's
 request, of one of the lead's teams), ``VisibleDispute`` and ``ResolvableDispute`` (the
-rules of ``governance.disputes``). A dependency runs before the body is read, so an
+rules of ``governance.disputes``), ``LeadReservation`` (the path's launch reservation, of
+one of the lead's teams). A dependency runs before the body is read, so an
 unauthorised caller gets its 403 whatever it sent. The dashboard applies the same rule
 functions (``require_role``, ``require_team``, ``teams_of``) to its pages.
 """
@@ -36,11 +37,11 @@ from sqlalchemy.orm import Session
 from allotment.errors import InputError
 from allotment.governance import disputes as governance_disputes
 from allotment.service import security
-from allotment.service.bounds import Id
-from allotment.storage import disputes, repo, requests
+from allotment.service.bounds import Id, ReservationName
+from allotment.storage import disputes, repo, requests, reservations
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
-from allotment.storage.models import DisputeRow, JobRow, RequestRow, User
+from allotment.storage.models import DisputeRow, JobRow, RequestRow, ReservationRow, User
 
 SESSION_COOKIE = "allotment_session"  # a dashboard session's id (repo.open_session)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -198,10 +199,19 @@ def resolvable_dispute(dispute_id: Id, s: SessionDep, user: CurrentUser) -> Disp
     return row
 
 
+def lead_reservation(name: ReservationName, s: SessionDep, user: LeadUser) -> ReservationRow:
+    """The rule "a lead of this reservation's team": a lead (else 403), then the
+    reservation (404 if none), if it is of one of the lead's teams (else 403)."""
+    row = reservations.get(s, name)
+    require_team(s, user, row.team)
+    return row
+
+
 MemberJob = Annotated[JobRow, Depends(member_job)]
 LeadRequest = Annotated[RequestRow, Depends(lead_request)]
 VisibleDispute = Annotated[DisputeRow, Depends(visible_dispute)]
 ResolvableDispute = Annotated[DisputeRow, Depends(resolvable_dispute)]
+LeadReservation = Annotated[ReservationRow, Depends(lead_reservation)]
 
 
 def now(request: Request) -> float:

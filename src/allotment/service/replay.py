@@ -23,6 +23,7 @@ from allotment.backends.fake import ReplayBackend
 from allotment.domain.cluster import Cluster, GpuType
 from allotment.domain.org import OrgTree
 from allotment.domain.orgspec import org_to_data
+from allotment.domain.reservation import LaunchReservation
 from allotment.domain.workload import JobId, Workload
 from allotment.errors import InputError
 from allotment.policies import make_policy
@@ -36,6 +37,7 @@ from allotment.sim.metrics import MetricsRecorder
 from allotment.storage import budgets as budget_rows
 from allotment.storage import jobs as jobrepo
 from allotment.storage import repo
+from allotment.storage import reservations as reservation_rows
 from allotment.storage.db import Database
 
 PRIORITY_CLASS = {-1: "low", 0: "normal", 1: "high"}
@@ -52,13 +54,17 @@ class VirtualClock:
 def replay(workloads: Sequence[Workload], cluster: Cluster, org: OrgTree,
            config: SchedulerConfig, sim: SimConfig | None = None,
            progress: Callable[[float], None] | None = None,
-           budgets: dict[tuple[str, GpuType], float] | None = None) -> SimResult:
+           budgets: dict[tuple[str, GpuType], float] | None = None,
+           launches: Sequence[LaunchReservation] = ()) -> SimResult:
     """Replay ``workloads`` through the service loop under ``config``; ``budgets`` (GPU-hours
-    per team and GPU type) are the org file's, for the whole trace."""
+    per team and GPU type) are the org file's, for the whole trace; ``launches`` (times on
+    the trace's clock) are stored as approved reservations, which the loop loads as it loads
+    real ones."""
     cfg = sim or SimConfig()
     started = time.perf_counter()
     policy = make_policy(config.policy, config)
     check = ClusterState(cluster, org)
+    check.set_launches(launches)
     for w in workloads:
         check.validate(w)
         if w.priority not in PRIORITY_CLASS:
@@ -75,6 +81,12 @@ def replay(workloads: Sequence[Workload], cluster: Cluster, org: OrgTree,
                                    for n in cluster.nodes], "replay", t0)
             repo.set_org(s, org_to_data(org), "replay", t0)
             budget_rows.set_period(s, "default", budgets or {}, "replay")
+            for r in launches:
+                reservation_rows.add(
+                    s, name=r.name, team=r.team, gpu_type=str(r.gpu_type), gpus=r.gpus,
+                    start_time=r.start, end_time=r.end, reason="org file", requested_by="replay",
+                    status=reservation_rows.APPROVED, approved_by="replay", created_at=t0,
+                    impact={})
         clock = VirtualClock(t0)
         names: dict[JobId, JobId] = {}
         journal = Journal(workloads, cfg.record_events, names)
@@ -128,7 +140,8 @@ def _drive(loop: SchedulerLoop, backend: ReplayBackend, clock: VirtualClock,
                     w = order[k]
                     row = jobrepo.submit(s, w.user or "replay", jobrepo.JobSpec(
                         w.team, w.gpu_type, w.gpus, f"replay {w.id}", w.id[:128],
-                        PRIORITY_CLASS[w.priority], w.preemptible, w.estimate_s), now)
+                        PRIORITY_CLASS[w.priority], w.preemptible, w.estimate_s,
+                        w.reservation), now)
                     names[JobId(str(row.id))] = w.id
                     backend.durations[row.id] = w.duration or 0.0
                     k += 1

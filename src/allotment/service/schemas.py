@@ -145,6 +145,8 @@ class JobCreate(In):
     priority_class: Literal["low", "normal", "high"] = "normal"
     preemptible: bool = True
     time_limit_s: float | None = Field(default=None, gt=0, le=365 * 86400)
+    reservation: str | None = Field(default=None, min_length=1, max_length=64,
+                                    description="the launch reservation the job runs in")
 
 
 class JobPublic(Out):
@@ -179,6 +181,7 @@ class JobPublic(Out):
     idle_warned_at: float | None
     idle_gpu_hours: float
     last_util_pct: float | None
+    reservation: str | None = None
 
 
 class SampleIn(In):
@@ -402,3 +405,34 @@ class InventoryApplied(InventoryPublic):
 
     changes: list[InventoryChangePublic]
     dry_run: bool
+
+
+class ReservationCreate(In):
+    """A launch reservation asked for (``governance.reservations`` has the rules)."""
+
+    team: str = Field(min_length=1, max_length=128)
+    gpus: int = Field(ge=1, le=10_000_000)
+    gpu_type: str | None = Field(default=None, min_length=1, max_length=64,
+                                 description="may be left out when the cluster has one type")
+    start: str = Field(min_length=1, max_length=64,
+                       description="ISO 8601 date and time; without an offset: UTC")
+    hours: float = Field(gt=0, le=31 * 24)
+    reason: str = Field(min_length=1, max_length=4000)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                             description="default: <team>-<start as YYYYmmddHHMM>")
+
+
+class ReservationPublic(Out):
+    name: str
+    team: str
+    gpu_type: str
+    gpus: int
+    start: str = Field(description="ISO 8601, UTC")
+    hours: float
+    end: str = Field(description="ISO 8601, UTC")
+    reason: str
+    status: str = Field(description="pending, approved or cancelled")
+    requested_by: str
+    approved_by: str | None = Field(description="the admin, or auto (within the guarantee)")
+    impact: dict[str, Any] = Field(description="beyond_guarantee, team_guarantee, "
+                                   "from_unguaranteed, shrinks (team -> GPUs), text")

@@ -3,8 +3,9 @@
 Writers note a change in the same transaction as the change itself, so the loop sees every
 committed change exactly once, in any commit order: it reads every row present, applies
 them, and deletes exactly the rows it read (a row committed meanwhile stays for the next
-tick). Kinds: ``submit`` and ``cancel`` (with the job), ``reshape`` (inventory, org tree or
-quotas changed: the loop rebuilds its state from the database).
+tick). Kinds: ``submit`` and ``cancel`` (with the job), ``reshape`` (inventory, org tree,
+quotas or the approved launch reservations changed: the loop rebuilds its state from the
+database).
 """
 
 from __future__ import annotations

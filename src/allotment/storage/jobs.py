@@ -35,6 +35,7 @@ class JobSpec:
     priority_class: str = "normal"
     preemptible: bool = True
     time_limit_s: float | None = None
+    reservation: str | None = None  # the launch reservation it runs in (checked by the caller)
 
 
 def submit(s: Session, user: str, spec: JobSpec, now: float) -> JobRow:
@@ -58,7 +59,7 @@ def submit(s: Session, user: str, spec: JobSpec, now: float) -> JobRow:
     job = JobRow(team=spec.team, user=user, name=spec.name, gpu_type=spec.gpu_type,
                  gpus=spec.gpus, command=spec.command, priority_class=spec.priority_class,
                  preemptible=spec.preemptible, time_limit_s=spec.time_limit_s,
-                 state=S.PENDING, submit_time=now,
+                 reservation=spec.reservation, state=S.PENDING, submit_time=now,
                  reason="submitted; waiting for the next scheduling cycle",
                  placement=[], gpu_ids={})
     s.add(job)
@@ -172,7 +173,7 @@ def pending(s: Session) -> list[JobRow]:
 PENDING_COLUMNS = (JobRow.id, JobRow.team, JobRow.user, JobRow.gpu_type, JobRow.gpus,
                    JobRow.submit_time, JobRow.priority_class, JobRow.preemptible,
                    JobRow.time_limit_s, JobRow.attained_gpu_s, JobRow.hold_until,
-                   JobRow.state)
+                   JobRow.state, JobRow.reservation)
 LAUNCH_COLUMNS = (JobRow.id, JobRow.attempts, JobRow.team, JobRow.user, JobRow.command,
                   JobRow.gpus, JobRow.gpu_ids, JobRow.gpu_type, JobRow.borrowed_gpus,
                   JobRow.first_start)

@@ -198,7 +198,32 @@ class JobRow(Base):
     idle_warned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     idle_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     last_util_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the launch reservation the job runs in (``ReservationRow.name``), if any
+    reservation: Mapped[str | None] = mapped_column(String(64), nullable=True)
     __table_args__ = (Index("ix_jobs_team_state", "team", "state"), NEVER_REUSED)
+
+
+class ReservationRow(Base):
+    """A launch reservation (``governance.reservations``): ``gpus`` GPUs of ``gpu_type``
+    for ``team`` from ``start_time`` to ``end_time`` (Unix seconds). Status: pending (an
+    admin must approve: ``impact`` says whose guarantees shrink), approved (the scheduler
+    holds it), cancelled. Keyed by team name, so a reorganisation re-keys it."""
+
+    __tablename__ = "reservations"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    team: Mapped[str] = mapped_column(String(128))
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer)
+    start_time: Mapped[float] = mapped_column(Float)
+    end_time: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | cancelled
+    requested_by: Mapped[str] = mapped_column(String(64))
+    approved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    impact: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class SampleRow(Base):

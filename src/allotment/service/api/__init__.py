@@ -6,6 +6,7 @@
     jobs       /v1/jobs (submit, list, read, cancel, log, samples), /v1/queue
     usage      /v1/usage, /v1/usage/history
     requests   /v1/requests
+    reservations /v1/reservations (request, list, read, approve, cancel)
     plans      /v1/plans (run, list, read, compare, publish)
     disputes   /v1/disputes (file, list, read, resolve)
     audit      /v1/audit, /v1/audit/verify
@@ -19,8 +20,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from allotment.service.api import audit, disputes, jobs, meta, org, plans, requests, usage, users
+from allotment.service.api import (
+    audit,
+    disputes,
+    jobs,
+    meta,
+    org,
+    plans,
+    requests,
+    reservations,
+    usage,
+    users,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (meta.router, users.router, org.router, jobs.router,
-                                  usage.router, requests.router, plans.router,
-                                  disputes.router, audit.router)
+                                  usage.router, requests.router, reservations.router,
+                                  plans.router, disputes.router, audit.router)

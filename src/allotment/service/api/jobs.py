@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 
 from allotment.backends.files import read_tail
 from allotment.domain.jobstate import JobState
+from allotment.governance import reservations
 from allotment.service import schemas as sch
 from allotment.service.bounds import NO_NUL, CheckedJsonRoute, Limit, Offset
 from allotment.service.deps import (
@@ -43,9 +44,12 @@ def _job_public(j: JobRow) -> dict[str, Any]:
 def submit_job(body: sch.JobCreate, request: Request, s: SessionDep,
                user: CurrentUser) -> dict[str, Any]:
     require_member(s, user, body.team)
+    t = now(request)
+    if body.reservation is not None:
+        reservations.check_job(s, body.team, body.gpu_type, body.gpus, body.reservation, t)
     job = jobrepo.submit(s, user.name, jobrepo.JobSpec(
         body.team, body.gpu_type, body.gpus, body.command, body.name, body.priority_class,
-        body.preemptible, body.time_limit_s), now(request))
+        body.preemptible, body.time_limit_s, body.reservation), t)
     return _job_public(job)
 
 

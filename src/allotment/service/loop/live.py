@@ -31,6 +31,7 @@ from allotment.service.loop.rows import Run, idle_windows, job_id, workload
 from allotment.storage import budgets, inbox, repo
 from allotment.storage import jobs as jobrepo
 from allotment.storage import reorg as reorg_rows
+from allotment.storage import reservations as reservation_rows
 from allotment.storage.models import JobRow
 
 log = logging.getLogger("allotment.scheduler")
@@ -211,6 +212,9 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
     if org is not None:
         live.state = ClusterState(cluster, org, pending_key=policy.pending_key,
                                   usage_half_life_s=cfg.usage_half_life_s)
+        # the approved launch reservations (ended ones for a day), before any job naming
+        # one is added and before the memory (the nodes chosen per launch) is restored
+        live.state.set_launches(reservation_rows.launches(s, now))
         if refusal is not None:
             teams = len(org.team_ids)
             live.refusal = lambda team, user: refusal(team, user, teams)
@@ -224,6 +228,9 @@ def build(s: Session, now: float, policy: Policy, obs: path.Observer = path.NO_O
         if st is None or any(node not in live.index for node, _ in j.placement):
             continue
         w = workload(j)
+        if w.reservation is not None and w.reservation not in st.launches:
+            # its reservation was cancelled or ended long ago: it keeps running, as any job
+            w = dataclasses.replace(w, reservation=None)
         if st.unschedulable(w) is not None:
             continue
         st.submit(w, j.attained_gpu_s)

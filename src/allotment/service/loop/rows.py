@@ -27,7 +27,7 @@ def workload(j: JobRow | Any) -> Workload:
     """Of a job row, or a plain row with the columns of ``storage.jobs.PENDING_COLUMNS``."""
     return Workload(job_id(j.id), TeamId(j.team), GpuType(j.gpu_type), j.gpus, j.submit_time,
                     j.id, PRIORITY.get(j.priority_class, 0), j.preemptible, None,
-                    j.time_limit_s, j.user)
+                    j.time_limit_s, j.user, j.reservation)
 
 
 @dataclass(slots=True)
