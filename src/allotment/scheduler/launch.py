@@ -30,6 +30,8 @@ ignore the minimum run time, like those of fill.
 
 from __future__ import annotations
 
+import time
+
 from allotment.domain.reservation import LaunchReservation
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt
@@ -37,6 +39,14 @@ from allotment.scheduler.placement import Placement
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.reservation import fill_cost, place_within
 from allotment.scheduler.snapshot import Snapshot
+
+
+def when(t: float) -> str:
+    """A time in words: epoch seconds (the service's clock) as UTC, a simulation's trace
+    seconds as they are."""
+    if t >= 1e9:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+    return f"t={t:g} s"
 
 
 def launch_job_id(name: str) -> JobId:
@@ -185,7 +195,7 @@ def _free_by_start(sc: Snapshot, r: LaunchReservation, nodes: tuple[int, ...],
             break
         covered += _gpus_on(job, here)
         _preempt(sc, job, r, d, f"reservation {r.name} of {r.team} starts at "
-                                f"{r.start:g}; its GPUs must be free by then")
+                                f"{when(r.start)}; its GPUs must be free by then")
 
 
 def is_protected(sc: Snapshot, job: RunningJob) -> bool:
@@ -205,7 +215,7 @@ def admit_reserved(sc: Snapshot, w: Workload, d: Decisions, grace_s: float
     assert w.reservation is not None
     r = sc.state.launches[w.reservation]
     if sc.now < r.start:
-        return None, f"waits for reservation {r.name}, which starts at {r.start:g}"
+        return None, f"waits for reservation {r.name}, which starts at {when(r.start)}"
     nodes = sc.launch_held.get(r.name, ())
     used = sc.state.launch_used.get(r.name, 0) + sc.launch_admitted.get(r.name, 0)
     if used + w.gpus > r.gpus:
@@ -216,7 +226,7 @@ def admit_reserved(sc: Snapshot, w: Workload, d: Decisions, grace_s: float
         sc.launch_admitted[r.name] = sc.launch_admitted.get(r.name, 0) + w.gpus
         return placement, ""
     if sc.now + grace_s >= r.end:
-        return None, (f"reservation {r.name} ends at {r.end:g}, before GPUs lent as fill "
+        return None, (f"reservation {r.name} ends at {when(r.end)}, before GPUs lent as fill "
                       f"could be freed for it")
     here = set(nodes)
     incoming = sum(sc.incoming.get(i, 0) for i in nodes)
@@ -262,7 +272,7 @@ def ended(sc: Snapshot, w: Workload) -> str | None:
     if r is None:
         return f"reservation {w.reservation} is no longer known"
     if sc.now >= r.end:
-        return f"reservation {r.name} ended at {r.end:g}"
+        return f"reservation {r.name} ended at {when(r.end)}"
     return None
 
 
