@@ -456,6 +456,48 @@ def test_a_gang_naming_the_reservation_starts_on_time(world: World,
     assert nodes and placed <= nodes, (nodes, placed)
 
 
+# -- the dashboard's forms -------------------------------------------------------------------
+def test_dashboard_forms_follow_the_api_rules(world: World) -> None:
+    """The reservations page: a lead's request (refused without the CSRF field or from
+    another origin; a mistake and a conflict shown on the page, nothing written), an
+    admin's approve, a lead's cancel; a member sees no form and may not cancel."""
+    from tests.service.dashboard_login import ORIGIN, csrf_on, ui_get, ui_login
+
+    lead = ui_login(world, "lead_own")
+    csrf = csrf_on(lead, "/ui/reservations")
+    good = {"team": "llama", "gpus": "12", "gpu_type": "a100", "start": iso(T0 + 86400),
+            "hours": "48", "reason": "flagship", "name": "flag", "csrf": csrf}
+    for data, headers in (({**good, "csrf": "0" * 32}, {"Origin": ORIGIN}),
+                          (good, {"Origin": "https://evil.example"})):
+        assert lead.post("/ui/reservations", data=data, headers=headers).status_code == 403
+    r = lead.post("/ui/reservations", data={**good, "hours": "NaN"}, headers={"Origin": ORIGIN})
+    assert r.status_code == 422 and 'id="e-hours"' in r.text
+    r = lead.post("/ui/reservations", data={**good, "gpus": "99"}, headers={"Origin": ORIGIN})
+    assert r.status_code == 409 and "has 16: 83 GPUs short" in r.text
+    assert count(world, ReservationRow) == 0
+    r = lead.post("/ui/reservations", data=good, headers={"Origin": ORIGIN})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/reservations?made=flag"
+    html = ui_get(lead, "/ui/reservations?made=flag")
+    assert "Reservation flag: pending." in html
+    assert "vision&#39;s guarantee shrinks by 4 (8 -&gt; 4)" in html
+    assert "Approve reservation flag" not in html  # a lead does not approve
+    admin = ui_login(world, "admin")
+    r = admin.post("/ui/reservations/flag/approve", data={"csrf": csrf_on(
+        admin, "/ui/reservations")}, headers={"Origin": ORIGIN})
+    assert r.status_code == 303
+    assert world.call("admin", "GET", "/v1/reservations/flag").json()["approved_by"] == "root"
+    member = ui_login(world, "member_own")
+    html = ui_get(member, "/ui/reservations")
+    assert 'action="/ui/reservations"' not in html and "Cancel reservation" not in html
+    r = member.post("/ui/reservations/flag/cancel", data={"csrf": csrf_on(
+        member, "/ui/reservations")}, headers={"Origin": ORIGIN})
+    assert r.status_code == 403
+    r = lead.post("/ui/reservations/flag/cancel", data={"csrf": csrf},
+                  headers={"Origin": ORIGIN})
+    assert r.status_code == 303
+    assert world.call("admin", "GET", "/v1/reservations/flag").json()["status"] == "cancelled"
+
+
 # -- the replay engine --------------------------------------------------------------------------
 def test_the_replay_engine_loads_launches_like_real_ones() -> None:
     """``replay(launches=...)`` stores them as approved reservations, which its loop loads:
