@@ -486,6 +486,9 @@ def test_dashboard_forms_follow_the_api_rules(world: World) -> None:
         admin, "/ui/reservations")}, headers={"Origin": ORIGIN})
     assert r.status_code == 303
     assert world.call("admin", "GET", "/v1/reservations/flag").json()["approved_by"] == "root"
+    job = world.submit("member_own", gpus=8, reservation="flag")["id"]
+    html = ui_get(ui_login(world, "member_own"), f"/ui/jobs/{job}")
+    assert '<a href="/ui/reservations#resv-flag">flag</a>' in html
     member = ui_login(world, "member_own")
     html = ui_get(member, "/ui/reservations")
     assert 'action="/ui/reservations"' not in html and "Cancel reservation" not in html
