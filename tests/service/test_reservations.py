@@ -382,6 +382,26 @@ def test_reservations_follow_renames_and_merges(world: World) -> None:
     assert job.status_code == 201, job.text
 
 
+def test_a_removed_teams_reservations_are_cancelled(world: World) -> None:
+    """vision removed (no work): its approved reservation is cancelled, so no GPUs are
+    freed for a team that is gone; llama's stays approved; the loop no longer holds it."""
+    loop = loop_for(world, FakeBackend())
+    assert reserve(world, "lead_other", team="vision", name="v").status_code == 201
+    assert reserve(world, name="l", start=iso(T0 + 5 * 86400)).status_code == 201
+    loop.tick()
+    assert sorted(loop.live.state.launches) == ["l", "v"]  # type: ignore[union-attr]
+    r = world.call("admin", "PUT", "/v1/org", json={"org": [
+        {"name": "research", "children": [{"name": "llama", "guaranteed": {"a100": 8}}]},
+        {"name": "platform", "children": [{"name": "infra"}]}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["moved"]["reservations"] == 1
+    got = {x["name"]: (x["team"], x["status"]) for x in
+           world.call("admin", "GET", "/v1/reservations").json()["items"]}
+    assert got == {"v": ("vision", "cancelled"), "l": ("llama", "approved")}
+    loop.tick()
+    assert sorted(loop.live.state.launches) == ["l"]  # type: ignore[union-attr]
+
+
 # -- the loop ---------------------------------------------------------------------------------
 def test_the_loop_loads_approved_reservations_and_follows_changes(world: World) -> None:
     """The state built by the loop holds the approved reservations only; approving one and
