@@ -183,6 +183,27 @@ def test_impact_rule(case: str, args: tuple[Any, ...], want: dict[str, Any]) -> 
     assert impact(*args) == want, case
 
 
+def test_concurrent_requests_never_overbook(world: World) -> None:
+    """12 clients at once ask for 4 GPUs each over the same window of 16 GPUs: exactly 4
+    are stored, the others refused as conflicts (each writer checks under the audit lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with LiveServer(world.client.app) as server:
+        def ask(k: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=60, headers=world.h("admin")) as c:
+                return c.post("/v1/reservations", json={
+                    "team": "llama" if k % 2 else "vision", "gpus": 4, "hours": 2,
+                    "start": iso(T0 + 86400), "reason": "race", "name": f"race{k}"}
+                    ).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = sorted(pool.map(ask, range(12)))
+    assert codes == [201] * 4 + [409] * 8, codes
+    assert count(world, ReservationRow) == 4
+
+
 # -- jobs naming a reservation --------------------------------------------------------------
 def test_submit_naming_a_reservation_is_checked(world: World) -> None:
     """A job may name an approved or pending reservation of its team that has not ended and
