@@ -76,8 +76,9 @@ class ReplayBackend:
         if key in self.runs:
             return
         now = self.clock()
-        left = self.durations[spec.job_id] - self.done.get(spec.job_id, 0.0)
-        self.runs[key] = [now, now + left, None, None]
+        # (now + duration) - kept: the in-memory engine's order of operations, to the bit
+        ends_at = now + self.durations[spec.job_id] - self.done.get(spec.job_id, 0.0)
+        self.runs[key] = [now, ends_at, None, None]
 
     def status(self, job_id: int, attempt: int) -> RunStatus:
         run = self.runs.get((job_id, attempt))
@@ -93,8 +94,8 @@ class ReplayBackend:
                 run[3] = code = 143
                 kept = 0.0
                 ci = self.checkpoint_s
-                if ci is not None and ci > 0:
-                    kept = ((now - start) // ci) * ci
+                if ci is not None and ci > 0:  # as RunningJob.last_checkpoint, to the bit
+                    kept = (start + ((now - start) // ci) * ci) - start
                 self.done[job_id] = self.done.get(job_id, 0.0) + kept
         return RunStatus(RunState.ALIVE) if code is None else RunStatus(RunState.EXITED, code)
 

@@ -137,7 +137,7 @@ def simulate(
                 from allotment.service.replay import replay
 
                 res = replay(jobs, cluster, tree, dataclasses.replace(cfg, policy=name),
-                             sim_cfg, progress=advance, budgets=budgets)
+                             sim_cfg, progress=advance, budgets=budgets, launches=launches)
             else:
                 res = run_sim(jobs, cluster, tree, make_policy(name, cfg), sim_cfg,
                               progress=advance, budgets=budgets, launches=launches)

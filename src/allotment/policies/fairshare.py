@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from allotment.domain.workload import JobId, RunningJob, Workload
-from allotment.policies.incentives import beyond_class, credited_path, within_guarantee
+from allotment.policies.incentives import beyond_class, credited_path, over_budget, within_guarantee
 from allotment.policies.las import LasQueues
 from allotment.scheduler.policy import LasPreemption, OrderKey
 from allotment.scheduler.snapshot import Snapshot
@@ -86,11 +86,18 @@ class FairSharePolicy(LasQueues):
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
     def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
-        beyond = beyond_class(sc, w)  # 2: past its budget (policies.incentives)
-        path = fair_share_path(sc, w.team)
+        # (``beyond_class``, ``fair_share_path`` and ``_key`` inlined: the hottest call of a
+        # cycle that admits thousands of jobs)
+        if sc.state.ledger.budget_gpu_s and over_budget(sc, w):
+            beyond = 2  # past its budget (policies.incentives)
+        else:
+            beyond = 0 if sc.within_guarantee(w) else 1
+        team = w.team
+        path = sc.team_cache.get(team) or fair_share_path(sc, team)
         if beyond:
-            path = credited_path(sc, w.team, path)
-        return self._key(w, beyond, path, self.level(attained_gpu_s))
+            path = credited_path(sc, team, path)
+        level = 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
+        return (beyond, level * beyond, path, team, -w.priority, level, w.submit_time, w.seq)
 
     def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
                           attained: dict[JobId, float]) -> list[OrderKey]:

@@ -60,12 +60,22 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         w0 = bucket.jobs[0]
         heap.append((policy.order_key(sc, w0, attained[w0.id]), seq, bucket, 0, 0))
         seq += 1
+    versions = sc.versions  # per top-level org node (``Snapshot.version``)
+    org = state.org
+    top_of: dict[str, int] = {}  # team -> its top-level org node
+
+    def top(team: str) -> int:
+        t = top_of.get(team)
+        if t is None:
+            t = top_of[team] = org.path[org.index[team]][0]
+        return t
+
     def push_next(bucket: Bucket, pos: int, seq: int) -> int:
         """Queue the job behind ``pos`` in ``bucket``; returns the next heap sequence."""
         if pos + 1 < len(bucket.jobs):
             nxt = bucket.jobs[pos + 1]
             heapq.heappush(heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket,
-                                  pos + 1, sc.version(nxt.team)))
+                                  pos + 1, versions.get(top(nxt.team), 0)))
             return seq + 1
         return seq
 
@@ -77,19 +87,21 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     while heap:
         key, _, bucket, pos, version = heapq.heappop(heap)
         w = bucket.jobs[pos]
-        if rekey and version != sc.version(w.team):
-            fresh = policy.order_key(sc, w, attained[w.id])
-            if fresh != key and heap and fresh > heap[0][0]:
-                heapq.heappush(heap, (fresh, seq, bucket, pos, sc.version(w.team)))
-                seq += 1
-                continue
+        if rekey:
+            current = versions.get(top(w.team), 0)
+            if version != current:
+                fresh = policy.order_key(sc, w, attained[w.id])
+                if fresh != key and heap and fresh > heap[0][0]:
+                    heapq.heappush(heap, (fresh, seq, bucket, pos, current))
+                    seq += 1
+                    continue
         # 4a. a job naming a launch reservation runs on its nodes only (``launch``)
         if w.reservation is not None:
             why = launch.ended(sc, w)
             if why is not None:
                 d.rejects.extend(Reject(j.id, why) for j in bucket.jobs[pos:])
                 continue
-            placement, why = launch.admit_reserved(sc, w, d)
+            placement, why = launch.admit_reserved(sc, w, d, policy.config.grace_s)
             if placement is not None:
                 d.admits.append(Admit(w.id, placement))
                 sc.admit(w, placement)

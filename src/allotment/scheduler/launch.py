@@ -20,7 +20,8 @@ For a reservation R of N GPUs over [S, E), grace period g and lead l
     until the free GPUs there plus those on their way out cover N: their grace ends at S.
   - from S to E (window): jobs naming R start on R's nodes only, up to N GPUs at a time,
     without a quota check (R was approved), and are never victims of other jobs; when one
-    does not fit, the fill on R's nodes is preempted, least lost work first, until it does.
+    does not fit, the fill on R's nodes is preempted, least lost work first, until it does
+    (not within g of E: the window would be over first).
   - from E: R's nodes are ordinary capacity again; its jobs still running go on as
     ordinary jobs; jobs naming R that still wait are rejected.
 R's preemptions happen under every policy (an approved booking, not a policy's choice) and
@@ -196,10 +197,11 @@ def is_protected(sc: Snapshot, job: RunningJob) -> bool:
     return r is not None and sc.now < r.end
 
 
-def admit_reserved(sc: Snapshot, w: Workload, d: Decisions
+def admit_reserved(sc: Snapshot, w: Workload, d: Decisions, grace_s: float
                    ) -> tuple[Placement | None, str]:
     """A job naming a reservation: where it starts now, else why not (and the fill
-    preempted for it). Rejections are the caller's: ``ended`` below."""
+    preempted for it, unless the window ends before that fill's grace would). Rejections
+    are the caller's: ``ended`` below."""
     assert w.reservation is not None
     r = sc.state.launches[w.reservation]
     if sc.now < r.start:
@@ -213,6 +215,9 @@ def admit_reserved(sc: Snapshot, w: Workload, d: Decisions
     if placement is not None:
         sc.launch_admitted[r.name] = sc.launch_admitted.get(r.name, 0) + w.gpus
         return placement, ""
+    if sc.now + grace_s >= r.end:
+        return None, (f"reservation {r.name} ends at {r.end:g}, before GPUs lent as fill "
+                      f"could be freed for it")
     here = set(nodes)
     incoming = sum(sc.incoming.get(i, 0) for i in nodes)
     have = sum(sc.free[i] for i in nodes) + incoming
