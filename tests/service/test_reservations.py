@@ -183,6 +183,27 @@ def test_impact_rule(case: str, args: tuple[Any, ...], want: dict[str, Any]) -> 
     assert impact(*args) == want, case
 
 
+def test_concurrent_requests_never_overbook(world: World) -> None:
+    """12 clients at once ask for 4 GPUs each over the same window of 16 GPUs: exactly 4
+    are stored, the others refused as conflicts (each writer checks under the audit lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with LiveServer(world.client.app) as server:
+        def ask(k: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=60, headers=world.h("admin")) as c:
+                return c.post("/v1/reservations", json={
+                    "team": "llama" if k % 2 else "vision", "gpus": 4, "hours": 2,
+                    "start": iso(T0 + 86400), "reason": "race", "name": f"race{k}"}
+                    ).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = sorted(pool.map(ask, range(12)))
+    assert codes == [201] * 4 + [409] * 8, codes
+    assert count(world, ReservationRow) == 4
+
+
 # -- jobs naming a reservation --------------------------------------------------------------
 def test_submit_naming_a_reservation_is_checked(world: World) -> None:
     """A job may name an approved or pending reservation of its team that has not ended and
@@ -382,6 +403,26 @@ def test_reservations_follow_renames_and_merges(world: World) -> None:
     assert job.status_code == 201, job.text
 
 
+def test_a_removed_teams_reservations_are_cancelled(world: World) -> None:
+    """vision removed (no work): its approved reservation is cancelled, so no GPUs are
+    freed for a team that is gone; llama's stays approved; the loop no longer holds it."""
+    loop = loop_for(world, FakeBackend())
+    assert reserve(world, "lead_other", team="vision", name="v").status_code == 201
+    assert reserve(world, name="l", start=iso(T0 + 5 * 86400)).status_code == 201
+    loop.tick()
+    assert sorted(loop.live.state.launches) == ["l", "v"]  # type: ignore[union-attr]
+    r = world.call("admin", "PUT", "/v1/org", json={"org": [
+        {"name": "research", "children": [{"name": "llama", "guaranteed": {"a100": 8}}]},
+        {"name": "platform", "children": [{"name": "infra"}]}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["moved"]["reservations"] == 1
+    got = {x["name"]: (x["team"], x["status"]) for x in
+           world.call("admin", "GET", "/v1/reservations").json()["items"]}
+    assert got == {"v": ("vision", "cancelled"), "l": ("llama", "approved")}
+    loop.tick()
+    assert sorted(loop.live.state.launches) == ["l"]  # type: ignore[union-attr]
+
+
 # -- the loop ---------------------------------------------------------------------------------
 def test_the_loop_loads_approved_reservations_and_follows_changes(world: World) -> None:
     """The state built by the loop holds the approved reservations only; approving one and
@@ -454,6 +495,51 @@ def test_a_gang_naming_the_reservation_starts_on_time(world: World,
     placed = {n for n, _ in world.call("member_own", "GET", f"/v1/jobs/{gang}").json()[
         "placement"]}
     assert nodes and placed <= nodes, (nodes, placed)
+
+
+# -- the dashboard's forms -------------------------------------------------------------------
+def test_dashboard_forms_follow_the_api_rules(world: World) -> None:
+    """The reservations page: a lead's request (refused without the CSRF field or from
+    another origin; a mistake and a conflict shown on the page, nothing written), an
+    admin's approve, a lead's cancel; a member sees no form and may not cancel."""
+    from tests.service.dashboard_login import ORIGIN, csrf_on, ui_get, ui_login
+
+    lead = ui_login(world, "lead_own")
+    csrf = csrf_on(lead, "/ui/reservations")
+    good = {"team": "llama", "gpus": "12", "gpu_type": "a100", "start": iso(T0 + 86400),
+            "hours": "48", "reason": "flagship", "name": "flag", "csrf": csrf}
+    for data, headers in (({**good, "csrf": "0" * 32}, {"Origin": ORIGIN}),
+                          (good, {"Origin": "https://evil.example"})):
+        assert lead.post("/ui/reservations", data=data, headers=headers).status_code == 403
+    r = lead.post("/ui/reservations", data={**good, "hours": "NaN"}, headers={"Origin": ORIGIN})
+    assert r.status_code == 422 and 'id="e-hours"' in r.text
+    r = lead.post("/ui/reservations", data={**good, "gpus": "99"}, headers={"Origin": ORIGIN})
+    assert r.status_code == 409 and "has 16: 83 GPUs short" in r.text
+    assert count(world, ReservationRow) == 0
+    r = lead.post("/ui/reservations", data=good, headers={"Origin": ORIGIN})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/reservations?made=flag"
+    html = ui_get(lead, "/ui/reservations?made=flag")
+    assert "Reservation flag: pending." in html
+    assert "vision&#39;s guarantee shrinks by 4 (8 -&gt; 4)" in html
+    assert "Approve reservation flag" not in html  # a lead does not approve
+    admin = ui_login(world, "admin")
+    r = admin.post("/ui/reservations/flag/approve", data={"csrf": csrf_on(
+        admin, "/ui/reservations")}, headers={"Origin": ORIGIN})
+    assert r.status_code == 303
+    assert world.call("admin", "GET", "/v1/reservations/flag").json()["approved_by"] == "root"
+    job = world.submit("member_own", gpus=8, reservation="flag")["id"]
+    html = ui_get(ui_login(world, "member_own"), f"/ui/jobs/{job}")
+    assert '<a href="/ui/reservations#resv-flag">flag</a>' in html
+    member = ui_login(world, "member_own")
+    html = ui_get(member, "/ui/reservations")
+    assert 'action="/ui/reservations"' not in html and "Cancel reservation" not in html
+    r = member.post("/ui/reservations/flag/cancel", data={"csrf": csrf_on(
+        member, "/ui/reservations")}, headers={"Origin": ORIGIN})
+    assert r.status_code == 403
+    r = lead.post("/ui/reservations/flag/cancel", data={"csrf": csrf},
+                  headers={"Origin": ORIGIN})
+    assert r.status_code == 303
+    assert world.call("admin", "GET", "/v1/reservations/flag").json()["status"] == "cancelled"
 
 
 # -- the replay engine --------------------------------------------------------------------------

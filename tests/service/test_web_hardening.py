@@ -13,8 +13,8 @@ from allotment.storage.db import Database
 from tests.service.conftest import World, make_world
 from tests.service.dashboard_login import ORIGIN, browser, csrf_on, ui_get, ui_login
 
-PAGES = ["/ui", "/ui/teams", "/ui/jobs", "/ui/plans", "/ui/disputes", "/ui/audit",
-         "/ui/reports"]
+PAGES = ["/ui", "/ui/teams", "/ui/jobs", "/ui/plans", "/ui/reservations", "/ui/disputes",
+         "/ui/audit", "/ui/reports"]
 
 
 def test_security_headers_on_pages_and_api(world: World) -> None:
@@ -31,7 +31,7 @@ def test_security_headers_on_pages_and_api(world: World) -> None:
         assert h.get("referrer-policy") in ("same-origin", "no-referrer"), r.url
         assert "frame-ancestors 'none'" in h.get("content-security-policy", ""), r.url
         assert h.get("x-frame-options") == "DENY", r.url
-    for r in answers[:8]:
+    for r in answers[:len(PAGES) + 1]:
         csp = r.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp.split(
             "script-src")[1].split(";")[0], csp

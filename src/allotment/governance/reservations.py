@@ -22,7 +22,9 @@ team's guarantee of the type in the quotas in force at its start is approved at 
 admin approves it (``approve``, which checks the conflicts again). A pending or approved
 reservation may be cancelled (``cancel``) by a lead of its team or an admin. Every change
 is in the audit log (scope ``org``: every user reads the reservations) with its reason;
-approving, auto-approving and cancelling an approved one note a ``reshape`` in the
+two writers never both pass the conflict check: each holds the audit chain's head row
+(which every audited write takes) from before its check until it commits. Approving,
+auto-approving and cancelling an approved one note a ``reshape`` in the
 scheduler's inbox, so the loop rebuilds its state with the new set (``storage.reservations
 .launches``).
 
@@ -44,6 +46,7 @@ from sqlalchemy.orm import Session
 from allotment.domain.cluster import GpuType
 from allotment.errors import InputError
 from allotment.storage import audit, inbox, repo
+from allotment.storage import reorg as reorg_rows
 from allotment.storage import reservations as stored
 from allotment.storage.models import ReservationRow
 
@@ -221,6 +224,7 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
     if len(reason) > MAX_REASON:
         raise InputError("reason", f"at most {MAX_REASON} characters")
     end = start + hours * 3600.0
+    reorg_rows.lock(s)  # one writer at a time checks conflicts and writes (the audit head)
     if name is None:
         name = _unique_name(s, team, start)
     elif stored.find(s, name) is not None:
@@ -251,6 +255,7 @@ def approve(s: Session, row: ReservationRow, actor: str, now: float) -> Reservat
         raise repo.Conflict(f"reservation {row.name!r} is {row.status}, not pending")
     if row.end_time <= now:
         raise repo.Conflict(f"reservation {row.name!r} ended at {iso(row.end_time)}")
+    reorg_rows.lock(s)
     _refuse_conflicts(s, row.name, row.gpu_type, row.gpus, row.start_time, row.end_time)
     imp, text = _assess(s, row.name, row.team, row.gpu_type, row.gpus, row.start_time,
                         row.end_time)

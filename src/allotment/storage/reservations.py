@@ -86,9 +86,15 @@ def launches(s: Session, now: float, keep_ended_s: float = KEEP_ENDED_S
 
 def rekey(s: Session, m: Moves) -> int:
     """Reservations follow their team (a rename, a merge, a split's heir); a removed team's
-    stay under its name (history)."""
+    stay under its name (history), and those not cancelled yet are cancelled: no GPUs are
+    freed for a team that is gone."""
     n = 0
     for old, new in sorted(m.to.items()):
         n += s.execute(update(ReservationRow).where(ReservationRow.team == old)
                        .values(team=new)).rowcount  # type: ignore[attr-defined]
+    if m.removed:
+        n += s.execute(update(ReservationRow).where(
+            ReservationRow.team.in_(sorted(m.removed)),
+            ReservationRow.status.in_((PENDING, APPROVED))).values(status=CANCELLED)
+        ).rowcount  # type: ignore[attr-defined]
     return n

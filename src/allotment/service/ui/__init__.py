@@ -12,6 +12,7 @@ next to its field; no page shows a traceback.
     cluster    Cluster now, Teams
     jobs       My jobs and queue, a job's page, submit, cancel
     plans      Plans side by side, publish
+    reservations  Launch reservations: list, request (leads), approve, cancel
     disputes   Disputes by escalation level
     audit      the audit log and its verification
     reports    simulator reports and their plots
@@ -26,11 +27,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from allotment.service.ui import audit, cluster, disputes, jobs, login, plans, reports
+from allotment.service.ui import (
+    audit,
+    cluster,
+    disputes,
+    jobs,
+    login,
+    plans,
+    reports,
+    reservations,
+)
 from allotment.service.ui.errors import error_page, handles
 
 router = APIRouter()
-for _pages in (login, cluster, jobs, plans, disputes, audit, reports):
+for _pages in (login, cluster, jobs, plans, reservations, disputes, audit, reports):
     router.include_router(_pages.router)
 
 __all__ = ["error_page", "handles", "router"]

@@ -25,6 +25,7 @@ LOGIN_COOKIE = "allotment_login"  # the login form's pre-session CSRF secret
 STATIC = Path(__file__).resolve().parents[1] / "static"
 NAV = [("cluster", "/ui", "Cluster now"), ("teams", "/ui/teams", "Teams"),
        ("jobs", "/ui/jobs", "My jobs and queue"), ("plans", "/ui/plans", "Plans"),
+       ("reservations", "/ui/reservations", "Reservations"),
        ("disputes", "/ui/disputes", "Disputes"), ("audit", "/ui/audit", "Audit log"),
        ("reports", "/ui/reports", "Simulator reports")]
 # a job the dashboard offers to cancel (a terminating one is already stopping)
