@@ -454,6 +454,18 @@ def test_the_loop_loads_approved_reservations_and_follows_changes(world: World) 
     assert st is not None and sorted(st.launches) == ["big"]
 
 
+def test_a_job_naming_a_pending_reservation_says_why_without_a_cycle(world: World) -> None:
+    """Nothing else waits and no reservation is approved, so no cycle runs: the job's reason
+    still says that its reservation is not approved (not "waiting for the next cycle")."""
+    loop = loop_for(world, FakeBackend())
+    assert reserve(world, gpus=12, name="big", start=iso(T0 + 9 * 86400)).status_code == 201
+    loop.tick()
+    job = world.submit("member_own", gpus=8, reservation="big")["id"]
+    loop.tick()
+    body = world.call("member_own", "GET", f"/v1/jobs/{job}").json()
+    assert body["state"] == "pending" and "'big'" in body["reason"], body["reason"]
+
+
 @pytest.mark.parametrize("borrower_exits", ["within its grace", "only when killed"])
 def test_a_gang_naming_the_reservation_starts_on_time(world: World,
                                                       borrower_exits: str) -> None:

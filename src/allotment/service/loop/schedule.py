@@ -211,6 +211,7 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
     A queue's reasons are rebuilt only when its team's context, its head or a waiting
     reason in it changed (its signature); otherwise only its new jobs are explained."""
     if d is None and not rebuilt:
+        _explain_unschedulable(db, live)
         return
     if rebuilt:
         live.bucket_sig.clear()
@@ -287,6 +288,19 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
         queue_rows.write(s, order)
     live.explained.update(changed)
     live.estimated = {jid for jid, e in estimates.items() if e is not None}
+
+
+def _explain_unschedulable(db: Database, live: Live) -> None:
+    """Without a cycle: the reasons of jobs that arrived and cannot run here now (say, one
+    naming a reservation not approved yet), where they changed; nothing else is touched."""
+    changed = [(jid, (why, None)) for jid, why in live.unschedulable.items()
+               if live.explained.get(jid, ("", None))[0] != why]
+    if not changed:
+        return
+    with db.session() as s:
+        jobrepo.explain_many(s, [{"id": jid, "reason": r, "estimated_start": e}
+                                 for jid, (r, e) in changed])
+    live.explained.update(changed)
 
 
 def _limit(st: ClusterState, job: JobId, key: object) -> float | None:
