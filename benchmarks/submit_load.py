@@ -85,7 +85,8 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=64)
     args = ap.parse_args()
     allot = str(Path(sys.executable).parent / "allot")
-    with tempfile.TemporaryDirectory(prefix="allotment-submit-") as tmp:
+    # the jobs still running when the service stops may write their logs as the folder goes
+    with tempfile.TemporaryDirectory(prefix="allotment-submit-", ignore_cleanup_errors=True) as tmp:
         port = free_port()
         env = {**os.environ, "ALLOTMENT_CONFIG": f"{tmp}/config.json"}
         env.pop("ALLOTMENT_DB", None)

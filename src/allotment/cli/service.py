@@ -140,6 +140,8 @@ def _serve(db: str | None, host: str, port: int, data_dir: Path, fake: bool,
     private_service_files(data_dir, database.url)
     database.upgrade()
     database.check_audit_key()
+    if database.engine.dialect.name == "sqlite":  # local files: cheap to hold open
+        database.open_pool(50)
     runs = data_dir / "runs"
     loop = None
     if with_scheduler:  # the API alone runs no jobs: no executor, no accounts to check

@@ -29,6 +29,7 @@ from allotment.errors import AllotmentError, InputError
 from allotment.service.bounds import MAX_BODY_BYTES, BodyLimit, clip, public_error
 from allotment.service.loop import SchedulerLoop
 from allotment.storage.db import Database
+from allotment.storage.group import GroupCommit
 
 log = logging.getLogger("allotment.service")
 
@@ -67,6 +68,7 @@ def create_app(db: Database, loop: SchedulerLoop | None = None, settings: dict[s
     app = FastAPI(title="Allotment", version=__version__, lifespan=lifespan,
                   description="Fair, efficient sharing of a GPU fleet among teams.")
     app.state.db = db
+    app.state.group_commit = GroupCommit(db)
     app.state.settings = {"escalation_s": 2 * 86400.0, "clock": time.time,
                           "max_body_bytes": MAX_BODY_BYTES, **(settings or {})}
     from allotment.service import security

@@ -41,6 +41,7 @@ from allotment.service.bounds import Id, ReservationName
 from allotment.storage import disputes, repo, requests, reservations
 from allotment.storage import jobs as jobrepo
 from allotment.storage.db import Database
+from allotment.storage.group import GroupCommit
 from allotment.storage.models import DisputeRow, JobRow, RequestRow, ReservationRow, User
 
 SESSION_COOKIE = "allotment_session"  # a dashboard session's id (repo.open_session)
@@ -54,6 +55,13 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def group_commit(request: Request) -> GroupCommit:
+    """The app's group commit (``storage.group``), for routes whose small writes many
+    clients make at once (submitting a job)."""
+    group: GroupCommit = request.app.state.group_commit
+    return group
 
 
 def credential(request: Request) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from allotment.domain.cluster import Cluster, GpuType, Node
@@ -105,12 +105,17 @@ def issue_token(s: Session, user: User, now: float, actor: str | None = None
     return row, token
 
 
+# The queries every API request or every submit makes are built once: building a
+# statement costs more than running it (benchmarks/submit_load.py).
+_USER_BY_TOKEN = select(User).join(ApiToken, ApiToken.user_id == User.id).where(
+    ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None),
+    User.disabled_at.is_(None))
+
+
 def user_by_token(s: Session, token: str) -> User | None:
     """The user of an API token that is not revoked, if the user is not disabled (one
     query: every API request asks)."""
-    return s.execute(select(User).join(ApiToken, ApiToken.user_id == User.id).where(
-        ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None),
-        User.disabled_at.is_(None))).scalar()
+    return s.execute(_USER_BY_TOKEN, {"token_hash": hash_token(token)}).scalar()
 
 
 def get_user(s: Session, user_id: int) -> User:
@@ -295,9 +300,12 @@ def capacity(s: Session) -> dict[GpuType, int]:
     """Installed GPUs by type, down nodes included: quotas are planned against what is
     installed, so a node going down does not void the plan (its guarantees then wait or
     reclaim borrowed GPUs, as Kueue's nominal quotas do)."""
-    rows = s.execute(select(NodeRow.gpu_type, func.sum(NodeRow.gpus)).group_by(
-        NodeRow.gpu_type).order_by(NodeRow.gpu_type)).all()
+    rows = s.execute(_CAPACITY).all()
     return {GpuType(t): int(n) for t, n in rows}
+
+
+_CAPACITY = select(NodeRow.gpu_type, func.sum(NodeRow.gpus)).group_by(
+    NodeRow.gpu_type).order_by(NodeRow.gpu_type)
 
 
 # -- org tree and quotas --------------------------------------------------------------
@@ -411,9 +419,12 @@ def nodes_under(s: Session, node: str | None) -> set[str]:
 
 def is_team(s: Session, name: str) -> bool:
     """Whether ``name`` is an org node without children (one query)."""
-    child = select(OrgNodeRow.name).where(OrgNodeRow.parent == name).exists()
-    return s.execute(select(OrgNodeRow.name).where(OrgNodeRow.name == name, ~child)
-                     ).first() is not None
+    return s.execute(_IS_TEAM, {"name": name}).first() is not None
+
+
+_IS_TEAM = select(OrgNodeRow.name).where(
+    OrgNodeRow.name == bindparam("name"),
+    ~select(OrgNodeRow.name).where(OrgNodeRow.parent == bindparam("name")).exists())
 
 
 def set_quota(s: Session, period: str, team: str, gpu_type: str, guaranteed: int,
