@@ -190,19 +190,7 @@ def reservations_from_data(data: Any, tree: OrgTree) -> list[LaunchReservation]:
     out: list[LaunchReservation] = []
     for k, r in enumerate(spec.reservations):
         where = f"reservations[{k}]"
-        i = tree.index.get(r.team)
-        if i is None or not tree.is_team[i]:
-            raise OrgFileError(f"{where}.team", f"{r.team!r} is not a team of the org")
-        if r.gpu_type is None:
-            if len(tree.gpu_types) != 1:
-                raise OrgFileError(f"{where}.gpu_type",
-                                   f"required: the cluster has {list(tree.gpu_types)}")
-            t = tree.gpu_types[0]
-        elif r.gpu_type not in tree.gpu_types:
-            raise OrgFileError(f"{where}.gpu_type", f"unknown GPU type {r.gpu_type!r}; "
-                               f"cluster has {list(tree.gpu_types)}")
-        else:
-            t = GpuType(r.gpu_type)
+        t = _team_and_type(tree, r.team, r.gpu_type, where)
         if any(o.name == r.name for o in out):
             raise OrgFileError(f"{where}.name", f"a second reservation named {r.name!r}")
         new = LaunchReservation(r.name, r.team, t, r.gpus, r.start, r.start + r.hours * 3600)
@@ -221,23 +209,28 @@ def reservations_from_data(data: Any, tree: OrgTree) -> list[LaunchReservation]:
     return out
 
 
+def _team_and_type(tree: OrgTree, team: str, gpu_type: str | None, where: str) -> GpuType:
+    """An entry's team (a team of ``tree``) and GPU type (optional with one type), checked;
+    ``OrgFileError`` naming ``<where>.team`` or ``<where>.gpu_type`` otherwise."""
+    i = tree.index.get(team)
+    if i is None or not tree.is_team[i]:
+        raise OrgFileError(f"{where}.team", f"{team!r} is not a team of the org")
+    if gpu_type is None:
+        if len(tree.gpu_types) != 1:
+            raise OrgFileError(f"{where}.gpu_type",
+                               f"required: the cluster has {list(tree.gpu_types)}")
+        return tree.gpu_types[0]
+    if gpu_type not in tree.gpu_types:
+        raise OrgFileError(f"{where}.gpu_type", f"unknown GPU type {gpu_type!r}; "
+                           f"cluster has {list(tree.gpu_types)}")
+    return GpuType(gpu_type)
+
+
 def budgets_of(specs: list[BudgetSpec], tree: OrgTree,
                where: str) -> dict[tuple[str, GpuType], float]:
     out: dict[tuple[str, GpuType], float] = {}
     for k, b in enumerate(specs):
-        i = tree.index.get(b.team)
-        if i is None or not tree.is_team[i]:
-            raise OrgFileError(f"{where}[{k}].team", f"{b.team!r} is not a team of the org")
-        if b.gpu_type is None:
-            if len(tree.gpu_types) != 1:
-                raise OrgFileError(f"{where}[{k}].gpu_type",
-                                   f"required: the cluster has {list(tree.gpu_types)}")
-            t = tree.gpu_types[0]
-        elif b.gpu_type not in tree.gpu_types:
-            raise OrgFileError(f"{where}[{k}].gpu_type", f"unknown GPU type {b.gpu_type!r}; "
-                               f"cluster has {list(tree.gpu_types)}")
-        else:
-            t = GpuType(b.gpu_type)
+        t = _team_and_type(tree, b.team, b.gpu_type, f"{where}[{k}]")
         if (b.team, t) in out:
             raise OrgFileError(f"{where}[{k}]", f"a second budget for {b.team} and {t}")
         out[(b.team, t)] = b.gpu_hours
