@@ -2,11 +2,13 @@
 admin approves; the scheduler (``scheduler.launch``) then frees those GPUs by the start.
 
 A request (``request``) is checked in this order, the first problem refused naming its
-field (``InputError``, a 422): ``name`` ``[A-Za-z0-9._-]{1,64}`` (default
-``<team>-<start as YYYYmmddHHMM>``, made unique), ``team`` a known team, ``gpu_type`` one of
-the inventory (may be left out when it has one type), ``gpus`` a whole number >= 1,
-``hours`` finite, > 0 and at most 31 days, ``start`` finite and not in the past (a
-minute's slack, for a start typed as "now"), ``reason`` not empty.
+field (``InputError``, a 422): ``name`` ``[A-Za-z0-9._-]{1,64}`` and not ``.`` or ``..``
+(path segments that clients drop from a URL; default ``<team>-<start as YYYYmmddHHMM>``,
+made unique), ``team`` a known team, ``gpu_type`` one of the inventory (may be left out
+when it has one type), ``gpus`` a whole number >= 1, ``hours`` finite, > 0 and at most 31
+days, its window not empty (start + hours > start), ``start`` finite, from year 1 (UTC),
+not in the past (a minute's slack, for a start typed as "now"), with the window ending
+before year 10000 (UTC), ``reason`` not empty.
 
 Then two refusals with the reason (``Conflict``, a 409):
 
@@ -53,6 +55,8 @@ from allotment.storage.models import ReservationRow
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_HOURS = 31 * 24
 START_SLACK_S = 60.0
+# the window's end must be a date: 10000-01-01T00:00:00Z, past the last one there is
+LATEST_END = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() + 1.0
 MAX_REASON = 4000
 
 
@@ -68,9 +72,11 @@ def parse_start(text: str) -> float:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     try:
-        return t.timestamp()
+        at = t.timestamp()
+        datetime.fromtimestamp(at, UTC)  # before year 1 in UTC (an offset) is no date
     except (OverflowError, OSError, ValueError):
         raise InputError("start", f"{text[:40]!r} is out of range") from None
+    return at
 
 
 def iso(t: float) -> str:
@@ -195,9 +201,10 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
             name: str | None = None) -> ReservationRow:
     """Check, refuse or store a request (module docstring): approved at once when it fits
     the team's guarantee, else pending with its impact."""
-    if name is not None and (not isinstance(name, str) or not NAME.match(name)):
+    if name is not None and (not isinstance(name, str) or not NAME.match(name)
+                             or name in (".", "..")):
         raise InputError("name", f"{str(name)[:70]!r} must be 1 to 64 letters, digits, '.', "
-                         "'_' or '-'")
+                         "'_' or '-', and not '.' or '..'")
     if not isinstance(team, str) or not repo.is_team(s, team):
         raise InputError("team", f"unknown team {str(team)[:70]!r}")
     cap = repo.capacity(s)
@@ -219,6 +226,11 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
         raise InputError("start", "must be a finite time")
     if start < now - START_SLACK_S:
         raise InputError("start", f"{iso(start)} is in the past (now {iso(now)})")
+    if start + hours * 3600.0 <= start:
+        raise InputError("hours", f"{hours:g} hours is no time at that start: the window "
+                         "would be empty")
+    if start + hours * 3600.0 >= LATEST_END:
+        raise InputError("start", "the window must end before 10000-01-01T00:00:00Z")
     if not isinstance(reason, str) or not reason.strip():
         raise InputError("reason", "say why the GPUs are needed (the launch)")
     if len(reason) > MAX_REASON:
