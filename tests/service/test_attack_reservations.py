@@ -62,3 +62,55 @@ def test_a_dot_name_cannot_be_made_through_the_dashboard(world: World) -> None:
     r = lead.post("/ui/reservations", data=data, headers={"Origin": ORIGIN})
     assert r.status_code == 422 and 'id="e-start"' in r.text
     assert count(world, ReservationRow) == 0
+
+
+def test_an_approve_racing_a_cancel_never_revives_a_cancelled_reservation(
+        world: World) -> None:
+    """An admin approves while a lead of the team cancels, at the same moment, 12 times:
+    whatever the order, the reservation ends cancelled (a cancelled one is never approved),
+    neither side gets a 5xx, and the cancel's audit entry says what it cancelled (an
+    approved one, if the approval came first). On PostgreSQL both read the row before
+    either takes the audit lock: the approval overwrote the cancellation, or the two
+    deadlocked (a 500)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.service.conftest import LiveServer
+
+    names = [f"race{k}" for k in range(12)]
+    for k, name in enumerate(names):  # 12 GPUs: beyond llama's 8, so pending
+        r = world.call("lead_own", "POST", "/v1/reservations", json={
+            **GOOD, "gpus": 12, "name": name, "start": iso(T0 + (k + 1) * 86400)})
+        assert r.json()["status"] == "pending", r.text
+    codes: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
+    with LiveServer(world.client.app) as server:
+        def act(job: tuple[str, str, threading.Barrier]) -> None:
+            name, what, barrier = job
+            who, method, path = (("admin", "POST", f"/v1/reservations/{name}/approve")
+                                 if what == "approve" else
+                                 ("lead_own", "DELETE", f"/v1/reservations/{name}"))
+            with httpx.Client(base_url=server.url, timeout=60, headers=world.h(who)) as c:
+                barrier.wait()
+                codes[name].append((what, c.request(method, path).status_code))
+
+        jobs = []
+        for name in names:
+            barrier = threading.Barrier(2)
+            jobs += [(name, "approve", barrier), (name, "cancel", barrier)]
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(act, jobs))
+    items = {x["name"]: x for x in world.call(
+        "admin", "GET", "/v1/reservations", params={"limit": 100}).json()["items"]}
+    audit = [a for a in reversed(world.call("admin", "GET", "/v1/audit",
+                                            params={"limit": 500}).json()["items"])]
+    for name in names:
+        got = dict(codes[name])
+        assert got["cancel"] == 200 and got["approve"] in (200, 409), (name, codes[name])
+        assert items[name]["status"] == "cancelled", (name, codes[name], items[name])
+        steps = [(a["action"], a["data"].get("was")) for a in audit
+                 if a["subject"] == f"reservation:{name}"][1:]
+        want = ([("reservation.approved", None), ("reservation.cancelled", "approved")]
+                if got["approve"] == 200 else [("reservation.cancelled", "pending")])
+        assert steps == want, (name, codes[name], steps)

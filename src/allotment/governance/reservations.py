@@ -25,8 +25,10 @@ admin approves it (``approve``, which checks the conflicts again). A pending or 
 reservation may be cancelled (``cancel``) by a lead of its team or an admin. Every change
 is in the audit log (scope ``org``: every user reads the reservations) with its reason;
 two writers never both pass the conflict check: each holds the audit chain's head row
-(which every audited write takes) from before its check until it commits. Approving,
-auto-approving and cancelling an approved one note a ``reshape`` in the
+(which every audited write takes) from before its check until it commits. Approving and
+cancelling take it too before they read the status (then read again), so an approval and
+a cancellation at once are one after the other: a cancelled reservation is never approved.
+Approving, auto-approving and cancelling an approved one note a ``reshape`` in the
 scheduler's inbox, so the loop rebuilds its state with the new set (``storage.reservations
 .launches``).
 
@@ -260,14 +262,22 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
     return row
 
 
+def _locked(s: Session, row: ReservationRow) -> None:
+    """Take the audit head's lock, then read ``row`` again: a status read before the lock
+    may be stale (an approval and a cancellation at once), and writing the row before the
+    lock deadlocks with a writer that holds the lock and writes the row next."""
+    reorg_rows.lock(s)
+    s.refresh(row)
+
+
 def approve(s: Session, row: ReservationRow, actor: str, now: float) -> ReservationRow:
     """An admin approves a pending reservation (the conflicts checked again, the impact
     recomputed against the quotas now in force at its start)."""
+    _locked(s, row)
     if row.status != stored.PENDING:
         raise repo.Conflict(f"reservation {row.name!r} is {row.status}, not pending")
     if row.end_time <= now:
         raise repo.Conflict(f"reservation {row.name!r} ended at {iso(row.end_time)}")
-    reorg_rows.lock(s)
     _refuse_conflicts(s, row.name, row.gpu_type, row.gpus, row.start_time, row.end_time)
     imp, text = _assess(s, row.name, row.team, row.gpu_type, row.gpus, row.start_time,
                         row.end_time)
@@ -281,6 +291,7 @@ def approve(s: Session, row: ReservationRow, actor: str, now: float) -> Reservat
 def cancel(s: Session, row: ReservationRow, actor: str, now: float) -> ReservationRow:
     """Cancel a pending or approved reservation (jobs naming it that still wait are then
     refused by the scheduler, with the reason; running ones keep running)."""
+    _locked(s, row)
     if row.status == stored.CANCELLED:
         raise repo.Conflict(f"reservation {row.name!r} is already cancelled")
     was = row.status
