@@ -114,3 +114,37 @@ def test_an_approve_racing_a_cancel_never_revives_a_cancelled_reservation(
         want = ([("reservation.approved", None), ("reservation.cancelled", "approved")]
                 if got["approve"] == 200 else [("reservation.cancelled", "pending")])
         assert steps == want, (name, codes[name], steps)
+
+
+def test_reservations_are_counted_in_the_whole_nodes_the_scheduler_holds(
+        world: World) -> None:
+    """2 nodes of 8 a100. The scheduler holds whole nodes for a reservation, one node each
+    for three overlapping reservations of 4: the third got no node and its gang waited
+    forever beside 4 free GPUs ("waiting for 4 free GPUs on its nodes"). So the third is
+    refused, naming the whole nodes; the two accepted ones' gangs both start at the
+    start."""
+    from allotment.backends.fake import FakeBackend
+    from tests.service.test_reservations import HOUR, loop_for
+
+    fb = FakeBackend()
+    loop = loop_for(world, fb, 30)
+    start = T0 + HOUR
+    for who, team, name in (("lead_own", "llama", "l1"), ("lead_other", "vision", "v1")):
+        r = world.call(who, "POST", "/v1/reservations", json={
+            **GOOD, "team": team, "gpus": 4, "name": name, "start": iso(start), "hours": 2})
+        assert r.status_code == 201 and r.json()["status"] == "approved", r.text
+    r = world.call("lead_own", "POST", "/v1/reservations", json={
+        **GOOD, "gpus": 4, "name": "l2", "start": iso(start + HOUR), "hours": 2})
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert "l1" in detail and "v1" in detail and "whole nodes of 8" in detail, detail
+    assert "need 24 of the 16 a100 GPUs, 8 GPUs short" in detail, detail
+    assert count(world, ReservationRow) == 2
+    gangs = [world.submit("member_own", gpus=4, reservation="l1")["id"],
+             world.submit("member_other", team="vision", gpus=4, reservation="v1")["id"]]
+    while world.clock() < start + 60:
+        loop.tick()
+        world.clock.advance(10)
+    for job in gangs:
+        body = world.call("admin", "GET", f"/v1/jobs/{job}").json()
+        assert body["state"] == "running", body["reason"]

@@ -16,7 +16,11 @@ Then two refusals with the reason (``Conflict``, a 409):
 - conflicting: the pending and approved reservations of the type whose window overlaps
   this one, plus this one, need more than the type has installed (each named, with how
   many GPUs short). Overlapping reservations are added up whether or not they overlap one
-  another: a safe bound, exact for the usual case of one launch at a time.
+  another: a safe bound, exact for the usual case of one launch at a time. Each counts as
+  the whole nodes the scheduler holds for it (``scheduler.launch``: no two reservations
+  share a node): its GPUs rounded up to a multiple of the type's largest node,
+      need = sum over them of ceil(gpus / M) * M,   M the most GPUs a node of the type has
+  (exact when the type's nodes are of one size), so that every accepted one gets nodes.
 
 Approval: a request whose GPUs, with the team's other overlapping reservations, fit the
 team's guarantee of the type in the quotas in force at its start is approved at once
@@ -158,13 +162,14 @@ def _refuse_conflicts(s: Session, name: str, gpu_type: str, gpus: int, start: fl
         raise repo.Conflict(f"gpus: {gpus} {gpu_type} GPUs asked but the cluster has "
                             f"{cap}: {gpus - cap} GPUs short")
     others = stored.overlapping(s, gpu_type, start, end, other_than=name)
-    need = gpus + sum(o.gpus for o in others)
+    node = repo.largest_node(s, GpuType(gpu_type)) or 1
+    need = sum(-(-g // node) * node for g in [gpus, *(o.gpus for o in others)])
     if need > cap:
         named = ", ".join(f"{o.name} ({o.gpus} GPUs of team {o.team}, {o.status}, "
                           f"{iso(o.start_time)} to {iso(o.end_time)})" for o in others)
         raise repo.Conflict(f"conflicts with reservation(s) {named}: with this one they "
                             f"need {need} of the {cap} {gpu_type} GPUs, {need - cap} GPUs "
-                            "short")
+                            f"short (each holds whole nodes of {node} GPUs)")
 
 
 def _assess(s: Session, name: str, team: str, gpu_type: str, gpus: int, start: float,
