@@ -148,3 +148,25 @@ def test_reservations_are_counted_in_the_whole_nodes_the_scheduler_holds(
     for job in gangs:
         body = world.call("admin", "GET", f"/v1/jobs/{job}").json()
         assert body["state"] == "running", body["reason"]
+
+
+def test_the_dashboard_shows_the_latest_reservations_past_500(world: World) -> None:
+    """501 reservations (a year or two of launches): the page showed the first 500 by
+    start, so the newest, pending one was not on it and an admin could not approve it
+    there. It shows the latest 500, by start, and says how many there are."""
+    from allotment.storage import reservations as stored
+    from tests.service.dashboard_login import ui_get, ui_login
+
+    with world.db.session() as s:
+        for k in range(501):
+            stored.add(s, name=f"old{k}", team="llama", gpu_type="a100", gpus=1,
+                       start_time=T0 - 86400 * (600 - k), end_time=T0 - 86400 * (600 - k) + 60,
+                       reason="past", status=stored.APPROVED, requested_by="lead_own",
+                       approved_by="auto", created_at=T0 - 86400 * 700, impact={})
+    r = world.call("lead_own", "POST", "/v1/reservations", json={
+        **GOOD, "gpus": 12, "name": "late"})
+    assert r.json()["status"] == "pending", r.text
+    html = ui_get(ui_login(world, "admin"), "/ui/reservations")
+    assert "Approve reservation late" in html
+    assert "502 reservation(s)" in html and 'id="resv-old0"' not in html
+    assert html.index('id="resv-old500"') < html.index('id="resv-late"')
