@@ -170,3 +170,28 @@ def test_the_dashboard_shows_the_latest_reservations_past_500(world: World) -> N
     assert "Approve reservation late" in html
     assert "502 reservation(s)" in html and 'id="resv-old0"' not in html
     assert html.index('id="resv-old500"') < html.index('id="resv-late"')
+
+
+def test_an_approved_reservation_that_ended_is_history_not_cancellable(world: World) -> None:
+    """Once its window is over an approved reservation happened: cancelling it then
+    (409, nothing written) would make the calendar say that a launch which ran was
+    cancelled; the dashboard offers no Cancel for it. A pending one that ended may still
+    be cancelled (tidying up)."""
+    from tests.service.dashboard_login import ui_get, ui_login
+
+    r = world.call("lead_own", "POST", "/v1/reservations", json={**GOOD, "name": "done"})
+    assert r.json()["status"] == "approved"
+    r = world.call("lead_own", "POST", "/v1/reservations", json={
+        **GOOD, "gpus": 12, "name": "stale", "start": iso(T0 + 3 * 86400)})
+    assert r.json()["status"] == "pending"
+    world.clock.advance(4 * 86400)
+    audits = count(world, AuditRow)
+    for who in ("lead_own", "admin"):
+        r = world.call(who, "DELETE", "/v1/reservations/done")
+        assert r.status_code == 409 and "ended at" in r.json()["detail"], r.text
+    assert count(world, AuditRow) == audits
+    assert world.call("admin", "GET", "/v1/reservations/done").json()["status"] == "approved"
+    html = ui_get(ui_login(world, "lead_own"), "/ui/reservations")
+    assert "Cancel reservation done" not in html and "Cancel reservation stale" in html
+    r = world.call("lead_own", "DELETE", "/v1/reservations/stale")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"

@@ -26,7 +26,8 @@ Approval: a request whose GPUs, with the team's other overlapping reservations, 
 team's guarantee of the type in the quotas in force at its start is approved at once
 (``approved_by`` "auto"); any other stays pending with its ``impact`` (``impact``) until an
 admin approves it (``approve``, which checks the conflicts again). A pending or approved
-reservation may be cancelled (``cancel``) by a lead of its team or an admin. Every change
+reservation may be cancelled (``cancel``) by a lead of its team or an admin, an approved
+one only until its end (after that it happened). Every change
 is in the audit log (scope ``org``: every user reads the reservations) with its reason;
 two writers never both pass the conflict check: each holds the audit chain's head row
 (which every audited write takes) from before its check until it commits. Approving and
@@ -299,6 +300,9 @@ def cancel(s: Session, row: ReservationRow, actor: str, now: float) -> Reservati
     _locked(s, row)
     if row.status == stored.CANCELLED:
         raise repo.Conflict(f"reservation {row.name!r} is already cancelled")
+    if row.status == stored.APPROVED and row.end_time <= now:
+        raise repo.Conflict(f"reservation {row.name!r} ended at {iso(row.end_time)}: it "
+                            "happened, it cannot be cancelled")
     was = row.status
     row.status = stored.CANCELLED
     audit.append(s, now, actor, "reservation.cancelled", f"reservation:{row.name}",

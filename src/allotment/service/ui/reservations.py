@@ -40,8 +40,9 @@ def _page(request: Request, user: User, errors: dict[str, str] | None = None,
         types = sorted(repo.capacity(s))
     lead_of = sorted(all_teams if mine is None else mine) if user.role in ("lead", "admin") \
         else []
-    cancellable = {r["name"] for r in items if r["status"] != stored.CANCELLED
-                   and r["team"] in lead_of}
+    cancellable = {r.name for r in rows if r.status != stored.CANCELLED
+                   and r.team in lead_of
+                   and not (r.status == stored.APPROVED and r.end_time <= now(request))}
     return page(request, "reservations.html", user, status, active="reservations",
                 items=items, total=total, teams=lead_of, types=types, errors=errors or {},
                 values=values or {}, notice=notice, cancellable=cancellable,
