@@ -195,3 +195,24 @@ def test_an_approved_reservation_that_ended_is_history_not_cancellable(world: Wo
     assert "Cancel reservation done" not in html and "Cancel reservation stale" in html
     r = world.call("lead_own", "DELETE", "/v1/reservations/stale")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("hours", ["nan", "inf", "-inf", "1e309"])
+def test_allot_reserve_with_hours_not_finite_says_so(world: World, hours: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``allot reserve --hours nan`` printed a Python traceback ("Out of range float values
+    are not JSON compliant"); it is one line naming hours, exit status 2, nothing stored."""
+    from typer.testing import CliRunner
+
+    from allotment.cli.main import app as cli
+    from tests.service.conftest import LiveServer
+
+    with LiveServer(world.client.app) as srv:
+        monkeypatch.setenv("ALLOTMENT_URL", srv.url)
+        monkeypatch.setenv("ALLOTMENT_TOKEN", world.tokens["lead_own"])
+        out = CliRunner().invoke(cli, ["reserve", "--team", "llama", "--gpus", "1", "--start",
+                                       iso(T0 + 86400), "--hours", hours, "--reason", "x"])
+    assert out.exit_code == 2, (out.output, out.exception)
+    assert "hours" in out.output and "finite" in out.output, out.output
+    assert "Traceback" not in out.output
+    assert count(world, ReservationRow) == 0
