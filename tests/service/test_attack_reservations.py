@@ -216,3 +216,26 @@ def test_allot_reserve_with_hours_not_finite_says_so(world: World, hours: str,
     assert "hours" in out.output and "finite" in out.output, out.output
     assert "Traceback" not in out.output
     assert count(world, ReservationRow) == 0
+
+
+def test_allot_submit_with_a_time_limit_not_finite_says_so(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for ``allot submit --reservation NAME --time-limit-s nan``: one line naming
+    the field, exit status 2, no job."""
+    from typer.testing import CliRunner
+
+    from allotment.cli.main import app as cli
+    from allotment.storage.models import JobRow
+    from tests.service.conftest import LiveServer
+
+    assert world.call("lead_own", "POST", "/v1/reservations", json={
+        **GOOD, "name": "flag"}).status_code == 201
+    with LiveServer(world.client.app) as srv:
+        monkeypatch.setenv("ALLOTMENT_URL", srv.url)
+        monkeypatch.setenv("ALLOTMENT_TOKEN", world.tokens["member_own"])
+        out = CliRunner().invoke(cli, ["submit", "--team", "llama", "--gpus", "1",
+                                       "--reservation", "flag", "--time-limit-s", "nan",
+                                       "--", "x"])
+    assert out.exit_code == 2, (out.output, out.exception)
+    assert "time_limit_s" in out.output and "finite" in out.output, out.output
+    assert count(world, JobRow) == 0
