@@ -239,3 +239,37 @@ def test_allot_submit_with_a_time_limit_not_finite_says_so(
     assert out.exit_code == 2, (out.output, out.exception)
     assert "time_limit_s" in out.output and "finite" in out.output, out.output
     assert count(world, JobRow) == 0
+
+
+def test_a_default_name_always_fits_the_64_characters_of_a_name(world: World) -> None:
+    """A team with a long name (up to 128 characters) whose lead asked and cancelled 100
+    times at the same minute: the default name ``<team>-<start>-<k>`` grew to 65
+    characters, past the column (a 500 on PostgreSQL) and past what a path may name (on
+    SQLite stored, but never readable or cancellable). It stays within 64."""
+    from allotment.storage import repo
+    from allotment.storage import reservations as stored
+
+    team = "t" * 60
+    org = [{"name": "research", "children": [
+        {"name": "llama", "guaranteed": {"a100": 8}}, {"name": team}]}]
+    with world.db.session() as s:
+        repo.set_org(s, {"org": org}, "test", world.clock())
+        _, token = repo.create_user(s, "longlead", "lead", team, world.clock())
+    world.tokens["longlead"] = token
+    body = {**GOOD, "team": team, "gpus": 1}
+    r = world.call("longlead", "POST", "/v1/reservations", json=body)
+    assert r.status_code == 201, r.text
+    base = r.json()["name"]
+    with world.db.session() as s:  # 99 more at the same minute, cancelled
+        stored.get(s, base).status = stored.CANCELLED
+        for k in range(2, 101):
+            stored.add(s, name=f"{base}-{k}", team=team, gpu_type="a100", gpus=1,
+                       start_time=T0 + 86400, end_time=T0 + 90000, reason="x",
+                       status=stored.CANCELLED, requested_by="longlead", approved_by=None,
+                       created_at=T0, impact={})
+    r = world.call("longlead", "POST", "/v1/reservations", json=body)
+    assert r.status_code == 201, r.text
+    name = r.json()["name"]
+    assert len(name) <= 64, name
+    got = world.call("longlead", "DELETE", f"/v1/reservations/{name}")
+    assert got.status_code == 200 and got.json()["status"] == "cancelled", got.text

@@ -4,8 +4,9 @@ admin approves; the scheduler (``scheduler.launch``) then frees those GPUs by th
 A request (``request``) is checked in this order, the first problem refused naming its
 field (``InputError``, a 422): ``name`` ``[A-Za-z0-9._-]{1,64}`` and not ``.`` or ``..``
 (path segments that clients drop from a URL; default ``<team>-<start as YYYYmmddHHMM>``,
-made unique), ``team`` a known team, ``gpu_type`` one of the inventory (may be left out
-when it has one type), ``gpus`` a whole number >= 1, ``hours`` finite, > 0 and at most 31
+the team's name cut to 40 characters, made unique with ``-2``, ``-3``...), ``team`` a
+known team, ``gpu_type`` one of the inventory (may be left out when it has one type),
+``gpus`` a whole number >= 1, ``hours`` finite, > 0 and at most 31
 days, its window not empty (start + hours > start), ``start`` finite, from year 1 (UTC),
 not in the past (a minute's slack, for a start typed as "now"), with the window ending
 before year 10000 (UTC), ``reason`` not empty.
@@ -195,7 +196,8 @@ def _assess(s: Session, name: str, team: str, gpu_type: str, gpus: int, start: f
 
 
 def _unique_name(s: Session, team: str, start: float) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", team)[:48]
+    # 40 + "-YYYYmmddHHMM" + "-k" stays within the 64 characters of a name up to k = 10**9
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", team)[:40]
     base = f"{stem}-{datetime.fromtimestamp(start, UTC):%Y%m%d%H%M}"
     name, k = base, 1
     while stored.find(s, name) is not None:
