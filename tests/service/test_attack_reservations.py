@@ -273,3 +273,49 @@ def test_a_default_name_always_fits_the_64_characters_of_a_name(world: World) ->
     assert len(name) <= 64, name
     got = world.call("longlead", "DELETE", f"/v1/reservations/{name}")
     assert got.status_code == 200 and got.json()["status"] == "cancelled", got.text
+
+
+def test_a_request_racing_a_reorg_that_removes_its_team_is_never_left_open(
+        world: World) -> None:
+    """vision is removed (PUT /v1/org) while its lead's requests arrive: each request is
+    refused (422: not a team) or stored before the removal and cancelled by it; none is
+    left pending or approved for a team that is gone (the loop would free GPUs for it). A
+    request checked the team before it took the audit lock, then wrote after the
+    reorganisation had committed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.service.conftest import LiveServer
+
+    org = {"org": [{"name": "research", "children": [
+        {"name": "llama", "guaranteed": {"a100": 8}}]},
+        {"name": "platform", "children": [{"name": "infra"}]}]}
+    for attempt in range(3):
+        go = threading.Barrier(9)
+        with LiveServer(world.client.app) as server:
+            def ask(k: int, go: threading.Barrier = go, attempt: int = attempt) -> int:
+                who = "admin" if k == 0 else "lead_other"
+                with httpx.Client(base_url=server.url, timeout=60, headers=world.h(who)) as c:
+                    go.wait()
+                    if k == 0:
+                        return c.put("/v1/org", json=org).status_code
+                    return c.post("/v1/reservations", json={
+                        **GOOD, "team": "vision", "gpus": 1, "name": f"r{attempt}-{k}",
+                        "start": iso(T0 + (attempt * 10 + k) * 86400)}).status_code
+
+            with ThreadPoolExecutor(9) as pool:
+                codes = list(pool.map(ask, range(9)))
+        assert codes[0] == 200 and set(codes[1:]) <= {201, 403, 422}, codes
+        items = world.call("admin", "GET", "/v1/reservations",
+                           params={"limit": 500}).json()["items"]
+        left = [(x["name"], x["status"]) for x in items if x["team"] == "vision"
+                and x["status"] != "cancelled"]
+        assert left == [], (attempt, codes, left)
+        # vision again, for the next attempt
+        r = world.call("admin", "PUT", "/v1/org", json={"org": [
+            {"name": "research", "children": [{"name": "llama", "guaranteed": {"a100": 8}},
+                                              {"name": "vision", "guaranteed": {"a100": 8}}]},
+            {"name": "platform", "children": [{"name": "infra"}]}]})
+        assert r.status_code == 200, r.text

@@ -211,6 +211,10 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
             name: str | None = None) -> ReservationRow:
     """Check, refuse or store a request (module docstring): approved at once when it fits
     the team's guarantee, else pending with its impact."""
+    # one writer at a time checks and writes (the audit head), the team included: a
+    # reorganisation that removes it commits before this reads the org, or after this
+    # commits (and then cancels it)
+    reorg_rows.lock(s)
     if name is not None and (not isinstance(name, str) or not NAME.match(name)
                              or name in (".", "..")):
         raise InputError("name", f"{str(name)[:70]!r} must be 1 to 64 letters, digits, '.', "
@@ -246,7 +250,6 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
     if len(reason) > MAX_REASON:
         raise InputError("reason", f"at most {MAX_REASON} characters")
     end = start + hours * 3600.0
-    reorg_rows.lock(s)  # one writer at a time checks conflicts and writes (the audit head)
     if name is None:
         name = _unique_name(s, team, start)
     elif stored.find(s, name) is not None:
