@@ -319,3 +319,26 @@ def test_a_request_racing_a_reorg_that_removes_its_team_is_never_left_open(
                                               {"name": "vision", "guaranteed": {"a100": 8}}]},
             {"name": "platform", "children": [{"name": "infra"}]}]})
         assert r.status_code == 200, r.text
+
+
+def test_a_job_kept_off_reserved_gpus_is_told_so(world: World) -> None:
+    """vision's 16-GPU job, preempted so that llama's reservation of 8 is free by its
+    start, waits: its reason said "waiting for 16 free a100 GPUs (free now: 8)" while 8 more
+    stood free, held, with no word of the reservation. It names the reservation."""
+    from allotment.backends.fake import FakeBackend
+    from tests.service.test_reservations import HOUR, loop_for
+
+    loop = loop_for(world, FakeBackend(), 30)
+    start = T0 + HOUR
+    r = world.call("lead_own", "POST", "/v1/reservations", json={
+        **GOOD, "gpus": 8, "name": "flag", "start": iso(start), "hours": 2})
+    assert r.json()["status"] == "approved", r.text
+    job = world.submit("member_other", team="vision", gpus=16)["id"]
+    assert loop.tick().admitted == [job]
+    world.clock.advance(start - 20 - world.clock())
+    for _ in range(4):
+        loop.tick()
+        world.clock.advance(5)
+    body = world.call("member_other", "GET", f"/v1/jobs/{job}").json()
+    assert body["state"] == "pending", body
+    assert "held for launch reservation flag" in body["reason"], body["reason"]
