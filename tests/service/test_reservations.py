@@ -102,7 +102,8 @@ def test_beyond_the_guarantee_waits_with_its_impact_then_an_admin_approves(
 
 def test_a_conflict_is_refused_naming_the_others_and_the_gpus_short(world: World) -> None:
     """16 a100: llama's 8 (approved) and vision's 6 (pending) overlap a request of 4 for
-    vision: refused, both named, 2 GPUs short; nothing stored. A window after both fits."""
+    vision: refused, both named, 8 GPUs short (each holds whole nodes of 8: 8 + 8 + 8);
+    nothing stored. A window after both fits."""
     assert reserve(world, name="llama-launch").status_code == 201
     assert reserve(world, "lead_other", team="vision", gpus=6, name="vision-eval",
                    start=iso(T0 + 86400 + 24 * HOUR), hours=12).status_code == 201
@@ -112,7 +113,7 @@ def test_a_conflict_is_refused_naming_the_others_and_the_gpus_short(world: World
     assert r.status_code == 409, r.text
     detail = r.json()["detail"]
     assert "llama-launch" in detail and "vision-eval" in detail
-    assert "need 18 of the 16 a100 GPUs, 2 GPUs short" in detail
+    assert "need 24 of the 16 a100 GPUs, 8 GPUs short" in detail
     assert count(world, ReservationRow) == before
     r = reserve(world, "lead_other", team="vision", gpus=4, name="late",
                 start=iso(T0 + 86400 + 49 * HOUR), hours=2)
@@ -184,8 +185,9 @@ def test_impact_rule(case: str, args: tuple[Any, ...], want: dict[str, Any]) -> 
 
 
 def test_concurrent_requests_never_overbook(world: World) -> None:
-    """12 clients at once ask for 4 GPUs each over the same window of 16 GPUs: exactly 4
-    are stored, the others refused as conflicts (each writer checks under the audit lock)."""
+    """12 clients at once ask for 4 GPUs each over the same window of 16 GPUs on 2 nodes of
+    8: exactly 2 are stored (each holds a whole node), the others refused as conflicts
+    (each writer checks under the audit lock)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -200,8 +202,8 @@ def test_concurrent_requests_never_overbook(world: World) -> None:
 
         with ThreadPoolExecutor(12) as pool:
             codes = sorted(pool.map(ask, range(12)))
-    assert codes == [201] * 4 + [409] * 8, codes
-    assert count(world, ReservationRow) == 4
+    assert codes == [201] * 2 + [409] * 10, codes
+    assert count(world, ReservationRow) == 2
 
 
 # -- jobs naming a reservation --------------------------------------------------------------
@@ -338,7 +340,7 @@ def test_lifecycle_through_the_cli(world: World, monkeypatch: pytest.MonkeyPatch
                                   start, "--hours", "1", "--reason", "clash"])
         assert out.exit_code == 2
         assert "conflicts with reservation(s) flag" in out.output
-        assert "2 GPUs short" in " ".join(out.output.split())
+        assert "8 GPUs short" in " ".join(out.output.split())
         out = runner.invoke(cli, ["reservations", "approve", "big"])
         assert out.exit_code == 2 and "needs admin" in out.output
         monkeypatch.setenv("ALLOTMENT_TOKEN", world.tokens["admin"])

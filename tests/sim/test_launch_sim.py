@@ -114,6 +114,15 @@ def test_org_file_reservations_are_checked() -> None:
         reservations_from_data(clash, tree)
     assert err.value.field == "reservations[1].gpus"
     assert "8 gpu GPUs short" in str(err.value) and "r1" in str(err.value)
+    # counted in whole nodes of 8 (no two reservations share a node): 3 x 4 GPUs on 16
+    # fit in GPUs but need 3 nodes of the 2
+    small = org_from_data({"org": [{"name": "a", "guaranteed": 16}]}, {GpuType("gpu"): 16})
+    three = {"org": [{"name": "a", "guaranteed": 16}], "reservations": [
+        {"name": f"r{k}", "team": "a", "gpus": 4, "start": 0, "hours": 1} for k in range(3)]}
+    assert len(reservations_from_data(three, small)) == 3
+    with pytest.raises(OrgFileError) as err:
+        reservations_from_data(three, small, {GpuType("gpu"): 8})
+    assert err.value.field == "reservations[2].gpus" and "whole nodes of 8" in str(err.value)
 
 
 def test_trace_naming_an_unknown_reservation_is_refused_by_name(tmp_path: Path) -> None:

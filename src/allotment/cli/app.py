@@ -9,6 +9,7 @@ registers their commands. They import this module, never ``main``."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,6 +76,10 @@ def _client() -> Any:
 
 
 def _call(method: str, path: str, **kw: Any) -> Any:
+    body = kw.get("json")
+    for k, v in (body.items() if isinstance(body, dict) else ()):
+        if isinstance(v, float) and not math.isfinite(v):  # JSON has no NaN or infinity
+            _fail(InputError(k, f"must be a finite number, got {v}"))
     client = _client()
     try:
         return client.call(method, path, **kw)

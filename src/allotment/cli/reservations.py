@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from allotment.cli.app import _call, app, console
+from allotment.cli.app import _call, _fail, app, console
+from allotment.errors import InputError
 
 reservations_app = typer.Typer(help="Launch reservations: list (the default), approve, "
                                "cancel.", invoke_without_command=True)
@@ -43,6 +45,8 @@ def reserve(
 ) -> None:
     """Ask for a launch reservation (leads): approved at once within the team's guarantee,
     else pending an admin, with the guarantees it would shrink."""
+    if not math.isfinite(hours):  # JSON has no NaN or infinity: say so, not a traceback
+        _fail(InputError("hours", f"must be a finite number of hours, got {hours}"))
     body: dict[str, Any] = {"team": team, "gpus": gpus, "start": start, "hours": hours,
                             "reason": reason}
     if gpu_type is not None:

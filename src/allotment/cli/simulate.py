@@ -93,7 +93,8 @@ def simulate(
             org_data = load_yaml(org, "org")
             tree = org_from_data(org_data, capacity)
             budgets = budgets_from_data(org_data, tree)
-            launches = reservations_from_data(org_data, tree)
+            launches = reservations_from_data(
+                org_data, tree, {GpuType(t): cluster.max_node_gpus(GpuType(t)) for t in types})
             missing = sorted({w.team for w in jobs} - set(tree.team_ids))
             if missing:
                 raise OrgFileError("org", f"teams in the trace but not in {org}: {missing[:10]}")

@@ -178,10 +178,14 @@ def budgets_from_data(data: Any, tree: OrgTree) -> dict[tuple[str, GpuType], flo
     return budgets_of(spec.budgets, tree, "budgets")
 
 
-def reservations_from_data(data: Any, tree: OrgTree) -> list[LaunchReservation]:
+def reservations_from_data(data: Any, tree: OrgTree,
+                           node_gpus: Mapping[GpuType, int] | None = None
+                           ) -> list[LaunchReservation]:
     """The ``reservations`` of an org file, checked against ``tree`` and its capacity:
     a known team and GPU type, unique names, and at no time more GPUs of a type reserved
-    than it has; raises ``OrgFileError`` naming the field, e.g. ``reservations[0].gpus``."""
+    than it has, each counted in the whole nodes the scheduler holds for it (no two share
+    a node: its GPUs rounded up to a multiple of ``node_gpus[type]``, the type's largest
+    node); raises ``OrgFileError`` naming the field, e.g. ``reservations[0].gpus``."""
     try:
         spec = OrgSpec.model_validate(data)
     except ValidationError as exc:
@@ -195,16 +199,19 @@ def reservations_from_data(data: Any, tree: OrgTree) -> list[LaunchReservation]:
             raise OrgFileError(f"{where}.name", f"a second reservation named {r.name!r}")
         new = LaunchReservation(r.name, r.team, t, r.gpus, r.start, r.start + r.hours * 3600)
         cap = tree.capacity[t]
+        m = max(1, (node_gpus or {}).get(t, 1))
         # the reserved GPUs of the type peak at the start of one of the overlapping ones
         for s in [new.start] + [o.start for o in out if o.gpu_type == t]:
             if not new.start <= s < new.end:
                 continue
             at = [o for o in [*out, new] if o.gpu_type == t and o.start <= s < o.end]
-            if sum(o.gpus for o in at) > cap:
+            need = sum(-(-o.gpus // m) * m for o in at)
+            if need > cap:
                 others = ", ".join(o.name for o in at if o is not new) or "none"
                 raise OrgFileError(f"{where}.gpus", (
-                    f"{sum(o.gpus for o in at) - cap} {t} GPUs short at t={s:g}: "
-                    f"{r.gpus} GPUs with reservation(s) {others} exceed the {cap} GPUs"))
+                    f"{need - cap} {t} GPUs short at t={s:g}: {r.gpus} GPUs with "
+                    f"reservation(s) {others} need {need} (whole nodes of {m}) of the "
+                    f"{cap} GPUs"))
         out.append(new)
     return out
 

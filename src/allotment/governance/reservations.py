@@ -2,11 +2,14 @@
 admin approves; the scheduler (``scheduler.launch``) then frees those GPUs by the start.
 
 A request (``request``) is checked in this order, the first problem refused naming its
-field (``InputError``, a 422): ``name`` ``[A-Za-z0-9._-]{1,64}`` (default
-``<team>-<start as YYYYmmddHHMM>``, made unique), ``team`` a known team, ``gpu_type`` one of
-the inventory (may be left out when it has one type), ``gpus`` a whole number >= 1,
-``hours`` finite, > 0 and at most 31 days, ``start`` finite and not in the past (a
-minute's slack, for a start typed as "now"), ``reason`` not empty.
+field (``InputError``, a 422): ``name`` ``[A-Za-z0-9._-]{1,64}`` and not ``.`` or ``..``
+(path segments that clients drop from a URL; default ``<team>-<start as YYYYmmddHHMM>``,
+the team's name cut to 40 characters, made unique with ``-2``, ``-3``...), ``team`` a
+known team, ``gpu_type`` one of the inventory (may be left out when it has one type),
+``gpus`` a whole number >= 1, ``hours`` finite, > 0 and at most 31
+days, its window not empty (start + hours > start), ``start`` finite, from year 1 (UTC),
+not in the past (a minute's slack, for a start typed as "now"), with the window ending
+before year 10000 (UTC), ``reason`` not empty.
 
 Then two refusals with the reason (``Conflict``, a 409):
 
@@ -14,17 +17,24 @@ Then two refusals with the reason (``Conflict``, a 409):
 - conflicting: the pending and approved reservations of the type whose window overlaps
   this one, plus this one, need more than the type has installed (each named, with how
   many GPUs short). Overlapping reservations are added up whether or not they overlap one
-  another: a safe bound, exact for the usual case of one launch at a time.
+  another: a safe bound, exact for the usual case of one launch at a time. Each counts as
+  the whole nodes the scheduler holds for it (``scheduler.launch``: no two reservations
+  share a node): its GPUs rounded up to a multiple of the type's largest node,
+      need = sum over them of ceil(gpus / M) * M,   M the most GPUs a node of the type has
+  (exact when the type's nodes are of one size), so that every accepted one gets nodes.
 
 Approval: a request whose GPUs, with the team's other overlapping reservations, fit the
 team's guarantee of the type in the quotas in force at its start is approved at once
 (``approved_by`` "auto"); any other stays pending with its ``impact`` (``impact``) until an
 admin approves it (``approve``, which checks the conflicts again). A pending or approved
-reservation may be cancelled (``cancel``) by a lead of its team or an admin. Every change
+reservation may be cancelled (``cancel``) by a lead of its team or an admin, an approved
+one only until its end (after that it happened). Every change
 is in the audit log (scope ``org``: every user reads the reservations) with its reason;
 two writers never both pass the conflict check: each holds the audit chain's head row
-(which every audited write takes) from before its check until it commits. Approving,
-auto-approving and cancelling an approved one note a ``reshape`` in the
+(which every audited write takes) from before its check until it commits. Approving and
+cancelling take it too before they read the status (then read again), so an approval and
+a cancellation at once are one after the other: a cancelled reservation is never approved.
+Approving, auto-approving and cancelling an approved one note a ``reshape`` in the
 scheduler's inbox, so the loop rebuilds its state with the new set (``storage.reservations
 .launches``).
 
@@ -53,6 +63,8 @@ from allotment.storage.models import ReservationRow
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_HOURS = 31 * 24
 START_SLACK_S = 60.0
+# the window's end must be a date: 10000-01-01T00:00:00Z, past the last one there is
+LATEST_END = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() + 1.0
 MAX_REASON = 4000
 
 
@@ -68,9 +80,11 @@ def parse_start(text: str) -> float:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     try:
-        return t.timestamp()
+        at = t.timestamp()
+        datetime.fromtimestamp(at, UTC)  # before year 1 in UTC (an offset) is no date
     except (OverflowError, OSError, ValueError):
         raise InputError("start", f"{text[:40]!r} is out of range") from None
+    return at
 
 
 def iso(t: float) -> str:
@@ -150,13 +164,14 @@ def _refuse_conflicts(s: Session, name: str, gpu_type: str, gpus: int, start: fl
         raise repo.Conflict(f"gpus: {gpus} {gpu_type} GPUs asked but the cluster has "
                             f"{cap}: {gpus - cap} GPUs short")
     others = stored.overlapping(s, gpu_type, start, end, other_than=name)
-    need = gpus + sum(o.gpus for o in others)
+    node = repo.largest_node(s, GpuType(gpu_type)) or 1
+    need = sum(-(-g // node) * node for g in [gpus, *(o.gpus for o in others)])
     if need > cap:
         named = ", ".join(f"{o.name} ({o.gpus} GPUs of team {o.team}, {o.status}, "
                           f"{iso(o.start_time)} to {iso(o.end_time)})" for o in others)
         raise repo.Conflict(f"conflicts with reservation(s) {named}: with this one they "
                             f"need {need} of the {cap} {gpu_type} GPUs, {need - cap} GPUs "
-                            "short")
+                            f"short (each holds whole nodes of {node} GPUs)")
 
 
 def _assess(s: Session, name: str, team: str, gpu_type: str, gpus: int, start: float,
@@ -181,7 +196,8 @@ def _assess(s: Session, name: str, team: str, gpu_type: str, gpus: int, start: f
 
 
 def _unique_name(s: Session, team: str, start: float) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", team)[:48]
+    # 40 + "-YYYYmmddHHMM" + "-k" stays within the 64 characters of a name up to k = 10**9
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", team)[:40]
     base = f"{stem}-{datetime.fromtimestamp(start, UTC):%Y%m%d%H%M}"
     name, k = base, 1
     while stored.find(s, name) is not None:
@@ -195,9 +211,14 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
             name: str | None = None) -> ReservationRow:
     """Check, refuse or store a request (module docstring): approved at once when it fits
     the team's guarantee, else pending with its impact."""
-    if name is not None and (not isinstance(name, str) or not NAME.match(name)):
+    # one writer at a time checks and writes (the audit head), the team included: a
+    # reorganisation that removes it commits before this reads the org, or after this
+    # commits (and then cancels it)
+    reorg_rows.lock(s)
+    if name is not None and (not isinstance(name, str) or not NAME.match(name)
+                             or name in (".", "..")):
         raise InputError("name", f"{str(name)[:70]!r} must be 1 to 64 letters, digits, '.', "
-                         "'_' or '-'")
+                         "'_' or '-', and not '.' or '..'")
     if not isinstance(team, str) or not repo.is_team(s, team):
         raise InputError("team", f"unknown team {str(team)[:70]!r}")
     cap = repo.capacity(s)
@@ -219,12 +240,16 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
         raise InputError("start", "must be a finite time")
     if start < now - START_SLACK_S:
         raise InputError("start", f"{iso(start)} is in the past (now {iso(now)})")
+    if start + hours * 3600.0 <= start:
+        raise InputError("hours", f"{hours:g} hours is no time at that start: the window "
+                         "would be empty")
+    if start + hours * 3600.0 >= LATEST_END:
+        raise InputError("start", "the window must end before 10000-01-01T00:00:00Z")
     if not isinstance(reason, str) or not reason.strip():
         raise InputError("reason", "say why the GPUs are needed (the launch)")
     if len(reason) > MAX_REASON:
         raise InputError("reason", f"at most {MAX_REASON} characters")
     end = start + hours * 3600.0
-    reorg_rows.lock(s)  # one writer at a time checks conflicts and writes (the audit head)
     if name is None:
         name = _unique_name(s, team, start)
     elif stored.find(s, name) is not None:
@@ -248,14 +273,22 @@ def request(s: Session, actor: str, now: float, *, team: str, gpus: int, start: 
     return row
 
 
+def _locked(s: Session, row: ReservationRow) -> None:
+    """Take the audit head's lock, then read ``row`` again: a status read before the lock
+    may be stale (an approval and a cancellation at once), and writing the row before the
+    lock deadlocks with a writer that holds the lock and writes the row next."""
+    reorg_rows.lock(s)
+    s.refresh(row)
+
+
 def approve(s: Session, row: ReservationRow, actor: str, now: float) -> ReservationRow:
     """An admin approves a pending reservation (the conflicts checked again, the impact
     recomputed against the quotas now in force at its start)."""
+    _locked(s, row)
     if row.status != stored.PENDING:
         raise repo.Conflict(f"reservation {row.name!r} is {row.status}, not pending")
     if row.end_time <= now:
         raise repo.Conflict(f"reservation {row.name!r} ended at {iso(row.end_time)}")
-    reorg_rows.lock(s)
     _refuse_conflicts(s, row.name, row.gpu_type, row.gpus, row.start_time, row.end_time)
     imp, text = _assess(s, row.name, row.team, row.gpu_type, row.gpus, row.start_time,
                         row.end_time)
@@ -269,8 +302,12 @@ def approve(s: Session, row: ReservationRow, actor: str, now: float) -> Reservat
 def cancel(s: Session, row: ReservationRow, actor: str, now: float) -> ReservationRow:
     """Cancel a pending or approved reservation (jobs naming it that still wait are then
     refused by the scheduler, with the reason; running ones keep running)."""
+    _locked(s, row)
     if row.status == stored.CANCELLED:
         raise repo.Conflict(f"reservation {row.name!r} is already cancelled")
+    if row.status == stored.APPROVED and row.end_time <= now:
+        raise repo.Conflict(f"reservation {row.name!r} ended at {iso(row.end_time)}: it "
+                            "happened, it cannot be cancelled")
     was = row.status
     row.status = stored.CANCELLED
     audit.append(s, now, actor, "reservation.cancelled", f"reservation:{row.name}",

@@ -30,11 +30,20 @@ HeapEntry = tuple[OrderKey, int, Bucket, int, int]
 
 
 def _physical_reason(sc: Snapshot, w: Workload) -> str:
+    """Why ``w`` does not fit, with the free GPUs that launch reservations hold (which it
+    may not use), so that free GPUs it cannot have are not a mystery."""
     t = w.gpu_type
     if sc.single_node(w):
-        return (f"waiting for {w.gpus} free {t} GPUs on one node "
-                f"(largest free block now: {sc.max_fit(t)})")
-    return f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"
+        why = (f"waiting for {w.gpus} free {t} GPUs on one node "
+               f"(largest free block now: {sc.max_fit(t)})")
+    else:
+        why = f"waiting for {w.gpus} free {t} GPUs (free now: {sc.unheld_free(t)})"
+    held = {name: sum(sc.free[i] for i in nodes) for name, nodes in sc.launch_held.items()
+            if sc.state.launches[name].gpu_type == t}
+    if any(held.values()):
+        why += "; " + ", ".join(f"{n} free {t} GPUs held for launch reservation {name}"
+                                for name, n in sorted(held.items()) if n)
+    return why
 
 
 def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False,

@@ -308,6 +308,12 @@ _CAPACITY = select(NodeRow.gpu_type, func.sum(NodeRow.gpus)).group_by(
     NodeRow.gpu_type).order_by(NodeRow.gpu_type)
 
 
+def largest_node(s: Session, gpu_type: GpuType) -> int:
+    """The most GPUs one node of ``gpu_type`` has (0 without such a node)."""
+    return int(s.execute(select(func.max(NodeRow.gpus)).where(
+        NodeRow.gpu_type == gpu_type)).scalar() or 0)
+
+
 # -- org tree and quotas --------------------------------------------------------------
 def set_org(s: Session, data: Any, actor: str, now: float, version: bool = True) -> OrgTree:
     """Replace the org tree and its default quotas from an org file (``domain.orgspec``);

@@ -23,6 +23,7 @@ from allotment.storage.models import User
 
 router = page_router()
 MadeQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+SHOWN = 500
 FIELDS = ("team", "gpus", "gpu_type", "start", "hours", "reason", "name")
 
 
@@ -30,15 +31,18 @@ def _page(request: Request, user: User, errors: dict[str, str] | None = None,
           values: dict[str, str] | None = None, notice: str | None = None,
           status: int = 200) -> HTMLResponse:
     with session(request) as s:
-        rows, total = stored.page(s, None, 500, 0)
+        # the latest SHOWN by start (ascending): past ones drop off, never new ones
+        total = stored.page(s, None, 1, 0)[1]
+        rows, total = stored.page(s, None, SHOWN, max(0, total - SHOWN))
         items = [workflow.public(r) for r in rows]
         mine = teams_of(s, user)
         all_teams = repo.teams_under(s, None)
         types = sorted(repo.capacity(s))
     lead_of = sorted(all_teams if mine is None else mine) if user.role in ("lead", "admin") \
         else []
-    cancellable = {r["name"] for r in items if r["status"] != stored.CANCELLED
-                   and r["team"] in lead_of}
+    cancellable = {r.name for r in rows if r.status != stored.CANCELLED
+                   and r.team in lead_of
+                   and not (r.status == stored.APPROVED and r.end_time <= now(request))}
     return page(request, "reservations.html", user, status, active="reservations",
                 items=items, total=total, teams=lead_of, types=types, errors=errors or {},
                 values=values or {}, notice=notice, cancellable=cancellable,
