@@ -99,6 +99,12 @@ class FairSharePolicy(LasQueues):
         level = 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
         return (beyond, level * beyond, path, team, -w.priority, level, w.submit_time, w.seq)
 
+    @staticmethod
+    def local_key(key: OrderKey) -> OrderKey:
+        """Two jobs of one team share ``path`` and ``team`` whenever they share ``beyond``
+        (which depends on the team's own usage): the rest orders them."""
+        return (key[0], key[1], *key[4:])
+
     def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
                           attained: dict[JobId, float]) -> list[OrderKey]:
         """The jobs of one queue share their team, GPU type and size, hence "beyond" and

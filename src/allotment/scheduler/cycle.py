@@ -4,12 +4,11 @@ read, never changed; the same function runs in the simulator, the service and th
 
 from __future__ import annotations
 
-import heapq
-
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
 from allotment.scheduler import launch
 from allotment.scheduler.decisions import Admit, Decisions, Reject
+from allotment.scheduler.heads import heads
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.preemption import plan_reclaim
 from allotment.scheduler.reservation import (
@@ -23,10 +22,7 @@ from allotment.scheduler.reservation import (
     track_reservation,
 )
 from allotment.scheduler.snapshot import Snapshot
-from allotment.scheduler.state import Bucket, ClusterState
-
-# key, seq, queue, position, and the snapshot's version for the job's team when keyed
-HeapEntry = tuple[OrderKey, int, Bucket, int, int]
+from allotment.scheduler.state import ClusterState
 
 
 def _physical_reason(sc: Snapshot, w: Workload) -> str:
@@ -62,48 +58,13 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         hold_filled(sc)
     # 2. heads: the first job of every (team, GPU type, gang size) queue; jobs behind a
     #    head of the same queue are blocked whenever the head is (same team, same size)
-    heap: list[HeapEntry] = []
-    attained = state.pending_attained
-    seq = 0
-    for bucket in state.buckets.values():
-        w0 = bucket.jobs[0]
-        heap.append((policy.order_key(sc, w0, attained[w0.id]), seq, bucket, 0, 0))
-        seq += 1
-    versions = sc.versions  # per top-level org node (``Snapshot.version``)
-    org = state.org
-    top_of: dict[str, int] = {}  # team -> its top-level org node
-
-    def top(team: str) -> int:
-        t = top_of.get(team)
-        if t is None:
-            t = top_of[team] = org.path[org.index[team]][0]
-        return t
-
-    def push_next(bucket: Bucket, pos: int, seq: int) -> int:
-        """Queue the job behind ``pos`` in ``bucket``; returns the next heap sequence."""
-        if pos + 1 < len(bucket.jobs):
-            nxt = bucket.jobs[pos + 1]
-            heapq.heappush(heap, (policy.order_key(sc, nxt, attained[nxt.id]), seq, bucket,
-                                  pos + 1, versions.get(top(nxt.team), 0)))
-            return seq + 1
-        return seq
-
-    # 3. order: lowest key first, re-keyed lazily as admissions change fair-share values
-    #    (a key computed since the snapshot's last change is still fresh)
-    heapq.heapify(heap)
-    rekey = policy.keys_read_snapshot
+    # 3. order: lowest key first, each key as it is now that earlier admissions of the
+    #    cycle changed fair-share values (``heads``)
+    queue = heads(state, sc, policy)
     reserved: set[object] = set()
-    while heap:
-        key, _, bucket, pos, version = heapq.heappop(heap)
+    while (head := queue.pop()) is not None:
+        bucket, pos = head
         w = bucket.jobs[pos]
-        if rekey:
-            current = versions.get(top(w.team), 0)
-            if version != current:
-                fresh = policy.order_key(sc, w, attained[w.id])
-                if fresh != key and heap and fresh > heap[0][0]:
-                    heapq.heappush(heap, (fresh, seq, bucket, pos, current))
-                    seq += 1
-                    continue
         # 4a. a job naming a launch reservation runs on its nodes only (``launch``)
         if w.reservation is not None:
             why = launch.ended(sc, w)
@@ -114,7 +75,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             if placement is not None:
                 d.admits.append(Admit(w.id, placement))
                 sc.admit(w, placement)
-                seq = push_next(bucket, pos, seq)
+                queue.push_next(bucket, pos)
             elif reasons:
                 d.waiting[w.id] = why
             continue
@@ -147,7 +108,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 d.admits.append(Admit(w.id, placement, borrowed,
                                       None if fill is None else fill[1]))
                 sc.admit(w, placement)
-                seq = push_next(bucket, pos, seq)
+                queue.push_next(bucket, pos)
                 continue
             physical = True
             block = _physical_reason(sc, w) if reasons else ""
@@ -158,7 +119,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
             if reasons:
                 d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
-            seq = push_next(bucket, pos, seq)
+            queue.push_next(bucket, pos)
             continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that

@@ -27,6 +27,9 @@ class Policy:
     # key of a team's job may read only what lies under the team's top-level org node
     # (admissions elsewhere leave it as it was: ``Snapshot.version``)
     keys_read_snapshot = False
+    # the part of an ``order_key`` that orders two jobs of one team (None: no such part);
+    # it must change only with the team's own admissions (``scheduler.heads.TeamHeads``)
+    local_key: Callable[[OrderKey], OrderKey] | None = None
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()

@@ -1,0 +1,114 @@
+"""The two orders of queue heads (``scheduler.heads``) give the same decisions: a cycle
+with a heap of teams over heaps of their heads (``TeamHeads``, fair share's) decides
+exactly as one with a single heap of every head (``FlatHeads``), on random states with
+nested groups, priorities, LAS levels, borrowing and preemption; and so does a replay."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from allotment.domain.workload import JobId
+from allotment.policies import make_policy
+from allotment.scheduler.config import LasPreemption, SchedulerConfig
+from allotment.scheduler.cycle import decide
+from allotment.scheduler.decisions import Decisions
+from allotment.scheduler.heads import FlatHeads, TeamHeads, heads
+from allotment.scheduler.snapshot import Snapshot
+from allotment.scheduler.state import ClusterState
+from allotment.sim.engine import SimConfig, simulate
+from tests.builders import cluster, group, job, org, team
+
+SIZES = [1, 1, 2, 4, 8, 8, 16, 32]
+
+
+def random_state(seed: int, config: SchedulerConfig) -> tuple[ClusterState, float]:
+    rng = random.Random(seed)
+    gpus = 8 * rng.choice([8, 16, 32])
+    nodes = [group("g0"), group("g1"), group("g2", parent="g1")]
+    teams = [f"t{k}" for k in range(rng.randint(4, 12))]
+    left = gpus
+    for k, name in enumerate(teams):
+        share = min(left, rng.choice([0, 8, 16, 24, 32]))
+        left -= share
+        nodes.append(team(name, share, parent=rng.choice(["g0", "g1", "g2", None]),
+                          weight=rng.choice([1.0, 1.0, 2.0])))
+    policy = make_policy("fairshare", config)
+    state = ClusterState(cluster(gpus), org(nodes, gpus), pending_key=policy.pending_key)
+    free = [8] * (gpus // 8)
+    for k in range(rng.randint(0, gpus // 8)):
+        g = rng.choice([1, 2, 4, 8])
+        node = rng.randrange(len(free))
+        if free[node] < g:
+            continue
+        free[node] -= g
+        w = job(f"r{k}", rng.choice(teams), g, 0.0, 10_000.0, seq=k)
+        state.submit(w, 0.0)
+        state.start(w.id, ((node, g),), rng.uniform(0, 3000), config.checkpoint_s,
+                    rng.choice([0, 0, g]))
+    for k in range(rng.randint(20, 300)):
+        w = job(f"p{k}", rng.choice(teams), rng.choice(SIZES), rng.uniform(0, 3600),
+                100.0, seq=1000 + k, priority=rng.choice([0, 0, 0, 1]))
+        state.submit(w, rng.choice([0.0, 0.0, 1e6]))
+    return state, 3600.0
+
+
+def flat(policy: object) -> object:
+    """The same policy with no ``local_key``: its cycles use ``FlatHeads``."""
+    clone = make_policy("fairshare", policy.config)  # type: ignore[attr-defined]
+    clone.local_key = None  # type: ignore[assignment,misc]
+    return clone
+
+
+def summary(d: Decisions) -> tuple[object, ...]:
+    return (d.admits, d.preempts, d.rejects, sorted(d.waiting.items()),
+            [(r.job_id, r.nodes) for r in d.reservations])
+
+
+CONFIGS = [SchedulerConfig(min_runtime_s=0),
+           SchedulerConfig(min_runtime_s=0, las_preemption=LasPreemption.SURPLUS)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("config", CONFIGS, ids=["none", "surplus"])
+def test_team_heap_decides_as_one_heap(seed: int, config: SchedulerConfig) -> None:
+    state, now = random_state(seed, config)
+    policy = make_policy("fairshare", config)
+    sc = Snapshot(state, now)
+    assert isinstance(heads(state, sc, policy), TeamHeads)
+    assert isinstance(heads(state, sc, flat(policy)), FlatHeads)  # type: ignore[arg-type]
+    got = decide(state, policy, now, explain=True)
+    want = decide(state, flat(policy), now, explain=True)  # type: ignore[arg-type]
+    assert summary(got) == summary(want)
+    assert got.queue == want.queue
+
+
+def test_a_wrong_local_key_is_caught() -> None:
+    """The comparison above can fail: a local key that drops "beyond the guarantee" (so a
+    team's borrowing job may pass its own guaranteed one) decides differently."""
+    config = CONFIGS[0]
+    differs = 0
+    for seed in range(40):
+        state, now = random_state(seed, config)
+        wrong = make_policy("fairshare", config)
+        wrong.local_key = lambda key: key[4:]  # type: ignore[assignment,misc]
+        differs += summary(decide(state, wrong, now)) != summary(
+            decide(state, flat(wrong), now))  # type: ignore[arg-type]
+    assert differs > 0
+
+
+def test_replays_are_identical() -> None:
+    rng = random.Random(5)
+    nodes = [group("ga"), group("gb")] + [
+        team(f"t{k}", 16, parent="ga" if k < 3 else "gb") for k in range(6)]
+    jobs = [job(f"j{k}", f"t{rng.randrange(6)}", rng.choice(SIZES), rng.uniform(0, 20_000),
+                rng.uniform(60, 7200), seq=k) for k in range(600)]
+    config = SchedulerConfig(min_runtime_s=0)
+    results = [simulate(jobs, cluster(96), org(nodes, 96), p, SimConfig())
+               for p in (make_policy("fairshare", config),
+                         flat(make_policy("fairshare", config)))]  # type: ignore[arg-type]
+    a, b = (list(r.events) for r in results)
+    assert len(a) > 1200 and a == b
+    assert any("preempt" in str(e).lower() for e in a)
+    assert JobId("j0") in results[0].jobs
