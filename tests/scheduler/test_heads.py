@@ -29,7 +29,7 @@ def random_state(seed: int, config: SchedulerConfig) -> tuple[ClusterState, floa
     nodes = [group("g0"), group("g1"), group("g2", parent="g1")]
     teams = [f"t{k}" for k in range(rng.randint(4, 12))]
     left = gpus
-    for k, name in enumerate(teams):
+    for name in teams:
         share = min(left, rng.choice([0, 8, 16, 24, 32]))
         left -= share
         nodes.append(team(name, share, parent=rng.choice(["g0", "g1", "g2", None]),

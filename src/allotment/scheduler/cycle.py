@@ -43,9 +43,10 @@ def _physical_reason(sc: Snapshot, w: Workload) -> str:
 
 
 def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False,
-           reasons: bool = True) -> Decisions:
+           reasons: bool = True, hint: dict[GpuType, list[JobId]] | None = None) -> Decisions:
     """Admit, preempt, reserve and reject for one cycle at time ``now``; with ``explain``,
-    also the queue order (``Decisions.queue``) that reasons and positions are read from.
+    also the queue order (``Decisions.queue``) that reasons and positions are read from
+    (``hint``, the last cycle's, makes it faster to sort, never different).
     Without ``reasons`` (a replay that nobody watches), ``Decisions.waiting`` stays empty:
     the decisions are the same, only the words are not written."""
     reasons = reasons or explain
@@ -145,21 +146,34 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         if reasons:
             d.waiting[w.id] = block or ""
     if explain:
-        d.queue = queue_order(sc, state, policy, d)
+        d.queue = queue_order(sc, state, policy, d, hint)
     return d
 
 
-def queue_order(sc: Snapshot, state: ClusterState, policy: Policy,
-                d: Decisions) -> dict[GpuType, list[JobId]]:
+def queue_order(sc: Snapshot, state: ClusterState, policy: Policy, d: Decisions,
+                hint: dict[GpuType, list[JobId]] | None = None) -> dict[GpuType, list[JobId]]:
     """Every job still pending after ``d``, per GPU type, by the policy's order key in the
-    cycle's final snapshot (what the next cycle starts from)."""
+    cycle's final snapshot (what the next cycle starts from). The jobs are laid out in the
+    ``hint``'s order before sorting (new ones last): from one cycle to the next few keys
+    move, and a nearly sorted list sorts in close to linear time."""
     gone = {a.job_id for a in d.admits} | {r.job_id for r in d.rejects}
     attained = state.pending_attained
-    keyed: dict[GpuType, list[tuple[OrderKey, JobId]]] = {}
+    keyed: dict[GpuType, dict[JobId, tuple[OrderKey, JobId]]] = {}
     for bucket in state.buckets.values():
-        jobs = [w for w in bucket.jobs if w.id not in gone]
+        jobs = bucket.jobs
+        if gone:
+            jobs = [w for w in jobs if w.id not in gone]
         if jobs:
             keys = policy.bucket_order_keys(sc, jobs, attained)
-            keyed.setdefault(jobs[0].gpu_type, []).extend(
-                (k, w.id) for k, w in zip(keys, jobs, strict=True))
-    return {t: [jid for _, jid in sorted(rows)] for t, rows in sorted(keyed.items())}
+            rows = keyed.setdefault(jobs[0].gpu_type, {})
+            for k, w in zip(keys, jobs, strict=True):
+                rows[w.id] = (k, w.id)
+    out: dict[GpuType, list[JobId]] = {}
+    for t in sorted(keyed):
+        rows = keyed[t]
+        before = (hint or {}).get(t, ())
+        laid = [rows.pop(j) for j in before if j in rows]
+        laid.extend(rows.values())
+        laid.sort()
+        out[t] = [jid for _, jid in laid]
+    return out

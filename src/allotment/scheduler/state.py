@@ -103,6 +103,9 @@ class Bucket:
     key: BucketKey
     keys: list[tuple[float | int, ...]] = field(default_factory=list)
     jobs: list[Workload] = field(default_factory=list)
+    # the state's change count when a job last joined or left (unique across buckets, so
+    # an unchanged value means the same jobs in the same order: explanations reuse it)
+    version: int = 0
 
 
 class ClusterState:
@@ -123,6 +126,7 @@ class ClusterState:
         self.running: dict[JobId, RunningJob] = {}
         self.running_by_team: dict[str, dict[JobId, RunningJob]] = {}
         self.buckets: dict[BucketKey, Bucket] = {}
+        self.bucket_changes = 0  # joins and leaves of pending jobs so far (``Bucket.version``)
         self.pending_index: dict[JobId, BucketKey] = {}
         self.pending_attained: dict[JobId, float] = {}
         self.usage: dict[GpuType, list[int]] = {
@@ -328,6 +332,8 @@ class ClusterState:
         pos = bisect.bisect_right(bucket.keys, sort_key)
         bucket.keys.insert(pos, sort_key)
         bucket.jobs.insert(pos, w)
+        self.bucket_changes += 1
+        bucket.version = self.bucket_changes
         self.pending_index[w.id] = key
         self.pending_attained[w.id] = attained_gpu_s
         self.pending_gpus[w.gpu_type][self.org.index[w.team]] += w.gpus
@@ -350,6 +356,8 @@ class ClusterState:
         del self.pending_index[w.id]
         del bucket.jobs[pos]
         del bucket.keys[pos]
+        self.bucket_changes += 1
+        bucket.version = self.bucket_changes
         if not bucket.jobs:
             del self.buckets[key]
         self.pending_gpus[w.gpu_type][self.org.index[w.team]] -= w.gpus

@@ -20,9 +20,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from allotment.domain.cluster import GpuType
 from allotment.domain.jobstate import JobState
 from allotment.domain.org import OrgTree
 from allotment.domain.period import Period
+from allotment.domain.workload import JobId
 from allotment.scheduler import apply as path
 from allotment.scheduler.ledger import make_ledger
 from allotment.scheduler.policy import Policy
@@ -52,7 +54,8 @@ class Live:
     # last reason, estimated start written for each pending job (rows change only on change)
     explained: dict[int, tuple[str, float | None]] = field(default_factory=dict)
     estimated: set[int] = field(default_factory=set)  # jobs shown with an estimated start
-    bucket_sig: dict[object, object] = field(default_factory=dict)  # see schedule.explain
+    bucket_sig: dict[object, tuple[object, ...]] = field(default_factory=dict)  # see explain
+    queue: dict[GpuType, list[JobId]] = field(default_factory=dict)  # the last cycle's order
     # cycles wanted: (time, job id or 0, attempt); a job's wake-up counts while that run goes
     wakes: list[tuple[float, int, int]] = field(default_factory=list)
     used_ids: dict[str, set[int]] = field(default_factory=dict)  # node -> GPU indices in use

@@ -193,7 +193,8 @@ def schedule(db: Database, live: Live, policy: Policy, now: float,
         if st is not None and not st.num_pending:
             live.changed = False
         return None, None
-    d = decide(st, policy, now, explain=True)
+    d = decide(st, policy, now, explain=True, hint=live.queue)
+    live.queue = d.queue
     with db.session() as s:
         sink = DbSink(s, live, d, policy.config.grace_s)
         path.apply(d, st, policy, sink, now, obs)
@@ -208,8 +209,9 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
     """Reason and estimated start of every waiting job, written only where they changed;
     the queue order of each GPU type. After a cycle, or after the state was (re)built.
 
-    A queue's reasons are rebuilt only when its team's context, its head or a waiting
-    reason in it changed (its signature); otherwise only its new jobs are explained."""
+    A queue whose signature (its team's context, its head, its waiting reasons and the
+    jobs it holds) is as before is not looked at; one whose context, head or reasons
+    changed is explained again; otherwise only its new jobs are explained."""
     if d is None and not rebuilt:
         _explain_unschedulable(db, live)
         return
@@ -231,22 +233,30 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
             if key_ is not None:
                 by_bucket.setdefault(key_, []).append((jid_, why))
         org = st.org
+        contexts: dict[tuple[str, str, bool], str] = {}  # (team, type, borrowing?) -> words
         for key, bucket in st.buckets.items():
             head = bucket.jobs[0]
             t = head.gpu_type
             i = org.index[head.team]
-            ctx = (f"team {head.team} at {st.usage[t][i]}/{org.guaranteed[t][i]} "
-                   f"guaranteed {t} GPUs")
-            over = over_note(st, head.team, t, now)
-            if over is not None:
-                ctx = f"{over}; {ctx}"
-            elif st.ledger.credit_half_life_s is not None and (
-                    st.usage[t][i] + head.gpus > org.guaranteed[t][i]):
-                credit = credit_note(st, head.team, now)
-                ctx = ctx if credit is None else f"{ctx}; {credit}"
-            sig = (ctx, head.id, tuple(sorted(by_bucket.get(key, ()))))
-            same = live.bucket_sig.get(key) == sig
+            borrowing = st.usage[t][i] + head.gpus > org.guaranteed[t][i]
+            ctx = contexts.get((head.team, t, borrowing))
+            if ctx is None:
+                ctx = (f"team {head.team} at {st.usage[t][i]}/{org.guaranteed[t][i]} "
+                       f"guaranteed {t} GPUs")
+                over = over_note(st, head.team, t, now)
+                if over is not None:
+                    ctx = f"{over}; {ctx}"
+                elif st.ledger.credit_half_life_s is not None and borrowing:
+                    credit = credit_note(st, head.team, now)
+                    ctx = ctx if credit is None else f"{ctx}; {credit}"
+                contexts[(head.team, t, borrowing)] = ctx
+            waits = by_bucket.get(key)
+            sig = (ctx, head.id, tuple(sorted(waits)) if waits else (), bucket.version)
+            before = live.bucket_sig.get(key)
+            if before == sig:
+                continue  # the same jobs, explained in the same words
             live.bucket_sig[key] = sig
+            same = before is not None and before[:3] == sig[:3]  # only jobs came or went
             for w in bucket.jobs:
                 jid = int(w.id)
                 if same and jid in live.explained:
@@ -260,10 +270,12 @@ def explain(db: Database, live: Live, d: Decisions | None, now: float,
                     new[jid] = f"{ctx}; waiting for the next scheduling cycle"
         queue = d.queue if d is not None else {}
         cap = {str(t): st.cluster.capacity(t) for t in st.cluster.gpu_types}
-        holdings = [Holding(r.workload.gpu_type, r.workload.gpus,
-                            None if r.workload.estimate_s is None
-                            else r.segment_start + r.workload.estimate_s)
-                    for r in st.running.values()]
+        held: dict[tuple[str, float | None], int] = {}  # GPUs held per (type, end)
+        for r in st.running.values():
+            w = r.workload
+            end = None if w.estimate_s is None else r.segment_start + w.estimate_s
+            held[(w.gpu_type, end)] = held.get((w.gpu_type, end), 0) + w.gpus
+        holdings = [Holding(t, g, end) for (t, end), g in held.items()]
         queued = []
         for t, ids in queue.items():
             order[str(t)] = [int(j) for j in ids]
