@@ -13,9 +13,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
+from allotment.storage import batch
 from allotment.storage.models import InboxRow
 
 
@@ -32,8 +33,23 @@ class Note(NamedTuple):
 
 
 def note(s: Session, kind: Change, job_id: int | None = None) -> None:
-    """Record a change for the loop (inside the caller's transaction)."""
+    """Record a change for the loop (inside the caller's transaction; in a group-commit
+    batch, written with the batch's other notes at its end: ``storage.batch``)."""
+    kept = batch.memo(s)
+    if kept is not None:
+        kept[batch.NOTES].append((str(kind), job_id))
+        return
     s.add(InboxRow(kind=str(kind), job_id=job_id))
+
+
+def write_deferred(s: Session) -> None:
+    """Write the notes a batch kept back, in one statement."""
+    kept = batch.memo(s)
+    if kept is not None and kept[batch.NOTES]:
+        table: Table = InboxRow.__table__  # type: ignore[assignment]
+        s.connection().execute(insert(table), [{"kind": k, "job_id": j}
+                                               for k, j in kept[batch.NOTES]])
+        kept[batch.NOTES].clear()
 
 
 def read(s: Session) -> list[Note]:

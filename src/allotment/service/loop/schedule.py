@@ -38,8 +38,12 @@ from allotment.storage.models import JobRow
 
 def take_inbox(db: Database, live: Live, now: float, obs: path.Observer) -> bool:
     """Apply the API's submissions and cancellations to the in-memory state. Returns True
-    when the inventory, the org tree or the quotas changed (the state must be rebuilt)."""
-    with db.session() as s:
+    when the inventory, the org tree or the quotas changed (the state must be rebuilt).
+
+    The notes and their jobs are read in a read-only transaction (on SQLite: beside the
+    submits, not holding the write lock while thousands of them are applied); only the
+    deletion of the notes read is a write, a short one."""
+    with db.readers() as s:
         notes = inbox.read(s)
         if not notes:
             return False
@@ -51,13 +55,14 @@ def take_inbox(db: Database, live: Live, now: float, obs: path.Observer) -> bool
                           and n.kind == inbox.Change.CANCEL})
         briefs = {j.id: j for j in jobrepo.brief(s, submits, jobrepo.PENDING_COLUMNS)}
         full = {j.id: j for j in jobrepo.rows(s, cancels)}  # rare: whole rows
-        for n in notes:
-            if n.kind == inbox.Change.SUBMIT and n.job_id in briefs:
-                _submitted(live, briefs[n.job_id], now, obs)
-            elif n.kind == inbox.Change.CANCEL and n.job_id in full:
-                _cancelled(live, full[n.job_id], now, obs)
-        inbox.consume(s, notes)
+    for n in notes:
+        if n.kind == inbox.Change.SUBMIT and n.job_id in briefs:
+            _submitted(live, briefs[n.job_id], now, obs)
+        elif n.kind == inbox.Change.CANCEL and n.job_id in full:
+            _cancelled(live, full[n.job_id], now, obs)
     live.changed = True
+    with db.session() as s:
+        inbox.consume(s, notes)
     return False
 
 
