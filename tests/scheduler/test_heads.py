@@ -29,10 +29,11 @@ def random_state(seed: int, config: SchedulerConfig) -> tuple[ClusterState, floa
     nodes = [group("g0"), group("g1"), group("g2", parent="g1")]
     teams = [f"t{k}" for k in range(rng.randint(4, 12))]
     left = gpus
-    for name in teams:
+    for k, name in enumerate(teams):
         share = min(left, rng.choice([0, 8, 16, 24, 32]))
         left -= share
-        nodes.append(team(name, share, parent=rng.choice(["g0", "g1", "g2", None]),
+        parent = "g0" if k < 2 else rng.choice(["g0", "g1", "g2", None])  # g0 groups two
+        nodes.append(team(name, share, parent=parent,
                           weight=rng.choice([1.0, 1.0, 2.0])))
     policy = make_policy("fairshare", config)
     state = ClusterState(cluster(gpus), org(nodes, gpus), pending_key=policy.pending_key)
@@ -82,6 +83,19 @@ def test_team_heap_decides_as_one_heap(seed: int, config: SchedulerConfig) -> No
     want = decide(state, flat(policy), now, explain=True)  # type: ignore[arg-type]
     assert summary(got) == summary(want)
     assert got.queue == want.queue
+
+
+def test_a_flat_org_keeps_one_heap() -> None:
+    """Where every top-level node is a team, a change re-keys only that team's heads:
+    the one heap serves (and a group of two teams makes it the heap of teams)."""
+    config = CONFIGS[0]
+    policy = make_policy("fairshare", config)
+    for nodes, kind in (([team("a", 8), team("b", 8)], FlatHeads),
+                        ([group("g"), team("a", 8, parent="g"), team("c", 0, parent="g"),
+                          team("b", 8)], TeamHeads)):
+        state = ClusterState(cluster(16), org(nodes, 16), pending_key=policy.pending_key)
+        state.submit(job("p", "a", 1, 0.0, 10.0), 0.0)
+        assert isinstance(heads(state, Snapshot(state, 0.0), policy), kind)
 
 
 def test_a_wrong_local_key_is_caught() -> None:

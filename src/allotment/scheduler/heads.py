@@ -43,8 +43,10 @@ class Heads(Protocol):
 
 
 def heads(state: ClusterState, sc: Snapshot, policy: Policy) -> Heads:
-    """The structure that suits ``policy`` (see the module's text)."""
-    if policy.keys_read_snapshot and policy.local_key is not None:
+    """The structure that suits ``policy`` and the org (see the module's text): where every
+    top-level org node is a team of its own (a flat org), a change re-keys only its own
+    heads anyway, and the one heap is the cheaper."""
+    if policy.keys_read_snapshot and policy.local_key is not None and state.grouped_org():
         return TeamHeads(state, sc, policy, policy.local_key)
     return FlatHeads(state, sc, policy)
 

@@ -127,6 +127,7 @@ class ClusterState:
         self.running_by_team: dict[str, dict[JobId, RunningJob]] = {}
         self.buckets: dict[BucketKey, Bucket] = {}
         self.bucket_changes = 0  # joins and leaves of pending jobs so far (``Bucket.version``)
+        self._grouped: bool | None = None  # see grouped_org
         self.pending_index: dict[JobId, BucketKey] = {}
         self.pending_attained: dict[JobId, float] = {}
         self.usage: dict[GpuType, list[int]] = {
@@ -215,6 +216,14 @@ class ClusterState:
                      if org.is_team[i] and node in org.path[i]]
             self._teams_below[node] = below
         return below
+
+    def grouped_org(self) -> bool:
+        """Whether some top-level org node has more than one team under it (cached)."""
+        if self._grouped is None:
+            org = self.org
+            tops = {org.path[i][0] for i in range(1, len(org.names)) if org.is_team[i]}
+            self._grouped = any(len(self.teams_below(t)) > 1 for t in tops)
+        return self._grouped
 
     def pending_jobs(self) -> Iterator[Workload]:
         for key in sorted(self.buckets):
