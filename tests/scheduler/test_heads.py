@@ -85,6 +85,20 @@ def test_team_heap_decides_as_one_heap(seed: int, config: SchedulerConfig) -> No
     assert got.queue == want.queue
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_queue_keys_agree_with_order_keys(seed: int) -> None:
+    """``bucket_order_keys`` (a queue's keys at once, for the queue order) is
+    ``order_key`` of each of its jobs."""
+    config = CONFIGS[0]
+    state, now = random_state(seed, config)
+    policy = make_policy("fairshare", config)
+    sc = Snapshot(state, now)
+    attained = state.pending_attained
+    for bucket in state.buckets.values():
+        assert policy.bucket_order_keys(sc, bucket.jobs, attained) == [
+            policy.order_key(sc, w, attained[w.id]) for w in bucket.jobs]
+
+
 def test_a_flat_org_keeps_one_heap() -> None:
     """Where every top-level node is a team, a change re-keys only that team's heads:
     the one heap serves (and a group of two teams makes it the heap of teams)."""

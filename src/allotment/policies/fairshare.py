@@ -86,8 +86,9 @@ class FairSharePolicy(LasQueues):
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
     def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
-        # (``beyond_class``, ``fair_share_path`` and ``_key`` inlined: the hottest call of a
-        # cycle that admits thousands of jobs)
+        # (``beyond_class`` and ``fair_share_path`` inlined: the hottest call of a cycle
+        # that admits thousands of jobs; ``level * beyond``: lent GPUs go to queue-1, short
+        # so far, work first)
         if sc.state.ledger.budget_gpu_s and over_budget(sc, w):
             beyond = 2  # past its budget (policies.incentives)
         else:
@@ -108,25 +109,20 @@ class FairSharePolicy(LasQueues):
     def bucket_order_keys(self, sc: Snapshot, jobs: list[Workload],
                           attained: dict[JobId, float]) -> list[OrderKey]:
         """The jobs of one queue share their team, GPU type and size, hence "beyond" and
-        the fair-share path."""
+        the fair-share path. (``order_key``'s tuple written out here, ``level`` inlined:
+        the queue order keys every pending job of every cycle the service explains.)"""
         beyond = beyond_class(sc, jobs[0])
-        path = fair_share_path(sc, jobs[0].team)
+        team = jobs[0].team
+        path = fair_share_path(sc, team)
         if beyond:
-            path = credited_path(sc, jobs[0].team, path)
-        return [self._key(w, beyond, path, self.level(attained[w.id])) for w in jobs]
-
-    @staticmethod
-    def _key(w: Workload, beyond: int, path: tuple[int, ...], level: int) -> OrderKey:
-        return (
-            beyond,
-            level * beyond,  # lent GPUs go to queue-1 (short so far) work first
-            path,
-            w.team,
-            -w.priority,
-            level,
-            w.submit_time,
-            w.seq,
-        )
+            path = credited_path(sc, team, path)
+        threshold = self.config.las_threshold_gpu_s
+        out: list[OrderKey] = []
+        for w in jobs:
+            level = 0 if attained[w.id] < threshold else 1
+            out.append((beyond, level * beyond, path, team, -w.priority, level, w.submit_time,
+                        w.seq))
+        return out
 
     def quota_block(self, sc: Snapshot, w: Workload) -> str | None:
         if not w.preemptible and not sc.within_guarantee(w):

@@ -157,11 +157,12 @@ def queue_order(sc: Snapshot, state: ClusterState, policy: Policy, d: Decisions,
     ``hint``'s order before sorting (new ones last): from one cycle to the next few keys
     move, and a nearly sorted list sorts in close to linear time."""
     gone = {a.job_id for a in d.admits} | {r.job_id for r in d.rejects}
+    touched = {state.pending_index[j] for j in gone}  # the queues they leave
     attained = state.pending_attained
     keyed: dict[GpuType, dict[JobId, tuple[OrderKey, JobId]]] = {}
-    for bucket in state.buckets.values():
+    for key, bucket in state.buckets.items():
         jobs = bucket.jobs
-        if gone:
+        if key in touched:
             jobs = [w for w in jobs if w.id not in gone]
         if jobs:
             keys = policy.bucket_order_keys(sc, jobs, attained)
