@@ -112,6 +112,21 @@ def test_a_flat_org_keeps_one_heap() -> None:
         assert isinstance(heads(state, Snapshot(state, 0.0), policy), kind)
 
 
+def test_jobs_that_tie_are_taken_as_by_one_heap() -> None:
+    """Two queues of one team whose heads tie (the same submit time and sequence number,
+    which nothing forbids a caller to give) are taken in the one heap's order, the order
+    of the queues, instead of comparing the queues themselves."""
+    config = CONFIGS[0]
+    policy = make_policy("fairshare", config)
+    nodes = [group("g"), team("a", 8, parent="g"), team("b", 8, parent="g")]
+    state = ClusterState(cluster(16), org(nodes, 16), pending_key=policy.pending_key)
+    state.submit(job("x1", "a", 1, 0.0, 10.0, seq=7), 0.0)
+    state.submit(job("x2", "a", 2, 0.0, 10.0, seq=7), 0.0)
+    got = decide(state, policy, 0.0)
+    assert summary(got) == summary(decide(state, flat(policy), 0.0))  # type: ignore[arg-type]
+    assert [a.job_id for a in got.admits] == ["x1", "x2"]
+
+
 def test_a_wrong_local_key_is_caught() -> None:
     """The comparison above can fail: a local key that drops "beyond the guarantee" (so a
     team's borrowing job may pass its own guaranteed one) decides differently."""

@@ -109,10 +109,11 @@ class FlatHeads:
             self.seq += 1
 
 
-# local key, the team's GPUs in the snapshot when keyed (``alloc_total``: it grows with
-# the team's own admissions, and only with them), the top-level node's version when keyed,
-# the whole key then, queue, position
-TeamEntry = tuple[OrderKey, int, int, OrderKey, Bucket, int]
+# local key, a sequence (keys are unique when job sequences are; the heap never compares
+# queues), the team's GPUs in the snapshot when keyed (``alloc_total``: it grows with the
+# team's own admissions, and only with them), the top-level node's version when keyed, the
+# whole key then, queue, position
+TeamEntry = tuple[OrderKey, int, int, int, OrderKey, Bucket, int]
 
 
 class TeamHeads:
@@ -128,15 +129,16 @@ class TeamHeads:
         self.top_of = _TopOf(state)
         self.subs: dict[str, list[TeamEntry]] = {}
         attained, alloc, index = self.attained, self.alloc, self.index
-        for b in state.buckets.values():
+        for seq, b in enumerate(state.buckets.values()):
             w = b.jobs[0]
             full = self.key(sc, w, attained[w.id])
             self.subs.setdefault(w.team, []).append(
-                (local_key(full), alloc[index[w.team]], 0, full, b, 0))
+                (local_key(full), seq, alloc[index[w.team]], 0, full, b, 0))
+        self.seq = len(state.buckets)
         self.heap: list[tuple[OrderKey, str, int]] = []
         for team, sub in self.subs.items():
             heapq.heapify(sub)
-            self.heap.append((sub[0][3], team, 0))
+            self.heap.append((sub[0][4], team, 0))
         heapq.heapify(self.heap)
         self.current: str | None = None  # the team of the head last popped
 
@@ -146,15 +148,15 @@ class TeamHeads:
         sub = self.subs[team]
         a = self.alloc[self.index[team]]
         while True:
-            local, stamp, ver, full, bucket, pos = sub[0]
+            local, seq, stamp, ver, full, bucket, pos = sub[0]
             if ver == version:
                 return full
             w = bucket.jobs[pos]
             full = self.key(self.sc, w, self.attained[w.id])
             if stamp == a:  # the team admitted nothing since: its local order stands
-                sub[0] = (local, a, version, full, bucket, pos)
+                sub[0] = (local, seq, a, version, full, bucket, pos)
                 return full
-            heapq.heapreplace(sub, (self.local(full), a, version, full, bucket, pos))
+            heapq.heapreplace(sub, (self.local(full), seq, a, version, full, bucket, pos))
 
     def pop(self) -> tuple[Bucket, int] | None:
         heap, versions, top_of = self.heap, self.versions, self.top_of
@@ -174,7 +176,7 @@ class TeamHeads:
                     continue
             entry = heapq.heappop(self.subs[team])
             self.current = team
-            return entry[4], entry[5]
+            return entry[5], entry[6]
         return None
 
     def push_next(self, bucket: Bucket, pos: int) -> None:
@@ -182,5 +184,6 @@ class TeamHeads:
             nxt = bucket.jobs[pos + 1]
             full = self.key(self.sc, nxt, self.attained[nxt.id])
             heapq.heappush(self.subs[nxt.team], (
-                self.local(full), self.alloc[self.index[nxt.team]],
+                self.local(full), self.seq, self.alloc[self.index[nxt.team]],
                 self.versions.get(self.top_of(nxt.team), 0), full, bucket, pos + 1))
+            self.seq += 1
