@@ -154,6 +154,34 @@ def test_no_preemption_loop() -> None:
         assert "a-borrowed" in d.waiting
 
 
+def test_a_victim_without_grace_sits_out_its_instant() -> None:
+    """With no grace period a victim stops at the instant it is told and is requeued
+    then: it does not start again in that instant's cycles (the job it made room for goes
+    first), and the cycle asks for the next instant, where it competes as usual. Here b
+    takes back its guarantee from a's two borrowers on node 1; the 4 GPUs free on node 2
+    could take one of them at once, but only at the next instant do they."""
+    cfg = SchedulerConfig(min_runtime_s=0.0, grace_s=0.0)
+    teams = [team("a", 8), team("b", 8), team("c", 8)]
+    state, policy = build(teams, 24, [Run("a-own", "a", 8, 0, 0.0),
+                                      Run("a-borrowed", "a", 4, 1, 0.0, borrowed=4),
+                                      Run("a-other", "a", 4, 1, 0.0, borrowed=4),
+                                      Run("c-own", "c", 4, 2, 0.0)],
+                          [Wait("b1", "b", 8, 100.0)], cfg)
+    d = decide(state, policy, 100.0)  # type: ignore[arg-type]
+    assert sorted(p.job_id for p in d.preempts) == ["a-borrowed", "a-other"]
+    path.apply(d, state, policy, _Sink(), 100.0)  # type: ignore[arg-type]
+    for victim in ("a-borrowed", "a-other"):  # no grace: gone at once
+        path.requeue(state, JobId(victim), 100.0)
+    d = decide(state, policy, 100.0)  # type: ignore[arg-type]
+    assert [(a.job_id, a.placement) for a in d.admits] == [("b1", ((1, 8),))]
+    assert "no grace period" in d.waiting[JobId("a-borrowed")]
+    assert d.wake_at is not None and 100.0 < d.wake_at < 100.001
+    path.apply(d, state, policy, _Sink(), 100.0)  # type: ignore[arg-type]
+    later = decide(state, policy, d.wake_at)  # type: ignore[arg-type]
+    assert [(a.job_id, a.placement) for a in later.admits] == [("a-borrowed", ((2, 4),))]
+    assert later.preempts == []
+
+
 def test_reservation_kept_across_cycles() -> None:
     """A blocked gang keeps the domain it reserved in the last cycle while that domain can
     still hold it, even when another domain now has more free GPUs."""

@@ -4,6 +4,8 @@ read, never changed; the same function runs in the simulator, the service and th
 
 from __future__ import annotations
 
+import math
+
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
 from allotment.scheduler import launch
@@ -66,6 +68,15 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     while (head := queue.pop()) is not None:
         bucket, pos = head
         w = bucket.jobs[pos]
+        # 3a. a job preempted at this instant with no grace period waits for the next
+        #     instant, its queue behind it: the job it made room for goes first
+        if state.requeued_at and state.requeued_at.get(w.id) == now:
+            d.wake(math.nextafter(now, math.inf))
+            if reasons:
+                d.waiting[w.id] = ("preempted at this instant with no grace period: it waits "
+                                   "for the next cycle, so that the job it made room for "
+                                   "goes first")
+            continue
         # 4a. a job naming a launch reservation runs on its nodes only (``launch``)
         if w.reservation is not None:
             why = launch.ended(sc, w)

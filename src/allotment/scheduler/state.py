@@ -128,6 +128,8 @@ class ClusterState:
         self.buckets: dict[BucketKey, Bucket] = {}
         self.bucket_changes = 0  # joins and leaves of pending jobs so far (``Bucket.version``)
         self._grouped: bool | None = None  # see grouped_org
+        # jobs preempted with no grace period, requeued at this instant (``apply.requeue``)
+        self.requeued_at: dict[JobId, float] = {}
         self.pending_index: dict[JobId, BucketKey] = {}
         self.pending_attained: dict[JobId, float] = {}
         self.usage: dict[GpuType, list[int]] = {
