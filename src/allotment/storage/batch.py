@@ -3,7 +3,7 @@ on SQLite, where the batch holds the write lock and so no other transaction can 
 what it reads:
 
 - reads its functions repeat (the team exists, the GPU types installed, the teams under an
-  org node), answered once per batch (``memo``);
+  org node), answered once per batch (``once``);
 - the scheduler inbox's notes of its submits, written in one statement at the end of the
   batch instead of one each (``storage.inbox``).
 
@@ -14,9 +14,12 @@ shorter holds. On PostgreSQL concurrent transactions commit meanwhile: no batch 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
 
 _KEY = "allotment_batch"
 NOTES = "inbox notes"  # the memo's list of (kind, job id) to write at the end
@@ -33,6 +36,17 @@ def memo(s: Session) -> dict[object, Any] | None:
     transactions cannot change while the batch runs may be kept here, keyed by what it
     asked."""
     return s.info.get(_KEY)
+
+
+def once(s: Session, key: object, compute: Callable[[], T]) -> T:
+    """``compute()``, answered once per batch under ``key`` (every time outside a batch);
+    the answer is shared: a caller that may change it hands out a copy."""
+    kept = memo(s)
+    if kept is None:
+        return compute()
+    if key not in kept:
+        kept[key] = compute()
+    return kept[key]  # type: ignore[no-any-return]
 
 
 def mark(s: Session) -> int:

@@ -300,14 +300,8 @@ def capacity(s: Session) -> dict[GpuType, int]:
     """Installed GPUs by type, down nodes included: quotas are planned against what is
     installed, so a node going down does not void the plan (its guarantees then wait or
     reclaim borrowed GPUs, as Kueue's nominal quotas do)."""
-    kept = batch.memo(s)
-    if kept is not None and "capacity" in kept:
-        return dict(kept["capacity"])
-    rows = s.execute(_CAPACITY).all()
-    out = {GpuType(t): int(n) for t, n in rows}
-    if kept is not None:
-        kept["capacity"] = dict(out)
-    return out
+    return dict(batch.once(s, "capacity", lambda: {
+        GpuType(t): int(n) for t, n in s.execute(_CAPACITY).all()}))
 
 
 _CAPACITY = select(NodeRow.gpu_type, func.sum(NodeRow.gpus)).group_by(
@@ -400,13 +394,7 @@ def load_org(s: Session, now: float, cap: dict[GpuType, int] | None = None) -> O
 
 def teams_under(s: Session, node: str | None) -> set[str]:
     """Leaf teams in the subtree of ``node`` (all teams for None)."""
-    kept = batch.memo(s)
-    if kept is not None and ("teams_under", node) in kept:
-        return set(kept["teams_under", node])
-    out = _teams_under(s, node)
-    if kept is not None:
-        kept["teams_under", node] = frozenset(out)
-    return out
+    return set(batch.once(s, ("teams_under", node), lambda: frozenset(_teams_under(s, node))))
 
 
 def _teams_under(s: Session, node: str | None) -> set[str]:
@@ -441,13 +429,8 @@ def nodes_under(s: Session, node: str | None) -> set[str]:
 
 def is_team(s: Session, name: str) -> bool:
     """Whether ``name`` is an org node without children (one query, once per batch)."""
-    kept = batch.memo(s)
-    if kept is not None and ("is_team", name) in kept:
-        return bool(kept["is_team", name])
-    found = s.execute(_IS_TEAM, {"name": name}).first() is not None
-    if kept is not None:
-        kept["is_team", name] = found
-    return found
+    return batch.once(s, ("is_team", name),
+                      lambda: s.execute(_IS_TEAM, {"name": name}).first() is not None)
 
 
 _IS_TEAM = select(OrgNodeRow.name).where(
