@@ -8,10 +8,8 @@ remaining ("over budget: idle GPUs only") and credit; a waiting llama job says w
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +19,18 @@ from allotment.domain.cluster import GpuType
 from allotment.scheduler.config import SchedulerConfig
 from allotment.service.app import create_app
 from allotment.service.loop import LoopConfig, SchedulerLoop
-from allotment.storage import budgets, repo
-from allotment.storage.db import Database
+from allotment.storage import budgets
 from allotment.storage.models import UsageRow
-from tests.dashboard.test_e2e import ORG, _api, _browser_paths, browser, check_page, login, wait
+from tests.dashboard.test_e2e import (
+    ORG,
+    _api,
+    _browser_paths,
+    browser,
+    check_page,
+    login,
+    seed_site,
+    wait,
+)
 from tests.service.conftest import LiveServer
 
 __all__ = ["browser"]  # the module's browser fixture
@@ -33,23 +39,14 @@ __all__ = ["browser"]  # the module's browser fixture
 @pytest.fixture(scope="module")
 def site() -> Iterator[dict[str, Any]]:
     _browser_paths()
-    tmp = Path(tempfile.mkdtemp(prefix="allotment-ui-budget-"))
-    db = Database(f"sqlite:///{tmp / 'allotment.db'}", data_dir=tmp / "data")
-    db.upgrade()
-    now = time.time()
+    tmp, db, tokens, now = seed_site("allotment-ui-budget-", ORG, (
+        ("ann", "member", "llama"), ("vic", "member", "vision")))
     with db.session() as s:
-        _, admin = repo.create_user(s, "root", "admin", None, now)
-        repo.set_inventory(s, [repo.NodeSpec(f"n{k}", "a100", 8, k, 0) for k in (1, 2)],
-                           "test", now)
-        repo.set_org(s, {"org": ORG}, "test", now)
         budgets.set_period(s, "default", {("llama", GpuType("a100")): 1.0,
                                           ("vision", GpuType("a100")): 500.0}, "test")
         s.add(UsageRow(team="llama", gpu_type="a100", hour=int(now // 3600 * 3600) - 3600,
                        used_gpu_s=2 * 3600.0, borrowed_gpu_s=0.0, lent_gpu_s=0.0,
                        idle_gpu_s=0.0, guaranteed_gpu_s=0.0, preemptions=0))
-        tokens = {"admin": admin}
-        for who, role, node in (("ann", "member", "llama"), ("vic", "member", "vision")):
-            _, tokens[who] = repo.create_user(s, who, role, node, now)
     loop = SchedulerLoop(db, FakeBackend(), LoopConfig(
         tick_s=0.3, accounting_flush_s=0.5,
         scheduler=SchedulerConfig(grace_s=10, min_runtime_s=0, credit_half_life_s=3600.0)))

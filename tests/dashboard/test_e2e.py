@@ -34,6 +34,27 @@ ORG = [{"name": "research", "children": [
     {"name": "platform", "children": [{"name": "infra"}]}]
 
 
+def seed_site(prefix: str, org: list[dict[str, Any]],
+              users: tuple[tuple[str, str, str], ...] = ()) -> tuple[Path, Database,
+                                                                     dict[str, str], float]:
+    """A new site's database in a temporary folder: the admin ``root``, two nodes of 8
+    a100, ``org`` and ``users`` (name, role, org node); returns the folder, the database,
+    each user's token (the admin's as ``admin``) and the time it was made."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    db = Database(f"sqlite:///{tmp / 'allotment.db'}", data_dir=tmp / "data")
+    db.upgrade()
+    now = time.time()
+    with db.session() as s:
+        _, admin = repo.create_user(s, "root", "admin", None, now)
+        repo.set_inventory(s, [repo.NodeSpec(f"n{k}", "a100", 8, k, 0) for k in (1, 2)],
+                           "test", now)
+        repo.set_org(s, {"org": org}, "test", now)
+        tokens = {"admin": admin}
+        for who, role, node in users:
+            _, tokens[who] = repo.create_user(s, who, role, node, now)
+    return tmp, db, tokens, now
+
+
 def _browser_paths() -> tuple[str, str]:
     chrome = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -48,19 +69,9 @@ def _browser_paths() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def site() -> Iterator[dict[str, Any]]:
     _browser_paths()
-    tmp = Path(tempfile.mkdtemp(prefix="allotment-ui-"))
-    db = Database(f"sqlite:///{tmp / 'allotment.db'}", data_dir=tmp / "data")
-    db.upgrade()
-    now = time.time()
-    with db.session() as s:
-        _, admin = repo.create_user(s, "root", "admin", None, now)
-        repo.set_inventory(s, [repo.NodeSpec(f"n{k}", "a100", 8, k, 0) for k in (1, 2)],
-                           "test", now)
-        repo.set_org(s, {"org": ORG}, "test", now)
-        tokens = {"admin": admin}
-        for who, role, node in (("ann", "member", "llama"), ("vic", "member", "vision"),
-                                ("lee", "lead", "llama"), ("val", "lead", "vision")):
-            _, tokens[who] = repo.create_user(s, who, role, node, now)
+    tmp, db, tokens, _ = seed_site("allotment-ui-", ORG, (
+        ("ann", "member", "llama"), ("vic", "member", "vision"),
+        ("lee", "lead", "llama"), ("val", "lead", "vision")))
     backend = FakeBackend(exit_on_term=False)  # a borrower stops at SIGKILL, after grace
     loop = SchedulerLoop(db, backend, LoopConfig(
         tick_s=0.3, scheduler=SchedulerConfig(grace_s=10, min_runtime_s=0)))

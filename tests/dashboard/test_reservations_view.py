@@ -7,11 +7,9 @@ with the page's button; the lead cancels it. Screenshots: ``reservations-*.png``
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +18,16 @@ from allotment.backends.fake import FakeBackend
 from allotment.scheduler.config import SchedulerConfig
 from allotment.service.app import create_app
 from allotment.service.loop import LoopConfig, SchedulerLoop
-from allotment.storage import repo
-from allotment.storage.db import Database
-from tests.dashboard.test_e2e import ORG, _api, _browser_paths, browser, check_page, login, wait
+from tests.dashboard.test_e2e import (
+    ORG,
+    _api,
+    _browser_paths,
+    browser,
+    check_page,
+    login,
+    seed_site,
+    wait,
+)
 from tests.service.conftest import LiveServer
 
 __all__ = ["browser"]  # the module's browser fixture
@@ -31,18 +36,8 @@ __all__ = ["browser"]  # the module's browser fixture
 @pytest.fixture(scope="module")
 def site() -> Iterator[dict[str, Any]]:
     _browser_paths()
-    tmp = Path(tempfile.mkdtemp(prefix="allotment-ui-resv-"))
-    db = Database(f"sqlite:///{tmp / 'allotment.db'}", data_dir=tmp / "data")
-    db.upgrade()
-    now = time.time()
-    with db.session() as s:
-        _, admin = repo.create_user(s, "root", "admin", None, now)
-        repo.set_inventory(s, [repo.NodeSpec(f"n{k}", "a100", 8, k, 0) for k in (1, 2)],
-                           "test", now)
-        repo.set_org(s, {"org": ORG}, "test", now)
-        tokens = {"admin": admin}
-        for who, role, node in (("lee", "lead", "llama"), ("ann", "member", "llama")):
-            _, tokens[who] = repo.create_user(s, who, role, node, now)
+    tmp, db, tokens, _ = seed_site("allotment-ui-resv-", ORG, (
+        ("lee", "lead", "llama"), ("ann", "member", "llama")))
     loop = SchedulerLoop(db, FakeBackend(), LoopConfig(
         tick_s=0.3, scheduler=SchedulerConfig(grace_s=10, min_runtime_s=0)))
     app = create_app(db, loop, {"runs_dir": str(tmp / "runs")})

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from allotment.service.app import create_app
-from allotment.storage import repo
-from allotment.storage.db import Database
 from allotment.storage.models import ClusterUsageRow, UsageRow
-from tests.dashboard.test_e2e import SHOTS, _browser_paths, browser, login  # noqa: F401
+from tests.dashboard.test_e2e import SHOTS, _browser_paths, browser, login, seed_site  # noqa: F401
 from tests.service.conftest import LiveServer
 
 ORG = [{"name": "research", "children": [
@@ -30,16 +25,9 @@ ORG = [{"name": "research", "children": [
 @pytest.fixture(scope="module")
 def site() -> Iterator[dict[str, Any]]:
     _browser_paths()
-    tmp = Path(tempfile.mkdtemp(prefix="allotment-charts-"))
-    db = Database(f"sqlite:///{tmp / 'allotment.db'}", data_dir=tmp / "data")
-    db.upgrade()
-    now = time.time()
+    tmp, db, tokens, now = seed_site("allotment-charts-", ORG)
     hour = int(now // 3600 * 3600)
     with db.session() as s:
-        _, admin = repo.create_user(s, "root", "admin", None, now)
-        repo.set_inventory(s, [repo.NodeSpec(f"n{k}", "a100", 8, k, 0) for k in (1, 2)],
-                           "test", now)
-        repo.set_org(s, {"org": ORG}, "test", now)
         for h in range(24 * 7):  # a week: llama's day-night cycle, vision steady
             t = hour - h * 3600
             llama = 6 + 5 * math.sin(h / 24 * 2 * math.pi)
@@ -54,7 +42,7 @@ def site() -> Iterator[dict[str, Any]]:
     app = create_app(db, None, {"runs_dir": str(tmp / "runs"),
                                 "reports_dir": str(tmp / "reports")})
     with LiveServer(app) as server:
-        yield {"url": server.url, "tokens": {"admin": admin}}
+        yield {"url": server.url, "tokens": tokens}
     db.dispose()
     shutil.rmtree(tmp, ignore_errors=True)
 
