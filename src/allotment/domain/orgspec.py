@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.org import OrgNode, OrgTree, Quota
-from allotment.domain.reservation import LaunchReservation
+from allotment.domain.reservation import LaunchReservation, held_gpus
 from allotment.errors import OrgFileError
 
 # strict types (no "8" or true for a GPU count) and finite numbers
@@ -199,13 +199,13 @@ def reservations_from_data(data: Any, tree: OrgTree,
             raise OrgFileError(f"{where}.name", f"a second reservation named {r.name!r}")
         new = LaunchReservation(r.name, r.team, t, r.gpus, r.start, r.start + r.hours * 3600)
         cap = tree.capacity[t]
-        m = max(1, (node_gpus or {}).get(t, 1))
+        m = max(1, (node_gpus or {}).get(t, 1))  # whole nodes (``held_gpus``)
         # the reserved GPUs of the type peak at the start of one of the overlapping ones
         for s in [new.start] + [o.start for o in out if o.gpu_type == t]:
             if not new.start <= s < new.end:
                 continue
             at = [o for o in [*out, new] if o.gpu_type == t and o.start <= s < o.end]
-            need = sum(-(-o.gpus // m) * m for o in at)
+            need = sum(held_gpus(o.gpus, m) for o in at)
             if need > cap:
                 others = ", ".join(o.name for o in at if o is not new) or "none"
                 raise OrgFileError(f"{where}.gpus", (

@@ -24,3 +24,10 @@ class LaunchReservation:
     gpus: int
     start: float
     end: float
+
+
+def held_gpus(gpus: int, node_gpus: int) -> int:
+    """The GPUs a reservation of ``gpus`` takes: whole nodes of ``node_gpus`` (the type's
+    largest), since the scheduler holds whole nodes for it and no two share one."""
+    m = max(1, node_gpus)
+    return -(-gpus // m) * m

@@ -54,6 +54,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from allotment.domain.cluster import GpuType
+from allotment.domain.reservation import held_gpus
 from allotment.errors import InputError
 from allotment.storage import audit, inbox, repo
 from allotment.storage import reorg as reorg_rows
@@ -165,7 +166,7 @@ def _refuse_conflicts(s: Session, name: str, gpu_type: str, gpus: int, start: fl
                             f"{cap}: {gpus - cap} GPUs short")
     others = stored.overlapping(s, gpu_type, start, end, other_than=name)
     node = repo.largest_node(s, GpuType(gpu_type)) or 1
-    need = sum(-(-g // node) * node for g in [gpus, *(o.gpus for o in others)])
+    need = sum(held_gpus(g, node) for g in [gpus, *(o.gpus for o in others)])
     if need > cap:
         named = ", ".join(f"{o.name} ({o.gpus} GPUs of team {o.team}, {o.status}, "
                           f"{iso(o.start_time)} to {iso(o.end_time)})" for o in others)
