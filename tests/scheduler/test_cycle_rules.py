@@ -103,31 +103,6 @@ CASES = [
          [Wait(f"a{k}", "a", 1, 990.0) for k in range(6)], 1000.0,
          admits=[(f"a{k}", ((0, 1),)) for k in range(4)],
          preempts=[("b-lent1", "a4"), ("c-lent", "a5")]),
-    Case("a gang beyond its guarantee only in part reclaims that part: a holds 8 of its 16, "
-         "its 16-GPU gang takes the 8 free GPUs and preempts b's long borrowed run for the "
-         "other 8",
-         [team("a", 16), team("b", 16)], 40,
-         [Run("a-own", "a", 8, 0, 0.0), Run("b-own", "b", 8, 1, 0.0), Run("b-own2", "b", 8, 2, 0.0),
-          Run("b-lent", "b", 8, 3, 0.0, borrowed=8)],
-         [Wait("a-gang", "a", 16, 990.0)], 1000.0, preempts=[("b-lent", "a-gang")]),
-    Case("the guaranteed part spares runs short so far (LAS queue 1): b's borrowed run has "
-         "attained 3,200 < 3,600 GPU-s, so a's gang waits",
-         [team("a", 16), team("b", 16)], 40,
-         [Run("a-own", "a", 8, 0, 0.0), Run("b-own", "b", 8, 1, 0.0), Run("b-own2", "b", 8, 2, 0.0),
-          Run("b-lent", "b", 8, 3, 600.0, borrowed=8)],
-         [Wait("a-gang", "a", 16, 990.0)], 1000.0, wake_at=990.0 + 3600.0),
-    Case("the guaranteed part preempts no more GPUs than are free for the gang: a's 24-GPU "
-         "gang is 16 within its guarantee, but only 8 GPUs are free, so it preempts nothing",
-         [team("a", 24), team("b", 8), team("c", 0)], 40,
-         [Run("a-own", "a", 8, 0, 0.0), Run("b-own", "b", 8, 1, 0.0),
-          Run("b-lent", "b", 8, 2, 0.0, borrowed=8), Run("c-lent", "c", 8, 3, 0.0, borrowed=8)],
-         [Wait("a-gang", "a", 24, 990.0)], 1000.0, wake_at=990.0 + 3600.0),
-    Case("the guaranteed part never takes a team below its guarantee: b holds exactly its 16, "
-         "so its run admitted on borrowed GPUs is no victim",
-         [team("a", 16), team("b", 16)], 40,
-         [Run("a-own", "a", 8, 0, 0.0), Run("b-own", "b", 8, 1, 0.0),
-          Run("b-lent", "b", 8, 3, 0.0, borrowed=8)],
-         [Wait("a-gang", "a", 24, 990.0)], 1000.0, wake_at=990.0 + 3600.0),
     Case("a job within its guarantee starts on free GPUs before any borrower is considered",
          TWO, 16, [Run("a-own", "a", 4, 0, 0.0)],
          [Wait("a-borrow", "a", 8, 10.0), Wait("b1", "b", 4, 20.0)], 100.0,

@@ -16,11 +16,7 @@ durations: a job that has attained less than ``las_threshold_gpu_s`` GPU-seconds
 goes before one that has attained more (queue 2), and a waiting queue-1 job may preempt
 its own team's queue-2 jobs: a team trades its own long job for its new short one, never
 another team's guaranteed GPUs. Other teams' jobs are preempted only to give a team back
-its guarantee, and only if they run on borrowed GPUs. That includes the part of a gang
-within its guarantee when the rest of the gang is beyond it (``guaranteed_part``): a team
-holding 1,000 of its 4,608 GPUs, with 2,048 GPUs free, preempts 2,048 GPUs of borrowers
-for a 4,096-GPU gang (its 488 borrowed GPUs among the free ones) instead of waiting for
-every borrower to end.
+its guarantee, and only if they run on borrowed GPUs.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from collections.abc import Callable
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.policies.incentives import beyond_class, credited_path, over_budget, within_guarantee
 from allotment.policies.las import LasQueues
-from allotment.scheduler.policy import GuaranteedPart, LasPreemption, OrderKey
+from allotment.scheduler.policy import LasPreemption, OrderKey
 from allotment.scheduler.snapshot import Snapshot
 
 # Fair-share value of org node N (Slurm Fair Tree style, one level at a time), compared at
@@ -231,39 +227,6 @@ class FairSharePolicy(LasQueues):
         over = [org.names[i] for i in range(1, len(org.names))
                 if org.is_team[i] and sc.kept(t, i) > guaranteed[i] and org.names[i] != w.team]
         return [w.team, *over]
-
-    def guaranteed_part(self, sc: Snapshot, w: Workload) -> GuaranteedPart | None:
-        """A preemptible gang beyond its team's guarantee only in part (its team keeps
-        H < E GPUs of its type, H + gang > E) reclaims the part within it, at most E - H
-        GPUs, from other teams' runs on borrowed GPUs that have attained the LAS threshold
-        (a run short so far is likely to end soon), and no more GPUs than are free for it
-        (``scheduler.preemption``). No victim takes its team below its guarantee: requeued,
-        it borrows, and so reclaims nothing back."""
-        if not w.preemptible or over_budget(sc, w):
-            return None
-        t, team = w.gpu_type, w.team
-        org = sc.state.org
-        index, guaranteed, usage, releasing = (org.index, org.guaranteed[t], sc.usage[t],
-                                               sc.releasing[t])
-        i = index[team]
-        cap = guaranteed[i] - (usage[i] - releasing[i])
-        if cap <= 0 or cap >= w.gpus:
-            return None
-        now, threshold = sc.now, self.config.las_threshold_gpu_s
-
-        def over() -> list[str]:
-            return [org.names[j] for j in range(1, len(org.names))
-                    if org.is_team[j] and usage[j] - releasing[j] > guaranteed[j]]
-
-        def test(job: RunningJob) -> bool:  # the same for every gang of type t
-            return (job.workload.gpu_type == t and job.borrowed_gpus > 0
-                    and job.attained_at(now) >= threshold)
-
-        def spare(name: str) -> int:
-            j = index[name]
-            return usage[j] - releasing[j] - guaranteed[j]
-
-        return GuaranteedPart(over, test, spare, cap)
 
     # start_wakeup (from LasQueues): a cycle when a running job passes into queue 2. Under
     # las_preemption "none" it moves no job by itself, but the extra cycle re-ranks

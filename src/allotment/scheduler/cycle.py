@@ -133,16 +133,6 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
             queue.push_next(bucket, pos)
             continue
-        # 6b. a gang that overlaps its team's guarantee reclaims the part within it (the rest
-        #     from free GPUs)
-        if (physical and policy.preempts
-                and (part := policy.guaranteed_part(sc, w)) is not None
-                and plan_reclaim(sc, policy, w, d, part)):
-            if reasons:
-                d.waiting[w.id] = (f"{block}; reclaiming its team's guaranteed GPUs by "
-                                   "preemption")
-            queue.push_next(bucket, pos)
-            continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
         #    backfill (every later job) cannot delay it

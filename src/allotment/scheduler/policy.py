@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.config import LasPreemption, SchedulerConfig
 from allotment.scheduler.snapshot import Snapshot
 
 OrderKey = tuple[object, ...]
-__all__ = ["GuaranteedPart", "LasPreemption", "OrderKey", "Policy", "SchedulerConfig"]
-
-
-class GuaranteedPart(NamedTuple):
-    """Victims for a gang that overlaps its team's guarantee (``Policy.guaranteed_part``):
-    the teams over their guarantees, the test of a candidate (the same for every gang of
-    one GPU type in a cycle), the GPUs a team may lose and keep its guarantee, and the most
-    GPUs the victims may free (the part of the gang within its guarantee)."""
-
-    teams: Callable[[], list[str]]
-    test: Callable[[RunningJob], bool]
-    spare: Callable[[str], int]
-    cap: int
+__all__ = ["LasPreemption", "OrderKey", "Policy", "SchedulerConfig"]
 
 
 class Policy:
@@ -100,11 +87,6 @@ class Policy:
         """``is_victim_candidate`` for one ``w`` over many running jobs; a policy may work
         out once what the answers for ``w`` share. Must agree with it."""
         return lambda job: self.is_victim_candidate(sc, w, job)
-
-    def guaranteed_part(self, sc: Snapshot, w: Workload) -> GuaranteedPart | None:
-        """Victims for the part of blocked ``w`` within its team's guarantee, when only
-        part of it is (None: none)."""
-        return None
 
     def start_wakeup(self, job: RunningJob) -> float | None:
         """A time after a job's start when the policy wants a cycle (e.g. LAS demotion)."""

@@ -8,27 +8,16 @@ job is killed now. Among a team's jobs, those admitted beyond its guarantee go f
 A job that has run less than ``min_runtime_s`` is never a victim (except a job running as
 fill of GPUs held for a gang, ``scheduler.reservation``: it got them only until they are
 wanted); the cycle is woken when the first such job becomes eligible.
-
-A gang's guaranteed part (``Policy.guaranteed_part``, cycle step 6b): a gang only partly
-within its team's guarantee (its team keeps H < E GPUs, H + gang > E) reclaims that part
-from the policy's victims, with two limits on the victim set, so that preempting pays for
-itself and cannot bounce back:
-    victims' GPUs <= min(E - H, room)    (room: free or freeing GPUs where they free room)
-    each victim team keeps >= its guarantee without its victims
-The first limit means the gang borrows only free GPUs (room >= gang - victims), and each
-preempted GPU puts at least one free GPU to work with it; the second means a victim,
-requeued, borrows and so reclaims nothing back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.launch import is_protected
-from allotment.scheduler.policy import GuaranteedPart, Policy
+from allotment.scheduler.policy import Policy
 from allotment.scheduler.snapshot import Snapshot
 
 
@@ -60,29 +49,20 @@ def victim_cost(job: RunningJob, now: float) -> VictimCost:
 
 
 def _candidates(
-    sc: Snapshot, policy: Policy, w: Workload, d: Decisions, rule: GuaranteedPart | None = None
+    sc: Snapshot, policy: Policy, w: Workload, d: Decisions
 ) -> list[tuple[VictimCost, RunningJob]]:
-    if rule is not None:
-        return _part_candidates(sc, policy, w, d, rule)
+    now = sc.now
+    min_run = policy.config.min_runtime_s
+    out = []
     teams = policy.victim_teams(sc, w)
     running = sc.state.running
     by_team = sc.state.running_by_team
+    fill = sc.state.fill  # fill of reserved GPUs runs there only until wanted: no minimum
     pool = (
         running.values() if teams is None
         else [j for t in teams for j in by_team.get(t, {}).values()]
     )
-    return _eligible(sc, policy, w, d, pool, policy.victim_test(sc, w))
-
-
-def _eligible(sc: Snapshot, policy: Policy, w: Workload, d: Decisions,
-              pool: Iterable[RunningJob], candidate: Callable[[RunningJob], bool]
-              ) -> list[tuple[VictimCost, RunningJob]]:
-    """The jobs of ``pool`` that may be preempted now and pass ``candidate``, cheapest
-    first (the cycle is woken when one that is too young becomes a victim)."""
-    now = sc.now
-    min_run = policy.config.min_runtime_s
-    fill = sc.state.fill  # fill of reserved GPUs runs there only until wanted: no minimum
-    out = []
+    candidate = policy.victim_test(sc, w)
     for job in pool:
         v = job.workload
         if (
@@ -99,27 +79,6 @@ def _eligible(sc: Snapshot, policy: Policy, w: Workload, d: Decisions,
             continue
         out.append((victim_cost(job, now), job))
     out.sort(key=lambda c: c[0])
-    return out
-
-
-def _part_candidates(sc: Snapshot, policy: Policy, w: Workload, d: Decisions,
-                     rule: GuaranteedPart) -> list[tuple[VictimCost, RunningJob]]:
-    """A guaranteed part's candidates: the jobs of the victim teams (other than ``w``'s)
-    that pass ``rule.test`` (which reads nothing of ``w`` but its GPU type), found once per
-    cycle and set of teams, less those chosen since; for a gang of one node, only those on
-    a node with room for the gang's free part."""
-    teams = tuple(x for x in rule.teams() if x != w.team)
-    key = (w.gpu_type, teams)
-    found = sc.part_pool.get(key)
-    if found is None:
-        by_team = sc.state.running_by_team
-        found = sc.part_pool[key] = _eligible(
-            sc, policy, w, d, [j for x in teams for j in by_team.get(x, {}).values()],
-            rule.test)
-    out = [c for c in found if c[1].workload.id not in sc.doomed]
-    if sc.single_node(w):
-        need = max(w.gpus - rule.cap, (w.gpus + 1) // 2)
-        out = [c for c in out if any(sc.room(n) >= need for n, _ in c[1].placement)]
     return out
 
 
@@ -154,12 +113,9 @@ def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
 
 
 def _choose_victims(
-    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]],
-    part: GuaranteedPart | None = None
+    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
-    """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
-    For a guaranteed ``part``: victims' GPUs at most ``min(part.cap, room they join)``,
-    none that takes its team below its guarantee (``part.spare``)."""
+    """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
     t = w.gpu_type
     if sc.single_node(w):
         per_node: dict[int, list[tuple[VictimCost, RunningJob, int]]] = {}
@@ -170,62 +126,38 @@ def _choose_victims(
         for node, jobs in per_node.items():
             if not sc.usable_for_reclaim(node):
                 continue
-            avail = room = sc.room(node)
-            spare = _Spare(part)
+            avail = sc.room(node)
             picked: list[RunningJob] = []
             lost, top_prio, guaranteed = 0.0, -(10**9), 0
             for cost, job, gpus in jobs:
                 if avail >= w.gpus:
                     break
-                if not spare.take(job):
-                    continue
                 picked.append(job)
                 avail += gpus
                 lost += cost.lost_gpu_s
                 top_prio = max(top_prio, cost.priority)
                 guaranteed = max(guaranteed, cost.within_guarantee)
-            if avail >= w.gpus and (part is None or avail - room <= min(part.cap, room)):
+            if avail >= w.gpus:
                 score = NodeChoice(top_prio, guaranteed, lost, len(picked), node)
                 if best is None or score < best[0]:
                     best = (score, picked)
         if best is None:
             return None
         return best[1], [best[0].node]
-    total = room = sc.unheld_room(t)
-    spare = _Spare(part)
+    total = sc.unheld_room(t)
     picked = []
     for _, job in cands:
         if total >= w.gpus:
             break
-        if any(n in sc.held for n, _ in job.placement) or not spare.take(job):
+        if any(n in sc.held for n, _ in job.placement):
             continue
         picked.append(job)
         total += job.workload.gpus
-    if total < w.gpus or (part is not None and total - room > min(part.cap, room)):
+    if total < w.gpus:
         return None
     nodes = {n for job in picked for n, _ in job.placement}
     nodes.update(i for i in sc.unheld_with_room(t) if sc.room(i) > 0)
     return picked, sorted(nodes)
-
-
-class _Spare:
-    """GPUs each victim team may still lose for a guaranteed part (no limit without one)."""
-
-    def __init__(self, part: GuaranteedPart | None) -> None:
-        self.part = part
-        self.left: dict[str, int] = {}
-
-    def take(self, job: RunningJob) -> bool:
-        if self.part is None:
-            return True
-        team, gpus = job.workload.team, job.workload.gpus
-        left = self.left.get(team)
-        if left is None:
-            left = self.part.spare(team)
-        if gpus > left:
-            return False
-        self.left[team] = left - gpus
-        return True
 
 
 def _fits_after_removal(sc: Snapshot, w: Workload, nodes: list[int]) -> bool:
@@ -251,23 +183,7 @@ def _promise(sc: Snapshot, w: Workload, nodes: list[int]) -> None:
     sc.hold(nodes)
 
 
-def _part_may_fit(sc: Snapshot, w: Workload, cap: int) -> bool:
-    """Whether a guaranteed part's victims (at most ``min(cap, room)`` GPUs where they free
-    room) could make room for ``w`` at all: a bound from the room there is, without
-    looking at running jobs."""
-    t = w.gpu_type
-    if sc.single_node(w):
-        nodes = sc.state.cluster.nodes
-        room = max([sc.max_fit(t), *(sc.free[i] for i in (*sc.claimed, *sc.preheld)
-                                     if nodes[i].gpu_type == t)])
-        room += max(sc.incoming.values(), default=0)
-    else:
-        room = sc.unheld_room(t)
-    return room + min(cap, room) >= w.gpus
-
-
-def plan_reclaim(sc: Snapshot, policy: Policy, w: Workload, d: Decisions,
-                 rule: GuaranteedPart | None = None) -> bool:
+def plan_reclaim(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bool:
     """Make room for blocked ``w``: claim GPUs already being released, or preempt victims.
 
     Simulates removing the victims (undone before returning), checks that ``w`` then
@@ -275,47 +191,41 @@ def plan_reclaim(sc: Snapshot, policy: Policy, w: Workload, d: Decisions,
     ``w`` (else the two would preempt each other forever), and holds the target nodes. Returns True
     when ``w`` has GPUs on the way.
     """
-    claimed = _claim_incoming(sc, w) if rule is None else None
+    claimed = _claim_incoming(sc, w)
     if claimed is not None:
         _promise(sc, w, claimed)
         d.reservations.append(Reservation(w.gpu_type, w.id, ("node", claimed[0]),
                                           tuple(claimed), reclaim=True))
         return True
     cls = policy.preempt_class(sc, w)
-    if rule is not None:
-        if not _part_may_fit(sc, w, rule.cap):
-            return False
-        cls = ("part", cls)
     if sc.reclaim_failed.get(cls, w.gpus + 1) <= w.gpus:
         return False
-    found = _find_victims(sc, policy, w, d, rule)
+    found = _find_victims(sc, policy, w, d)
     if not found:
         sc.reclaim_failed[cls] = min(w.gpus, sc.reclaim_failed.get(cls, w.gpus))
     return found
 
 
-def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions,
-                  rule: GuaranteedPart | None) -> bool:
-    cands = _candidates(sc, policy, w, d, rule)
+def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bool:
+    cands = _candidates(sc, policy, w, d)
     if not cands:
         return False
-    choice = _choose_victims(sc, w, cands, rule)
+    choice = _choose_victims(sc, w, cands)
     if choice is None:
         return False
     victims, nodes = choice
     ok = True
     with sc.without() as gone:  # what if the victims were gone? (undone on leaving)
         for job in victims:
-            if rule is None and not policy.is_victim_candidate(sc, w, job):
+            if not policy.is_victim_candidate(sc, w, job):
                 ok = False
                 break
             gone.remove(job)
         if ok:
             ok = policy.quota_block(sc, w) is None and _fits_after_removal(sc, w, nodes)
-        if ok and rule is None:
+        if ok:
             # no thrashing: once requeued, every victim must sort after the job it made
-            # room for (a guaranteed part's victims leave their teams at or above their
-            # guarantees: requeued, they borrow and reclaim nothing)
+            # room for
             mine = policy.order_key(sc, w, sc.state.pending_attained[w.id])
             ok = all(policy.order_key(sc, job.workload, job.attained_at(sc.now)) > mine
                      for job in victims)

@@ -55,9 +55,6 @@ class Snapshot:
         self.claimed: dict[int, int] = {}
         # smallest gang of each preemption class that found no victims in this cycle
         self.reclaim_failed: dict[object, int] = {}
-        # a guaranteed part's candidate victims per GPU type, cheapest first, found once in
-        # this cycle (``scheduler.preemption``; what changes within a cycle is filtered)
-        self.part_pool: dict[object, list[tuple[object, RunningJob]]] = {}
         # GPUs that terminating jobs will release, per node, not yet claimed by a waiter
         self.incoming: dict[int, int] = {}
         # GPUs each org node's jobs are releasing (terminating, or chosen as victims in this
