@@ -45,6 +45,21 @@ def test_runs_with_visible_devices_and_exit_code(tmp_path: Path) -> None:
     assert (b.run_dir(1, 0) / "seen").read_text().strip() == "2,5"
 
 
+def test_an_exited_run_leaves_no_child_unwaited(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a run is seen exited, its runner (this process's child) has been waited for:
+    no zombie is left until the service ends, and no ``ResourceWarning`` when the backend
+    is dropped. (``poll`` is made to find the runner still running, as it does when the
+    status is read between the runner's last write and its exit.)"""
+    monkeypatch.setattr(subprocess.Popen, "poll", lambda self: None)
+    b = LocalBackend(tmp_path)
+    b.launch(LaunchSpec(1, 0, "llama", "ann", "true", 1))
+    assert _wait(b, 1, "exited") == "exited"
+    pid = int((b.control_dir(1, 0) / "pid").read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already waited for: no such child any more
+
+
 def test_sigterm_then_sigkill(tmp_path: Path) -> None:
     """A job that checkpoints on SIGTERM exits with its own code; one that ignores SIGTERM
     dies by SIGKILL and is reported gone (requeued by the loop)."""

@@ -154,6 +154,21 @@ class LocalBackend:
             if p.poll() is not None:
                 del self._children[pid]
 
+    def _reap_run(self, d: Path) -> None:
+        """Wait for the runner of an exited run, started by this backend: it has written
+        its exit status and freed its lock, so it is gone or about to be (a child left
+        unwaited would stay a zombie until this process ends)."""
+        try:
+            pid = int((d / "pid").read_text())
+        except (OSError, ValueError):
+            return
+        p = self._children.pop(pid, None)
+        if p is not None:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._children[pid] = p
+
     def status(self, job_id: int, attempt: int) -> RunStatus:
         self._reap()
         d = self.control_dir(job_id, attempt)
@@ -172,6 +187,7 @@ class LocalBackend:
             return RunStatus(RunState.ALIVE)  # a job unlocked its inherited lock: it still runs
         exit_file = d / "exit"
         if exit_file.exists():
+            self._reap_run(d)
             return RunStatus(RunState.EXITED, int(exit_file.read_text().strip() or "1"))
         return RunStatus(RunState.GONE if (d / "launched").exists() else RunState.NEVER)
 
