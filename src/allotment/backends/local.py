@@ -50,6 +50,14 @@ PASSED_ENV = ("LANG", "TZ")  # the only variables of the service a job gets
 UTIL_LIMIT = 1 << 20  # bytes of util.jsonl read per tick (its end)
 
 
+def _run_pid(d: Path) -> int | None:
+    """The runner's process id from a run's control folder (None if none was written)."""
+    try:
+        return int((d / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class LocalBackend:
     """``accounts`` is the operator's account policy (the CLI always passes one); without it
     jobs run as this process's own user, as a library caller or a test wants. ``work_dir``
@@ -158,9 +166,8 @@ class LocalBackend:
         """Wait for the runner of an exited run, started by this backend: it has written
         its exit status and freed its lock, so it is gone or about to be (a child left
         unwaited would stay a zombie until this process ends)."""
-        try:
-            pid = int((d / "pid").read_text())
-        except (OSError, ValueError):
+        pid = _run_pid(d)
+        if pid is None:
             return
         p = self._children.pop(pid, None)
         if p is not None:
@@ -195,10 +202,7 @@ class LocalBackend:
         """``sig`` to the run's process group, and to every process that still has the run's
         lock open: a job's process that left the group (setsid) is reached too."""
         d = self.control_dir(job_id, attempt)
-        try:
-            pid: int | None = int((d / "pid").read_text())
-        except (OSError, ValueError):
-            pid = None
+        pid = _run_pid(d)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, sig)
