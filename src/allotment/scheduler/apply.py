@@ -155,7 +155,8 @@ def requeue(state: ClusterState, job_id: JobId, now: float,
     # preempted with no grace period (stopped at the instant it was told): it sits out
     # the cycles of this instant, so that the job it made room for goes first (without
     # it, such victims came back at once as fill and were preempted again, for ever)
-    state.requeued_at = {j: t for j, t in state.requeued_at.items() if t == now}
+    if state.requeued_at:  # (only a grace period of 0 ever fills it)
+        state.requeued_at = {j: t for j, t in state.requeued_at.items() if t == now}
     if job.terminating_since == now:
         state.requeued_at[job_id] = now
     obs.requeued(now, job, lost)
