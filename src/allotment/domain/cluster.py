@@ -31,6 +31,7 @@ class Cluster:
     nodes_by_type: dict[GpuType, tuple[int, ...]] = field(init=False, compare=False)
     _capacity: dict[GpuType, int] = field(init=False, compare=False, repr=False)
     _max_node: dict[GpuType, int] = field(init=False, compare=False, repr=False)
+    _type_nodes: dict[GpuType, frozenset[int]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_type: dict[GpuType, list[int]] = {}
@@ -43,10 +44,16 @@ class Cluster:
             t: sum(self.nodes[i].gpus for i in ids) for t, ids in by_type.items()})
         object.__setattr__(self, "_max_node", {
             t: max(self.nodes[i].gpus for i in ids) for t, ids in by_type.items()})
+        object.__setattr__(self, "_type_nodes", {
+            t: frozenset(ids) for t, ids in by_type.items()})
 
     @property
     def gpu_types(self) -> tuple[GpuType, ...]:
         return tuple(sorted(self.nodes_by_type))
+
+    def type_node_set(self, gpu_type: GpuType) -> frozenset[int]:
+        """The indexes of the nodes of ``gpu_type``, as a set."""
+        return self._type_nodes.get(gpu_type, frozenset())
 
     def capacity(self, gpu_type: GpuType) -> int:
         return self._capacity.get(gpu_type, 0)

@@ -12,6 +12,8 @@ wanted); the cycle is woken when the first such job becomes eligible.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from allotment.domain.workload import RunningJob, Workload
@@ -51,6 +53,8 @@ def victim_cost(job: RunningJob, now: float) -> VictimCost:
 def _candidates(
     sc: Snapshot, policy: Policy, w: Workload, d: Decisions
 ) -> list[tuple[VictimCost, RunningJob]]:
+    """The running jobs that may be preempted for ``w``, each with its cost, in no order
+    (``_cheapest_first`` takes them cheapest first)."""
     now = sc.now
     min_run = policy.config.min_runtime_s
     out = []
@@ -78,14 +82,12 @@ def _candidates(
             d.wake(job.segment_start + min_run)
             continue
         out.append((victim_cost(job, now), job))
-    out.sort(key=lambda c: c[0])
     return out
 
 
 def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
     """Nodes where GPUs already being released (plus free ones) can hold ``w``."""
     t = w.gpu_type
-    ids = sc.state.cluster.nodes_by_type[t]
     if sc.single_node(w):
         best = None
         for i in sorted(sc.incoming):
@@ -99,54 +101,39 @@ def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
         return None if best is None else [best[1]]
     if not any(sc.state.cluster.nodes[i].gpu_type == t for i in sc.incoming):
         return None
-    nodes = sorted(
-        (i for i in ids if i not in sc.held and sc.room(i) > 0),
-        key=lambda i: (-sc.room(i), i),
-    )
+    room = {i: r for i in sc.unheld_with_room(t)
+            if i not in sc.held and (r := sc.room(i)) > 0}
+    nodes = sorted(room, key=lambda i: (-room[i], i))
     total, chosen = 0, []
     for i in nodes:
         chosen.append(i)
-        total += sc.room(i)
+        total += room[i]
         if total >= w.gpus:
             return chosen if any(sc.incoming.get(n, 0) for n in chosen) else None
     return None
 
 
+def _cheapest_first(
+    cands: list[tuple[VictimCost, RunningJob]]
+) -> Iterator[tuple[VictimCost, RunningJob]]:
+    """``cands`` by cost, lowest first, sorted lazily: a choice mostly reads only the first
+    few (costs are unique, by ``seq``, so the order is the sorted one)."""
+    heapq.heapify(cands)
+    while cands:
+        yield heapq.heappop(cands)
+
+
 def _choose_victims(
     sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
-    """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks."""
+    """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
+    ``cands`` is consumed (heap-ordered in place)."""
     t = w.gpu_type
     if sc.single_node(w):
-        per_node: dict[int, list[tuple[VictimCost, RunningJob, int]]] = {}
-        for cost, job in cands:
-            for node, gpus in job.placement:  # (a placement names each node once)
-                per_node.setdefault(node, []).append((cost, job, gpus))
-        best: tuple[NodeChoice, list[RunningJob]] | None = None
-        for node, jobs in per_node.items():
-            if not sc.usable_for_reclaim(node):
-                continue
-            avail = sc.room(node)
-            picked: list[RunningJob] = []
-            lost, top_prio, guaranteed = 0.0, -(10**9), 0
-            for cost, job, gpus in jobs:
-                if avail >= w.gpus:
-                    break
-                picked.append(job)
-                avail += gpus
-                lost += cost.lost_gpu_s
-                top_prio = max(top_prio, cost.priority)
-                guaranteed = max(guaranteed, cost.within_guarantee)
-            if avail >= w.gpus:
-                score = NodeChoice(top_prio, guaranteed, lost, len(picked), node)
-                if best is None or score < best[0]:
-                    best = (score, picked)
-        if best is None:
-            return None
-        return best[1], [best[0].node]
+        return _choose_node(sc, w, cands)
     total = sc.unheld_room(t)
     picked = []
-    for _, job in cands:
+    for _, job in _cheapest_first(cands):
         if total >= w.gpus:
             break
         if any(n in sc.held for n, _ in job.placement):
@@ -158,6 +145,71 @@ def _choose_victims(
     nodes = {n for job in picked for n, _ in job.placement}
     nodes.update(i for i in sc.unheld_with_room(t) if sc.room(i) > 0)
     return picked, sorted(nodes)
+
+
+def _choose_node(
+    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
+) -> tuple[list[RunningJob], list[int]] | None:
+    """The node (and its victims) for a one-node gang: on each node that could hold
+    ``w``, its cheapest victims until ``w`` fits there; the node whose set scores lowest
+    (``NodeChoice``) wins.
+
+    The victims are taken in one pass over every candidate, cheapest first, each added to
+    its nodes' running sets; a node's set is complete when ``w`` fits there. A set
+    completed at candidate ``c`` scores at least (``c``'s priority, ``c``'s guarantee
+    flag, ``c``'s lost work) (it holds ``c``, and costs are ordered by those first), so
+    the pass stops once that bound exceeds the best set so far: no later set can win.
+    """
+    need = w.gpus
+    on_node: set[int] = set()  # nodes with a candidate (the only ones a choice may name)
+    for _, job in cands:
+        for node, _ in job.placement:
+            on_node.add(node)
+    # a node where w fits with no victim at all scores lowest (then the lowest node)
+    levels = sc.levels[t := w.gpu_type]
+    maybe = {i for f in range(need, len(levels)) for i in levels[f]}
+    maybe.update(sc.incoming, sc.claimed, sc.preheld)
+    free_now = [i for i in maybe if i in on_node and sc.usable_for_reclaim(i)
+                and sc.room(i) >= need and sc.state.cluster.nodes[i].gpu_type == t]
+    if free_now:
+        return [], [min(free_now)]
+    bounded = all(c.lost_gpu_s >= 0 for c, _ in cands)  # (lost work is never negative)
+    avail: dict[int, int] = {}  # node -> room plus its victims so far
+    skip: set[int] = set()  # nodes not usable for a reclaim, or whose set is complete
+    sets: dict[int, list[RunningJob]] = {}
+    lost: dict[int, float] = {}
+    top: dict[int, int] = {}
+    guaranteed: dict[int, int] = {}
+    best: NodeChoice | None = None
+    for cost, job in _cheapest_first(cands):
+        if bounded and best is not None and (
+            cost.priority, cost.within_guarantee, cost.lost_gpu_s
+        ) > (best.top_priority, best.within_guarantee, best.lost_gpu_s):
+            break
+        for node, gpus in job.placement:
+            if node in skip:
+                continue
+            have = avail.get(node)
+            if have is None:
+                if not sc.usable_for_reclaim(node):
+                    skip.add(node)
+                    continue
+                have = sc.room(node)
+                sets[node], lost[node], top[node], guaranteed[node] = [], 0.0, -(10**9), 0
+            sets[node].append(job)
+            avail[node] = have = have + gpus
+            lost[node] += cost.lost_gpu_s
+            top[node] = max(top[node], cost.priority)
+            guaranteed[node] = max(guaranteed[node], cost.within_guarantee)
+            if have >= need:
+                skip.add(node)
+                score = NodeChoice(top[node], guaranteed[node], lost[node],
+                                   len(sets[node]), node)
+                if best is None or score < best:
+                    best = score
+    if best is None:
+        return None
+    return sets[best.node], [best.node]
 
 
 def _fits_after_removal(sc: Snapshot, w: Workload, nodes: list[int]) -> bool:

@@ -37,13 +37,14 @@ Fill jobs are also victims of an ordinary reclaim before their minimum run time
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
-from allotment.scheduler.placement import Placement, domain_of
+from allotment.scheduler.placement import Placement
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.snapshot import Snapshot
 
@@ -86,12 +87,7 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
         return Reservation(t, w.id, ("node", node), (node,))
     # per domain, from the snapshot's totals (no scan of every node): the GPUs of its
     # unheld nodes (capacity) and what is available there (free GPUs plus this gang's fill)
-    held_cap: dict[str, dict[int, int]] = {"rack": {}, "pod": {}, "type": {}}
-    for i in sc.held:
-        n = nodes[i]
-        if n.gpu_type == t:
-            for level, d in (("rack", n.rack), ("pod", n.pod), ("type", 0)):
-                held_cap[level][d] = held_cap[level].get(d, 0) + n.gpus
+    held_cap = sc.held_cap[t]
     fill_by: dict[str, dict[int, int]] = {"rack": {}, "pod": {}, "type": {}}
     for i, g in fill.items():
         if i not in sc.held:
@@ -159,8 +155,11 @@ def _gang_workload(sc: Snapshot, gang: JobId) -> Workload | None:
 
 
 def _avail(sc: Snapshot, gang: JobId, nodes: tuple[int, ...]) -> int:
-    fill = sc.fill_on.get(gang, {})
-    return sum(sc.free[i] + fill.get(i, 0) for i in nodes)
+    fill = sc.fill_on.get(gang)
+    free = sum(map(sc.free.__getitem__, nodes))
+    if not fill:
+        return free
+    return free + sum(map(fill.get, nodes, itertools.repeat(0)))
 
 
 def hold_filled(sc: Snapshot) -> None:
@@ -249,20 +248,25 @@ def expected_start(sc: Snapshot, gang: JobId) -> float:
         return cached
     w = sc.gangs[gang]
     level, d = sc.gang_domain[gang]
-    nodes = sc.state.cluster.nodes
+    cluster = sc.state.cluster
+    members: set[int] | frozenset[int]
     if level == "node":
         members = {d}
+    elif level == "type":  # (its one domain is 0)
+        members = cluster.type_node_set(w.gpu_type) if d == 0 else frozenset()
     else:
-        members = {i for i in sc.state.cluster.nodes_by_type[w.gpu_type]
-                   if domain_of(nodes[i], level) == d}
+        members = set(sc.state.domains[w.gpu_type][level].get(d, ()))
     fill = sc.fill_on.get(gang, {})
-    avail = sum(sc.free[i] + fill.get(i, 0) for i in members)
+    avail = sum(map(sc.free.__getitem__, members)) + sum(
+        g for i, g in fill.items() if i in members)
     ends: list[tuple[float, int]] = []
     mine = {j for j, g in sc.state.fill.items() if g == gang}
+    whole = level == "type" and d == 0  # a run of the type is wholly on its nodes
     for job in sc.state.running.values():
         if job.workload.gpu_type != w.gpu_type or job.workload.id in mine:
             continue
-        gpus = sum(g for n, g in job.placement if n in members)
+        gpus = job.workload.gpus if whole else sum(
+            g for n, g in job.placement if n in members)
         if gpus:
             limit = job.workload.estimate_s
             ends.append((math.inf if limit is None else job.segment_start + limit, gpus))
@@ -288,8 +292,8 @@ def fill_job(sc: Snapshot, policy: Policy, w: Workload) -> tuple[Placement, JobI
             continue
         room = sc.fill_room.get(gang)
         if room is None:  # (free GPUs, largest free block) there, until fill changes it
-            room = sc.fill_room[gang] = (sum(sc.free[i] for i in nodes),
-                                         max((sc.free[i] for i in nodes), default=0))
+            here = list(map(sc.free.__getitem__, nodes))
+            room = sc.fill_room[gang] = (sum(here), max(here, default=0))
         if room[0] < w.gpus or (sc.single_node(w) and room[1] < w.gpus):
             continue
         preemptible = policy.preempts and w.preemptible and (

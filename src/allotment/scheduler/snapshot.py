@@ -42,6 +42,9 @@ class Snapshot:
         org = state.org
         self.free = list(state.free)
         self.held: set[int] = set()
+        # GPUs (all of them, free or not) of the held nodes per type, per rack and pod
+        self.held_cap: dict[GpuType, DomainFree] = {
+            t: {"rack": {}, "pod": {}, "type": {0: 0}} for t in cluster.gpu_types}
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
         # values a policy derives from the snapshot's occupancy, per org node (its
         # fair-share value) and per team (its path of values): an admission or a removal
@@ -122,33 +125,41 @@ class Snapshot:
 
     def hold(self, nodes: list[int] | tuple[int, ...]) -> None:
         """Keep ``nodes``' free GPUs away from later gangs in this cycle."""
-        cluster = self.state.cluster
-        for node in nodes:
-            if node not in self.held:
-                n = cluster.nodes[node]
-                t = n.gpu_type
-                self._max_fit.pop(t, None)
-                self.levels[t][self.free[node]].discard(node)
-                self.type_free[t] -= self.free[node]
-                dom = self.domain_free[t]
-                dom["rack"][n.rack] -= self.free[node]
-                dom["pod"][n.pod] -= self.free[node]
-                self.held.add(node)
+        self._hold(nodes, 1)
 
     def unhold(self, nodes: tuple[int, ...]) -> None:
         """Give held ``nodes``' free GPUs back to later gangs in this cycle."""
-        cluster = self.state.cluster
+        self._hold(nodes, -1)
+
+    def _hold(self, nodes: list[int] | tuple[int, ...], sign: int) -> None:
+        """Hold (``sign`` 1) or give back (-1) ``nodes``: the free GPUs of unheld nodes per
+        type, rack and pod (and the nodes by free GPUs) lose or regain theirs, and the
+        held capacity per domain (``held_cap``) gains or loses the nodes' GPUs."""
+        cluster_nodes, free, held = self.state.cluster.nodes, self.free, self.held
         for node in nodes:
-            if node in self.held:
-                self.held.discard(node)
-                n = cluster.nodes[node]
-                t = n.gpu_type
-                self._max_fit.pop(t, None)
-                self.levels[t][self.free[node]].add(node)
-                self.type_free[t] += self.free[node]
+            if (node in held) == (sign > 0):
+                continue
+            n = cluster_nodes[node]
+            t = n.gpu_type
+            self._max_fit.pop(t, None)
+            f = free[node]
+            if sign > 0:
+                self.levels[t][f].discard(node)
+                held.add(node)
+            else:
+                held.discard(node)
+                self.levels[t][f].add(node)
+            if f:
+                self.type_free[t] -= sign * f
                 dom = self.domain_free[t]
-                dom["rack"][n.rack] += self.free[node]
-                dom["pod"][n.pod] += self.free[node]
+                dom["rack"][n.rack] -= sign * f
+                dom["pod"][n.pod] -= sign * f
+            cap = self.held_cap[t]
+            g = sign * n.gpus
+            rack, pod = cap["rack"], cap["pod"]
+            rack[n.rack] = rack.get(n.rack, 0) + g
+            pod[n.pod] = pod.get(n.pod, 0) + g
+            cap["type"][0] += g
 
     def room(self, node: int) -> int:
         """GPUs on ``node`` free or being released and not yet promised to a waiting job."""

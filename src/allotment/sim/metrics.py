@@ -210,12 +210,17 @@ class MetricsRecorder:
         booked = self._launches(now) if state.launch_nodes else set()
         held -= booked
         both = held | booked
+        one_type = len(state.type_free) == 1
         for t, type_free in state.type_free.items():
             # from the state's per-type aggregates: free GPUs on held (reserved) nodes,
             # on the others, and the largest free block on an unheld node
-            reserved = sum(free[i] for i in held if cluster.nodes[i].gpu_type == t)
-            unheld = type_free - reserved - sum(
-                free[i] for i in booked if cluster.nodes[i].gpu_type == t)
+            if one_type:  # every node is of type t
+                reserved = sum(map(free.__getitem__, held))
+                unheld = type_free - reserved - sum(map(free.__getitem__, booked))
+            else:
+                reserved = sum(free[i] for i in held if cluster.nodes[i].gpu_type == t)
+                unheld = type_free - reserved - sum(
+                    free[i] for i in booked if cluster.nodes[i].gpu_type == t)
             biggest = 0
             levels = state.levels[t]
             for f in range(len(levels) - 1, 0, -1):
