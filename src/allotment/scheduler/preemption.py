@@ -12,9 +12,8 @@ wanted); the cycle is woken when the first such job becomes eligible.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterator
-from typing import NamedTuple
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
@@ -22,15 +21,14 @@ from allotment.scheduler.launch import is_protected
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.snapshot import Snapshot
 
-
-class VictimCost(NamedTuple):
-    """How much preempting one running job costs; lower is preempted first."""
-
-    priority: int  # its priority class (low first)
-    within_guarantee: int  # 0: admitted on borrowed GPUs, 1: within its team's guarantee
-    lost_gpu_s: float  # work thrown away if killed now: (now - last checkpoint) x gang
-    run_s: float  # time since this run started (shorter first)
-    seq: int  # tie-break: submission sequence
+# How much preempting one running job costs; lower is preempted first. A plain tuple (one
+# is made for every candidate of every reclaim):
+#   (priority class (low first),
+#    0 if admitted on borrowed GPUs else 1 (within its team's guarantee),
+#    lost GPU-seconds: work thrown away if killed now, (now - last checkpoint) x gang,
+#    run time so far (shorter first),
+#    submission sequence (tie-break))
+VictimCost = tuple[int, int, float, float, int]
 
 
 class NodeChoice(NamedTuple):
@@ -43,18 +41,10 @@ class NodeChoice(NamedTuple):
     node: int
 
 
-def victim_cost(job: RunningJob, now: float) -> VictimCost:
-    w = job.workload
-    lost = (now - job.last_checkpoint(now)) * w.gpus
-    return VictimCost(w.priority, 0 if job.borrowed_gpus else 1, lost,
-                      now - job.segment_start, w.seq)
-
-
 def _candidates(
     sc: Snapshot, policy: Policy, w: Workload, d: Decisions
 ) -> list[tuple[VictimCost, RunningJob]]:
-    """The running jobs that may be preempted for ``w``, each with its cost, in no order
-    (``_cheapest_first`` takes them cheapest first)."""
+    """The running jobs that may be preempted for ``w``, each with its cost, in no order."""
     now = sc.now
     min_run = policy.config.min_runtime_s
     out = []
@@ -81,7 +71,9 @@ def _candidates(
         if now - job.segment_start < min_run and v.id not in fill:
             d.wake(job.segment_start + min_run)
             continue
-        out.append((victim_cost(job, now), job))
+        lost = (now - job.last_checkpoint(now)) * v.gpus  # its VictimCost
+        out.append(((v.priority, 0 if job.borrowed_gpus else 1, lost, now - job.segment_start,
+                     v.seq), job))
     return out
 
 
@@ -113,27 +105,18 @@ def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
     return None
 
 
-def _cheapest_first(
-    cands: list[tuple[VictimCost, RunningJob]]
-) -> Iterator[tuple[VictimCost, RunningJob]]:
-    """``cands`` by cost, lowest first, sorted lazily: a choice mostly reads only the first
-    few (costs are unique, by ``seq``, so the order is the sorted one)."""
-    heapq.heapify(cands)
-    while cands:
-        yield heapq.heappop(cands)
-
-
 def _choose_victims(
     sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
-    ``cands`` is consumed (heap-ordered in place)."""
+    ``cands`` is sorted in place, cheapest first (costs are unique, by ``seq``)."""
+    cands.sort(key=itemgetter(0))
     t = w.gpu_type
     if sc.single_node(w):
         return _choose_node(sc, w, cands)
     total = sc.unheld_room(t)
     picked = []
-    for _, job in _cheapest_first(cands):
+    for _, job in cands:
         if total >= w.gpus:
             break
         if any(n in sc.held for n, _ in job.placement):
@@ -156,60 +139,57 @@ def _choose_node(
 
     The victims are taken in one pass over every candidate, cheapest first, each added to
     its nodes' running sets; a node's set is complete when ``w`` fits there. A set
-    completed at candidate ``c`` scores at least (``c``'s priority, ``c``'s guarantee
-    flag, ``c``'s lost work) (it holds ``c``, and costs are ordered by those first), so
-    the pass stops once that bound exceeds the best set so far: no later set can win.
+    completed at candidate ``c`` scores at least ``c``'s first three cost fields
+    (priority, guarantee flag, lost work: the set holds ``c``, and costs are ordered by
+    those first), so the pass stops once they exceed the best set's: no later set can win.
     """
     need = w.gpus
-    on_node: set[int] = set()  # nodes with a candidate (the only ones a choice may name)
-    for _, job in cands:
-        for node, _ in job.placement:
-            on_node.add(node)
-    # a node where w fits with no victim at all scores lowest (then the lowest node)
+    # a node where w fits with no victim at all scores lowest (then the lowest node), if
+    # a candidate runs there (a choice names only such nodes)
     levels = sc.levels[t := w.gpu_type]
     maybe = {i for f in range(need, len(levels)) for i in levels[f]}
     maybe.update(sc.incoming, sc.claimed, sc.preheld)
-    free_now = [i for i in maybe if i in on_node and sc.usable_for_reclaim(i)
-                and sc.room(i) >= need and sc.state.cluster.nodes[i].gpu_type == t]
+    free_now = {i for i in maybe if sc.usable_for_reclaim(i) and sc.room(i) >= need
+                and sc.state.cluster.nodes[i].gpu_type == t}
     if free_now:
-        return [], [min(free_now)]
-    bounded = all(c.lost_gpu_s >= 0 for c, _ in cands)  # (lost work is never negative)
-    avail: dict[int, int] = {}  # node -> room plus its victims so far
+        on_node = {node for _, job in cands for node, _ in job.placement}
+        if free_now & on_node:
+            return [], [min(free_now & on_node)]
+    # (lost work is never negative, but for rounding)
+    bounded = min(cost[2] for cost, _ in cands) >= 0
+    # per node taken so far: [room plus its victims' GPUs, lost work, top priority,
+    # guarantee flag, victims]
+    acc: dict[int, list[Any]] = {}
     skip: set[int] = set()  # nodes not usable for a reclaim, or whose set is complete
-    sets: dict[int, list[RunningJob]] = {}
-    lost: dict[int, float] = {}
-    top: dict[int, int] = {}
-    guaranteed: dict[int, int] = {}
     best: NodeChoice | None = None
-    for cost, job in _cheapest_first(cands):
-        if bounded and best is not None and (
-            cost.priority, cost.within_guarantee, cost.lost_gpu_s
-        ) > (best.top_priority, best.within_guarantee, best.lost_gpu_s):
+    for cost, job in cands:
+        if bounded and best is not None and cost[:3] > best[:3]:
             break
+        prio, guar, lost = cost[0], cost[1], cost[2]
         for node, gpus in job.placement:
             if node in skip:
                 continue
-            have = avail.get(node)
-            if have is None:
+            a = acc.get(node)
+            if a is None:
                 if not sc.usable_for_reclaim(node):
                     skip.add(node)
                     continue
-                have = sc.room(node)
-                sets[node], lost[node], top[node], guaranteed[node] = [], 0.0, -(10**9), 0
-            sets[node].append(job)
-            avail[node] = have = have + gpus
-            lost[node] += cost.lost_gpu_s
-            top[node] = max(top[node], cost.priority)
-            guaranteed[node] = max(guaranteed[node], cost.within_guarantee)
-            if have >= need:
+                a = acc[node] = [sc.room(node), 0.0, prio, guar, []]
+            a[4].append(job)
+            a[0] += gpus
+            a[1] += lost
+            if prio > a[2]:
+                a[2] = prio
+            if guar > a[3]:
+                a[3] = guar
+            if a[0] >= need:
                 skip.add(node)
-                score = NodeChoice(top[node], guaranteed[node], lost[node],
-                                   len(sets[node]), node)
+                score = NodeChoice(a[2], a[3], a[1], len(a[4]), node)
                 if best is None or score < best:
                     best = score
     if best is None:
         return None
-    return sets[best.node], [best.node]
+    return acc[best.node][4], [best.node]
 
 
 def _fits_after_removal(sc: Snapshot, w: Workload, nodes: list[int]) -> bool:
