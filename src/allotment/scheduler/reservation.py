@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
-from allotment.scheduler.placement import Placement
+from allotment.scheduler.placement import Placement, domain_of
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.snapshot import Snapshot
 
@@ -88,25 +88,24 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
     # per domain, from the snapshot's totals (no scan of every node): the GPUs of its
     # unheld nodes (capacity) and what is available there (free GPUs plus this gang's fill)
     held_cap = sc.held_cap[t]
-    fill_by: dict[str, dict[int, int]] = {"rack": {}, "pod": {}, "type": {}}
-    for i, g in fill.items():
-        if i not in sc.held:
-            n = nodes[i]
-            for level, d in (("rack", n.rack), ("pod", n.pod), ("type", 0)):
-                fill_by[level][d] = fill_by[level].get(d, 0) + g
     state = sc.state
     for level in ("rack", "pod", "type"):
         if level == "type":
             full = {0: state.type_capacity[t]}
             free = {0: sc.type_free[t]}
         else:
+            if state.largest_domain[t][level] < w.gpus:
+                continue  # no domain of this level holds the gang, held nodes or not
             full, free = state.domain_capacity[t][level], sc.domain_free[t][level]
         taken = held_cap[level]
-        capacity = {d: c - taken.get(d, 0) for d, c in full.items()}
-        extra = fill_by[level]
-        big = [d for d, c in capacity.items() if c >= w.gpus]
+        big = [d for d, c in full.items() if c - taken.get(d, 0) >= w.gpus]
         if not big:
             continue
+        extra: dict[int, int] = {}  # this gang's fill GPUs on unheld nodes, per domain
+        for i, g in fill.items():
+            if i not in sc.held:
+                d = domain_of(nodes[i], level)
+                extra[d] = extra.get(d, 0) + g
         if previous is not None and previous[0] == level and previous[1] in big:
             domain = previous[1]
         else:

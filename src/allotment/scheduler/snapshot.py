@@ -135,31 +135,33 @@ class Snapshot:
         """Hold (``sign`` 1) or give back (-1) ``nodes``: the free GPUs of unheld nodes per
         type, rack and pod (and the nodes by free GPUs) lose or regain theirs, and the
         held capacity per domain (``held_cap``) gains or loses the nodes' GPUs."""
-        cluster_nodes, free, held = self.state.cluster.nodes, self.free, self.held
+        held, cluster_nodes, free = self.held, self.state.cluster.nodes, self.free
         for node in nodes:
-            if (node in held) == (sign > 0):
-                continue
             n = cluster_nodes[node]
             t = n.gpu_type
-            self._max_fit.pop(t, None)
             f = free[node]
             if sign > 0:
-                self.levels[t][f].discard(node)
+                if node in held:
+                    continue
                 held.add(node)
+                self.levels[t][f].discard(node)
             else:
+                if node not in held:
+                    continue
                 held.discard(node)
                 self.levels[t][f].add(node)
-            if f:
-                self.type_free[t] -= sign * f
-                dom = self.domain_free[t]
-                dom["rack"][n.rack] -= sign * f
-                dom["pod"][n.pod] -= sign * f
             cap = self.held_cap[t]
             g = sign * n.gpus
             rack, pod = cap["rack"], cap["pod"]
             rack[n.rack] = rack.get(n.rack, 0) + g
             pod[n.pod] = pod.get(n.pod, 0) + g
             cap["type"][0] += g
+            if f:
+                self._max_fit.pop(t, None)
+                self.type_free[t] -= sign * f
+                dom = self.domain_free[t]
+                dom["rack"][n.rack] -= sign * f
+                dom["pod"][n.pod] -= sign * f
 
     def room(self, node: int) -> int:
         """GPUs on ``node`` free or being released and not yet promised to a waiting job."""

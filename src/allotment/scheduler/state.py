@@ -167,6 +167,9 @@ class ClusterState:
                         for d, members in doms.items()}
                 for level, doms in index.items()}
             for t, index in self.domains.items()}
+        self.largest_domain: dict[GpuType, dict[str, int]] = {  # GPUs of the largest
+            t: {level: max(caps.values(), default=0) for level, caps in dom.items()}
+            for t, dom in self.domain_capacity.items()}
         self.type_capacity: dict[GpuType, int] = {
             t: sum(cluster.nodes[i].gpus for i in ids) for t, ids in cluster.nodes_by_type.items()}
         self.domain_free: dict[GpuType, DomainFree] = {
