@@ -1,9 +1,9 @@
 """Replay the whole Philly trace under each policy: wall time, peak memory, key figures.
 
-Target: under 60 s per policy on 2 cores. Each policy runs in a child process of its own
-(forked), so its peak memory is that process's peak resident set size, the loaded trace
-included, measured without slowing the run. Skips with a message when ../shared/traces
-is absent.
+Target: <= 10 s per policy on 2 cores (it was under 60 s before the LLM-scale issue).
+Each policy runs in a child process of its own (forked), so its peak memory is that
+process's peak resident set size, the loaded trace included, measured without slowing the
+run. Skips with a message when ../shared/traces is absent.
 
     python benchmarks/philly_replay.py [--gpus 512] [--policies static,fifo,las,fairshare]
 """
@@ -54,7 +54,7 @@ def main() -> None:
     table = Table(title=f"Philly: {len(jobs):,} jobs on {args.gpus} GPUs "
                         f"(trace read in {load_s:.1f} s)")
     for col in ("policy", "wall s", "peak RSS MiB", "cycles", "avg JCT h", "min guar. sat.",
-                "idle-waiting GPU-h", "target < 60 s"):
+                "idle-waiting GPU-h", "target <= 10 s"):
         table.add_column(col, justify="right")
     ctx = multiprocessing.get_context("fork")
     for name in args.policies.split(","):
@@ -62,7 +62,7 @@ def main() -> None:
             r = pool.apply(replay, (name, args.gpus))
         table.add_row(name, f"{r['wall_s']:.1f}", f"{r['rss_mib']:.0f}", f"{r['cycles']:,}",
                       f"{r['avg_jct_h']:.2f}", f"{r['sat']:.3f}", f"{r['iww']:,.1f}",
-                      "ok" if r["wall_s"] < 60 else "MISSED")
+                      "ok" if r["wall_s"] <= 10 else "MISSED")
     Console(width=140).print(table)
 
 

@@ -44,7 +44,7 @@ class Snapshot:
         self.held: set[int] = set()
         # GPUs (all of them, free or not) of the held nodes per type, per rack and pod
         self.held_cap: dict[GpuType, DomainFree] = {
-            t: {"rack": {}, "pod": {}, "type": {0: 0}} for t in cluster.gpu_types}
+            t: {"rack": {}, "pod": {}, "type": {0: 0}} for t in state.levels}
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
         # values a policy derives from the snapshot's occupancy, per org node (its
         # fair-share value) and per team (its path of values): an admission or a removal
@@ -72,16 +72,16 @@ class Snapshot:
             t: len(lv) - 1 for t, lv in state.levels.items()
         }
         # the state keeps the placement index and the occupancy up to date; the snapshot
-        # copies them (copies of lists and sets, no scan of nodes, jobs or the org tree)
-        self.levels: dict[GpuType, list[set[int]]] = {
-            t: [b.copy() for b in lv] for t, lv in state.levels.items()}
+        # copies them (copies of lists and sets, no scan of nodes, jobs or the org tree).
+        # The unheld nodes by free GPUs, and the free GPUs per rack and pod, are the
+        # state's own until the cycle first changes them (``_own``): copied on write
+        self.levels: dict[GpuType, list[set[int]]] = state.levels
         # free GPUs on unheld nodes per type: rejects a large gang without a node scan
         self.type_free: dict[GpuType, int] = dict(state.type_free)
         self._max_fit: dict[GpuType, int] = {}  # see max_fit
         # free GPUs on unheld nodes per rack and pod, per type
-        self.domain_free: dict[GpuType, DomainFree] = {
-            t: {level: dict(v) for level, v in dom.items()}
-            for t, dom in state.domain_free.items()}
+        self.domain_free: dict[GpuType, DomainFree] = state.domain_free
+        self._owned = False
         self.usage = {t: list(u) for t, u in state.usage.items()}
         self.alloc_total = list(state.alloc_total)
         # fill (``scheduler.reservation``): GPUs of each gang's fill jobs per node; the nodes
@@ -109,10 +109,19 @@ class Snapshot:
         self.lock: dict[GpuType, list[int]] = state.lock  # fixed per org: never written
 
     # -- free GPUs ---------------------------------------------------------------------
+    def _own(self) -> None:
+        """Copy the state's node levels and per-domain free GPUs before the first change."""
+        self.levels = {t: [b.copy() for b in lv] for t, lv in self.state.levels.items()}
+        self.domain_free = {t: {level: dict(v) for level, v in dom.items()}
+                            for t, dom in self.state.domain_free.items()}
+        self._owned = True
+
     def _set_free(self, node: int, value: int) -> None:
         n = self.state.cluster.nodes[node]
         t = n.gpu_type
         if node not in self.held:
+            if not self._owned:
+                self._own()
             self._max_fit.pop(t, None)
             self.levels[t][self.free[node]].discard(node)
             self.levels[t][value].add(node)
@@ -135,6 +144,8 @@ class Snapshot:
         """Hold (``sign`` 1) or give back (-1) ``nodes``: the free GPUs of unheld nodes per
         type, rack and pod (and the nodes by free GPUs) lose or regain theirs, and the
         held capacity per domain (``held_cap``) gains or loses the nodes' GPUs."""
+        if not self._owned:
+            self._own()
         held, cluster_nodes, free = self.held, self.state.cluster.nodes, self.free
         for node in nodes:
             n = cluster_nodes[node]
