@@ -95,7 +95,7 @@ class FairSharePolicy(LasQueues):
             beyond = 0 if sc.within_guarantee(w) else 1
         team = w.team
         path = sc.team_cache.get(team) or fair_share_path(sc, team)
-        if beyond:
+        if beyond and sc.state.ledger.credit_half_life_s is not None:  # (else no credit)
             path = credited_path(sc, team, path)
         level = 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
         return (beyond, level * beyond, path, team, -w.priority, level, w.submit_time, w.seq)

@@ -185,7 +185,14 @@ class MetricsRecorder:
             for i in self.team_idx
         }
         self.rejected_ids: set[JobId] = set()
-        self.team_rows = [(i, org.names[i], self.teams[org.names[i]]) for i in self.team_idx]
+        # per GPU type: the teams with a guarantee of it (index, name, metrics, guarantee),
+        # and the others (whose GPU-hours alone are counted); the guarantees are fixed
+        self.team_rows = {
+            t: ([(i, org.names[i], self.teams[org.names[i]], org.guaranteed[t][i])
+                 for i in self.team_idx if org.guaranteed[t][i] > 0],
+                [(i, self.teams[org.names[i]]) for i in self.team_idx
+                 if org.guaranteed[t][i] <= 0])
+            for t in org.gpu_types}
         # per launch reservation: [ready time or None, used GPU-s, held idle GPU-s, the part
         # of it before the start]
         self.launch: dict[str, list[float | None]] = {}
@@ -287,22 +294,19 @@ class MetricsRecorder:
 
     def _teams(self, dt: float) -> None:
         state = self.state
-        org = state.org
         min_gang: dict[tuple[str, str], int] | None = None  # worked out when first needed
         h = dt / 3600.0
-        for t in org.gpu_types:
+        for t, (guaranteed_rows, other_rows) in self.team_rows.items():
             usage = state.usage[t]
             pending = state.pending_gpus[t]
-            guaranteed = org.guaranteed[t]
-            for i, name, tm in self.team_rows:
+            for i, tm in other_rows:
+                tm.gpu_hours += usage[i] * h
+            for i, name, tm, g in guaranteed_rows:
                 u = usage[i]
-                g = guaranteed[i]
                 tm.gpu_hours += u * h
-                if g <= 0:
-                    continue
                 demand = u + pending[i]
-                tm.received_entitled_gpu_h += min(u, g) * h
-                tm.demanded_entitled_gpu_h += min(demand, g) * h
+                tm.received_entitled_gpu_h += (u if u < g else g) * h
+                tm.demanded_entitled_gpu_h += (demand if demand < g else g) * h
                 if demand >= g:
                     tm.demand_at_guarantee_h += h
                     if u >= g:
