@@ -70,7 +70,7 @@ def fair_share_path(sc: Snapshot, team: str) -> tuple[int, ...]:
     path = cache.get(team)
     if path is None:
         org = sc.state.org
-        path = cache[team] = tuple(fair_share_value(sc, i) for i in org.path[org.index[team]])
+        path = cache[team] = tuple([fair_share_value(sc, i) for i in org.path[org.index[team]]])
     return path
 
 
