@@ -17,12 +17,12 @@ from allotment.scheduler.snapshot import Snapshot
 from allotment.sim.engine import SimConfig, simulate
 from tests.builders import cluster, job, org, team
 
-Cands = list[tuple[tuple[int, int, float, float, int], RunningJob]]
+Cands = list[tuple[preemption.VictimCost, RunningJob]]
 
 
 def plain_rule(sc: Snapshot, w: Workload, cands: Cands) -> tuple[list[str], list[int]] | None:
     """Every node, every candidate on it in cost order (what the one pass must match)."""
-    per_node: dict[int, list[tuple[tuple[int, int, float, float, int], RunningJob, int]]] = {}
+    per_node: dict[int, list[tuple[preemption.VictimCost, RunningJob, int]]] = {}
     for cost, run in sorted(cands, key=lambda c: c[0]):
         for node, gpus in run.placement:
             per_node.setdefault(node, []).append((cost, run, gpus))

@@ -93,8 +93,7 @@ def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
         return None if best is None else [best[1]]
     if not any(sc.state.cluster.nodes[i].gpu_type == t for i in sc.incoming):
         return None
-    room = {i: r for i in sc.unheld_with_room(t)
-            if i not in sc.held and (r := sc.room(i)) > 0}
+    room = {i: r for i in sc.unheld_with_room(t) if (r := sc.room(i)) > 0}
     nodes = sorted(room, key=lambda i: (-room[i], i))
     total, chosen = 0, []
     for i in nodes:
@@ -146,11 +145,10 @@ def _choose_node(
     need = w.gpus
     # a node where w fits with no victim at all scores lowest (then the lowest node), if
     # a candidate runs there (a choice names only such nodes)
-    levels = sc.levels[t := w.gpu_type]
+    levels = sc.levels[w.gpu_type]
     maybe = {i for f in range(need, len(levels)) for i in levels[f]}
     maybe.update(sc.incoming, sc.claimed, sc.preheld)
-    free_now = {i for i in maybe if sc.usable_for_reclaim(i) and sc.room(i) >= need
-                and sc.state.cluster.nodes[i].gpu_type == t}
+    free_now = {i for i in maybe if sc.usable_for_reclaim(i) and sc.room(i) >= need}
     if free_now:
         on_node = {node for _, job in cands for node, _ in job.placement}
         if free_now & on_node:
