@@ -26,7 +26,7 @@ from collections.abc import Callable
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.policies.incentives import beyond_class, credited_path, over_budget, within_guarantee
 from allotment.policies.las import LasQueues
-from allotment.scheduler.policy import LasPreemption, OrderKey
+from allotment.scheduler.policy import GangReclaim, LasPreemption, OrderKey
 from allotment.scheduler.snapshot import Snapshot
 
 # Fair-share value of org node N (Slurm Fair Tree style, one level at a time), compared at
@@ -217,6 +217,48 @@ class FairSharePolicy(LasQueues):
             return w_first and job.attained_at(now) >= threshold
 
         return test
+
+    def gang_reclaim(self, sc: Snapshot, w: Workload) -> GangReclaim | None:
+        """A preemptible gang beyond its team's guarantee (the team keeps H of its E GPUs,
+        H + gang > E) that holds GPUs may preempt other teams' runs that have attained the
+        LAS threshold (a run short so far is likely to end soon), none taking its team
+        below its guarantee (requeued, such a victim borrows, and so reclaims nothing back):
+          - H < E: up to E - H GPUs, the part of the gang within its guarantee (the team
+            takes back GPUs it lent);
+          - H >= E: only runs that sort after the gang in this order, requeued (a borrower
+            displaces only borrowers that fair share ranks below it, as Kueue's
+            fair-sharing preemption does).
+        ``scheduler.preemption.make_room`` adds the other limits. A team past its budget
+        only borrows (``policies.incentives``)."""
+        if not w.preemptible or over_budget(sc, w):
+            return None
+        t, team = w.gpu_type, w.team
+        org = sc.state.org
+        index, guaranteed, usage, releasing = (org.index, org.guaranteed[t], sc.usage[t],
+                                               sc.releasing[t])
+        cap = guaranteed[index[team]] - sc.kept(t, index[team])
+        if cap >= w.gpus:
+            return None  # within its guarantee: it reclaims as any such job (step 6)
+        now, threshold = sc.now, self.config.las_threshold_gpu_s
+
+        def spare(name: str) -> int:
+            i = index[name]
+            return usage[i] - releasing[i] - guaranteed[i]
+
+        def passes(job: RunningJob) -> bool:
+            v = job.workload
+            return (v.gpu_type == t and v.team != team and spare(v.team) >= v.gpus
+                    and job.attained_at(now) >= threshold)
+
+        if cap > 0:
+            return GangReclaim(cap, passes, spare)
+        mine = self.order_key(sc, w, sc.state.pending_attained[w.id])
+
+        def after(job: RunningJob) -> bool:
+            return passes(job) and self.order_key(sc, job.workload,
+                                                  job.attained_at(now)) > mine
+
+        return GangReclaim(w.gpus, after, spare)
 
     def victim_teams(self, sc: Snapshot, w: Workload) -> list[str] | None:
         if not within_guarantee(sc, w) and self.config.las_preemption is not LasPreemption.SURPLUS:

@@ -101,7 +101,10 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
     checkpoint_s = policy.config.checkpoint_s
     state.ledger.advance(state, now)
     # gangs whose fill this cycle preempts: their nodes stay held until they start
-    draining = {p.for_job for p in d.preempts if state.fill.get(p.job_id) == p.for_job}
+    # (the fill, or victims of the part of a gang within its team's guarantee: either is
+    # preempted for a gang that holds a reservation in this cycle)
+    gathering = {r.job_id for r in d.reservations if not r.reclaim}
+    draining = {p.for_job for p in d.preempts if p.for_job in gathering}
     for r in d.rejects:
         if sink.reject(r.job_id, r.reason, now):
             state.remove_pending(r.job_id)

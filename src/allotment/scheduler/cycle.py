@@ -9,10 +9,10 @@ import math
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
 from allotment.scheduler import launch
-from allotment.scheduler.decisions import Admit, Decisions, Reject
+from allotment.scheduler.decisions import Admit, Decisions, Reject, Reservation
 from allotment.scheduler.heads import heads
 from allotment.scheduler.policy import OrderKey, Policy
-from allotment.scheduler.preemption import plan_reclaim
+from allotment.scheduler.preemption import make_room, plan_reclaim
 from allotment.scheduler.reservation import (
     fill_job,
     hold_filled,
@@ -106,8 +106,6 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             placement = place_within(sc, w, own) if own else None
             placement = placement or sc.place(w)
             fill = None
-            if placement is None and sc.preheld and policy.may_preempt_for(sc, w):
-                placement = place_preheld(sc, w)
             if placement is None and sc.launch_held:
                 placement = launch.fill(sc, policy, w)
             if placement is None and sc.held_for:
@@ -128,11 +126,22 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
         #    (the next job of the same queue may need GPUs reclaimed too)
-        if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
+        entitled = policy.may_preempt_for(sc, w)
+        if policy.preempts and entitled and plan_reclaim(sc, policy, w, d):
             if reasons:
                 d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
             queue.push_next(bucket, pos)
             continue
+        # 6b. else, for a job entitled to reclaim: the free GPUs held since the start of the
+        #     cycle for another team's gang whose fill or victims are on their way out
+        if block is None and entitled and sc.preheld:
+            placement = place_preheld(sc, w)
+            if placement is not None:
+                d.admits.append(Admit(w.id, placement, sc.borrowed_after(w)
+                                      if policy.has_guarantees else 0))
+                sc.admit(w, placement)
+                queue.push_next(bucket, pos)
+                continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
         #    backfill (every later job) cannot delay it
@@ -141,6 +150,16 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             may_reserve = policy.may_reserve(sc, w)
             held = reserve(sc, w) if may_reserve else None
             if held is not None:
+                if own and w.id in state.fill_nodes:
+                    # a gang whose fill or victims are on their way out keeps their nodes
+                    coming = tuple(i for i in own if i not in sc.held and sc.incoming.get(i))
+                    if coming:
+                        sc.hold(coming)
+                        held = Reservation(held.gpu_type, held.job_id, held.domain,
+                                           tuple(sorted({*held.nodes, *coming})))
+                # 7a. a gang beyond its team's guarantee completes its GPUs by preemption
+                #     where the policy allows it (``preemption.make_room``)
+                held = make_room(sc, policy, w, held, d)
                 reserved.add(scope)
                 d.reservations.append(held)
                 block = f"{block}; GPUs reserved for it"

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.config import LasPreemption, SchedulerConfig
 from allotment.scheduler.snapshot import Snapshot
 
 OrderKey = tuple[object, ...]
-__all__ = ["LasPreemption", "OrderKey", "Policy", "SchedulerConfig"]
+__all__ = ["GangReclaim", "LasPreemption", "OrderKey", "Policy", "SchedulerConfig"]
+
+
+class GangReclaim(NamedTuple):
+    """Which runs a blocked gang beyond its team's guarantee may preempt to complete the
+    GPUs held for it (``Policy.gang_reclaim``, ``scheduler.preemption.make_room``): those
+    that pass ``test``, freeing at most ``cap`` GPUs, none taking its team below its
+    guarantee (``spare(team)``: the GPUs that team may still lose)."""
+
+    cap: int
+    test: Callable[[RunningJob], bool]
+    spare: Callable[[str], int]
 
 
 class Policy:
@@ -87,6 +99,11 @@ class Policy:
         """``is_victim_candidate`` for one ``w`` over many running jobs; a policy may work
         out once what the answers for ``w`` share. Must agree with it."""
         return lambda job: self.is_victim_candidate(sc, w, job)
+
+    def gang_reclaim(self, sc: Snapshot, w: Workload) -> GangReclaim | None:
+        """For blocked gang ``w`` beyond its team's guarantee and holding GPUs: which runs
+        it may preempt to start (None: none; the default)."""
+        return None
 
     def start_wakeup(self, job: RunningJob) -> float | None:
         """A time after a job's start when the policy wants a cycle (e.g. LAS demotion)."""

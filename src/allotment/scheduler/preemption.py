@@ -8,10 +8,16 @@ job is killed now. Among a team's jobs, those admitted beyond its guarantee go f
 A job that has run less than ``min_runtime_s`` is never a victim (except a job running as
 fill of GPUs held for a gang, ``scheduler.reservation``: it got them only until they are
 wanted); the cycle is woken when the first such job becomes eligible.
+
+Across nodes, victims are taken cheapest first, each only if it is still a victim with
+the cheaper ones gone (a team's cheap victims must not take it below its guarantee and so
+spoil the whole set). ``make_room`` (cycle step 7a) is the other way GPUs are preempted: for
+a gang beyond its team's guarantee that holds GPUs (its docstring).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -19,6 +25,7 @@ from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.launch import is_protected
 from allotment.scheduler.policy import Policy
+from allotment.scheduler.reservation import avail_for, coming_for
 from allotment.scheduler.snapshot import Snapshot
 
 # How much preempting one running job costs; lower is preempted first. A plain tuple (one
@@ -105,23 +112,30 @@ def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
 
 
 def _choose_victims(
-    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
+    sc: Snapshot, policy: Policy, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
-    ``cands`` is sorted in place, cheapest first (costs are unique, by ``seq``)."""
+    ``cands`` is sorted in place, cheapest first (costs are unique, by ``seq``). Across
+    nodes, a candidate is taken only if it is still one with the victims before it gone
+    (fair share: its team still keeps more than its guarantee), so that a team's cheap
+    victims cannot spoil the set by taking it down to its guarantee."""
     cands.sort(key=itemgetter(0))
     t = w.gpu_type
     if sc.single_node(w):
         return _choose_node(sc, w, cands)
     total = sc.unheld_room(t)
-    picked = []
-    for _, job in cands:
-        if total >= w.gpus:
-            break
-        if any(n in sc.held for n, _ in job.placement):
-            continue
-        picked.append(job)
-        total += job.workload.gpus
+    picked: list[RunningJob] = []
+    with sc.without() as gone:
+        for _, job in cands:
+            if total >= w.gpus:
+                break
+            if any(n in sc.held for n, _ in job.placement):
+                continue
+            if picked and not policy.is_victim_candidate(sc, w, job):
+                continue
+            gone.remove(job)
+            picked.append(job)
+            total += job.workload.gpus
     if total < w.gpus:
         return None
     nodes = {n for job in picked for n, _ in job.placement}
@@ -240,7 +254,7 @@ def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bo
     cands = _candidates(sc, policy, w, d)
     if not cands:
         return False
-    choice = _choose_victims(sc, w, cands)
+    choice = _choose_victims(sc, policy, w, cands)
     if choice is None:
         return False
     victims, nodes = choice
@@ -274,3 +288,87 @@ def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bo
     d.reservations.append(Reservation(w.gpu_type, w.id, ("node", hold[0]), tuple(hold),
                                       reclaim=True))
     return True
+
+
+
+def _domain_nodes(sc: Snapshot, w: Workload, domain: tuple[str, int]) -> Iterable[int]:
+    level, d = domain
+    if level == "node":
+        return (d,)
+    if level == "type":
+        return sc.state.cluster.type_node_set(w.gpu_type)
+    return sc.state.domains[w.gpu_type][level].get(d, ())
+
+
+def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
+              d: Decisions) -> Reservation:
+    """Cycle step 7a: blocked gang ``w`` beyond its team's guarantee, holding GPUs (``r``),
+    completes them by preemption where the policy allows it (``Policy.gang_reclaim``):
+
+        missing = gang - (free GPUs held + its fill's + GPUs on their way out there)
+    When 0 < missing <= min(rule.cap, free GPUs held), the cheapest runs (victim cost
+    above) in the reservation's domain, on no node held for another job, that pass the
+    rule's test are preempted with the grace period until they free ``missing`` GPUs,
+    their GPUs at most ``rule.cap`` and each victim team keeping its guarantee
+    (``rule.spare``); else nothing is. Preempting only when as many held GPUs idle as are
+    missing means each GPU that preemption frees puts about one idle GPU to work. Its fill is
+    then preempted as usual (``reservation.reclaim_fill``) and the victims' nodes join the
+    reservation, held for it from the start of each cycle until it starts. Returns the
+    reservation, grown by those nodes."""
+    if not policy.preempts:
+        return r
+    rule = policy.gang_reclaim(sc, w)
+    if rule is None:
+        return r
+    free = sum(map(sc.free.__getitem__, r.nodes))
+    missing = w.gpus - avail_for(sc, w.id, r.nodes) - coming_for(sc, w.id, r.nodes)
+    if missing <= 0 or missing > min(rule.cap, free):
+        return r
+    state = sc.state
+    mine = set(r.nodes)
+    allowed = _domain_nodes(sc, w, r.domain)
+    now, min_run = sc.now, policy.config.min_runtime_s
+    cands: list[tuple[VictimCost, RunningJob]] = []
+    for team, jobs in state.running_by_team.items():
+        if team == w.team or rule.spare(team) <= 0:
+            continue
+        for job in jobs.values():
+            v = job.workload
+            if (job.terminating_since is not None or not v.preemptible or v.id in sc.doomed
+                    or state.fill.get(v.id) == w.id
+                    or (v.reservation is not None and is_protected(sc, job))
+                    or (now - job.segment_start < min_run and v.id not in state.fill)
+                    or not all(n in allowed and (n in mine or n not in sc.held)
+                               for n, _ in job.placement)
+                    or not rule.test(job)):
+                continue
+            lost = (now - job.last_checkpoint(now)) * v.gpus
+            cands.append(((v.priority, 0 if job.borrowed_gpus else 1, lost,
+                           now - job.segment_start, v.seq), job))
+    cands.sort(key=itemgetter(0))
+    picked: list[RunningJob] = []
+    total = 0
+    left: dict[str, int] = {}  # GPUs each victim team may still lose
+    for _, job in cands:
+        if total >= missing:
+            break
+        v = job.workload
+        spare = left[v.team] if v.team in left else rule.spare(v.team)
+        if total + v.gpus > rule.cap or v.gpus > spare:
+            continue
+        left[v.team] = spare - v.gpus
+        picked.append(job)
+        total += v.gpus
+    if total < missing:
+        return r
+    for job in picked:
+        sc.doomed.add(job.workload.id)
+        sc.release(job)
+        for node, gpus in job.placement:
+            sc.incoming[node] = sc.incoming.get(node, 0) + gpus
+        d.preempts.append(Preempt(job.workload.id, w.id,
+                                  f"preempted so that gang {w.id} of team {w.team}, whose "
+                                  f"GPUs are held, can start ({policy.name})"))
+    extra = sorted({n for job in picked for n, _ in job.placement} - mine)
+    sc.hold(extra)
+    return Reservation(r.gpu_type, r.job_id, r.domain, tuple(sorted(mine.union(extra))))

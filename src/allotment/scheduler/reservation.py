@@ -26,13 +26,20 @@ their way cover the gang. From then until it starts the gang's nodes are held fr
 start of each cycle (``hold_filled``), so jobs earlier in the order (the requeued fill
 among them) cannot take the GPUs being freed, except another team's job entitled to
 reclaim GPUs by preemption (``Policy.may_preempt_for``: fairshare's jobs within their
-guarantee), which came first before the fill too: the gang's start slips by at most the
-grace period because of its fill. A non-preemptible backfill job is never preempted; it
-ends by its time limit. Nor is any fill under a policy that never preempts (``fifo``,
-``static``), which therefore gets classic backfill only.
+guarantee) that can reclaim none elsewhere (cycle step 6b), which came first before the
+fill too: the gang's start slips by at most the grace period because of its fill. A
+non-preemptible backfill job is never preempted; it ends by its time limit. Nor is any
+fill under a policy that never preempts (``fifo``, ``static``), which therefore gets
+classic backfill only.
 
 Fill jobs are also victims of an ordinary reclaim before their minimum run time
 (``scheduler.preemption``): they hold the GPUs only until these are wanted.
+
+GPUs already on their way out of other runs on the gang's nodes (``coming_for``:
+terminating, or victims chosen in this cycle) count as the gang's: fill stops, and the
+fill is preempted, once free plus fill plus outgoing GPUs cover the gang. A gang beyond its
+team's guarantee may make them so by preemption (``scheduler.preemption.make_room``); its
+victims' nodes are then held like the nodes of a gang whose fill is being preempted.
 """
 
 from __future__ import annotations
@@ -153,7 +160,8 @@ def _gang_workload(sc: Snapshot, gang: JobId) -> Workload | None:
     return next((w for w in state.buckets[key].jobs if w.id == gang), None)
 
 
-def _avail(sc: Snapshot, gang: JobId, nodes: tuple[int, ...]) -> int:
+def avail_for(sc: Snapshot, gang: JobId, nodes: tuple[int, ...]) -> int:
+    """Free GPUs on ``nodes`` plus those of ``gang``'s own fill there."""
     fill = sc.fill_on.get(gang)
     free = sum(map(sc.free.__getitem__, nodes))
     if not fill:
@@ -175,12 +183,28 @@ def hold_filled(sc: Snapshot) -> None:
                                                               else ("type", 0)))
 
 
+def coming_for(sc: Snapshot, gang: JobId, nodes: Iterable[int]) -> int:
+    """GPUs on ``nodes`` on their way out of jobs other than ``gang``'s own fill
+    (terminating, or chosen as victims in this cycle): the gang's once they are free."""
+    incoming = sc.incoming
+    if not incoming:
+        return 0
+    here = set(nodes)
+    total = sum(g for i, g in incoming.items() if i in here)
+    if total and gang in sc.fill_on:
+        running = sc.state.running
+        for j, g in sc.state.fill.items():
+            if g == gang and (j in sc.doomed or running[j].terminating_since is not None):
+                total -= sum(gpus for n, gpus in running[j].placement if n in here)
+    return total
+
+
 def _track(sc: Snapshot, w: Workload, nodes: tuple[int, ...], domain: tuple[str, int]) -> None:
     sc.held_for[w.id] = nodes
     sc.fill_room.pop(w.id, None)
     sc.gangs[w.id] = w
     sc.gang_domain[w.id] = domain
-    sc.fill_open[w.id] = _avail(sc, w.id, nodes) < w.gpus
+    sc.fill_open[w.id] = avail_for(sc, w.id, nodes) + coming_for(sc, w.id, nodes) < w.gpus
 
 
 def take_back(sc: Snapshot, w: Workload) -> tuple[int, ...] | None:
@@ -325,7 +349,7 @@ def reclaim_fill(sc: Snapshot, policy: Policy, w: Workload, nodes: tuple[int, ..
     running = sc.state.running
     here = set(nodes)
     fill = [running[j] for j, g in sc.state.fill.items() if g == w.id]
-    covered = sum(sc.free[i] for i in nodes) + sum(
+    covered = sum(sc.free[i] for i in nodes) + coming_for(sc, w.id, nodes) + sum(
         gpus for job in fill if job.terminating_since is not None or job.workload.id in sc.doomed
         for n, gpus in job.placement if n in here)
     victims = sorted(
@@ -343,3 +367,4 @@ def reclaim_fill(sc: Snapshot, policy: Policy, w: Workload, nodes: tuple[int, ..
         d.preempts.append(Preempt(job.workload.id, w.id,
                                   f"fill of GPUs held for {w.id}, which can start now "
                                   f"({policy.name})"))
+
