@@ -156,10 +156,7 @@ def _gpus_on(job: RunningJob, here: set[int]) -> int:
 
 def _preempt(sc: Snapshot, job: RunningJob, r: LaunchReservation, d: Decisions,
              why: str) -> None:
-    sc.doomed.add(job.workload.id)
-    sc.release(job)
-    for node, gpus in job.placement:
-        sc.incoming[node] = sc.incoming.get(node, 0) + gpus
+    sc.doom(job)
     d.preempts.append(Preempt(job.workload.id, launch_job_id(r.name), why))
 
 

@@ -17,7 +17,7 @@ a gang beyond its team's guarantee that holds GPUs (its docstring).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -52,18 +52,28 @@ def _candidates(
     sc: Snapshot, policy: Policy, w: Workload, d: Decisions
 ) -> list[tuple[VictimCost, RunningJob]]:
     """The running jobs that may be preempted for ``w``, each with its cost, in no order."""
-    now = sc.now
-    min_run = policy.config.min_runtime_s
-    out = []
     teams = policy.victim_teams(sc, w)
-    running = sc.state.running
     by_team = sc.state.running_by_team
-    fill = sc.state.fill  # fill of reserved GPUs runs there only until wanted: no minimum
-    pool = (
-        running.values() if teams is None
+    pool: Iterable[RunningJob] = (
+        sc.state.running.values() if teams is None
         else [j for t in teams for j in by_team.get(t, {}).values()]
     )
-    candidate = policy.victim_test(sc, w)
+    return _eligible(sc, policy, w, pool, policy.victim_test(sc, w), d)
+
+
+def _eligible(
+    sc: Snapshot, policy: Policy, w: Workload, pool: Iterable[RunningJob],
+    candidate: Callable[[RunningJob], bool], d: Decisions | None
+) -> list[tuple[VictimCost, RunningJob]]:
+    """The jobs of ``pool`` that may be preempted now and pass ``candidate``, each with its
+    cost, in no order: running on through no grace period already, preemptible, of ``w``'s
+    GPU type, not chosen in this cycle, not protected by a launch reservation, and past the
+    minimum run time (``d``, if given, is asked for a cycle when a candidate reaches it).
+    Fill of reserved GPUs runs there only until it is wanted: it has no minimum."""
+    now = sc.now
+    min_run = policy.config.min_runtime_s
+    fill = sc.state.fill
+    out = []
     for job in pool:
         v = job.workload
         if (
@@ -76,7 +86,8 @@ def _candidates(
         ):
             continue
         if now - job.segment_start < min_run and v.id not in fill:
-            d.wake(job.segment_start + min_run)
+            if d is not None:
+                d.wake(job.segment_start + min_run)
             continue
         lost = (now - job.last_checkpoint(now)) * v.gpus  # its VictimCost
         out.append(((v.priority, 0 if job.borrowed_gpus else 1, lost, now - job.segment_start,
@@ -276,10 +287,7 @@ def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bo
     if not ok:
         return False
     for job in victims:
-        sc.doomed.add(job.workload.id)
-        sc.release(job)
-        for node, gpus in job.placement:  # on their way once the grace period ends
-            sc.incoming[node] = sc.incoming.get(node, 0) + gpus
+        sc.doom(job)
         d.preempts.append(Preempt(job.workload.id, w.id,
                                   f"reclaimed for {w.id} of team {w.team} ({policy.name})"))
     others = sorted({n for job in victims for n, _ in job.placement} - set(nodes))
@@ -327,24 +335,16 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
     state = sc.state
     mine = set(r.nodes)
     allowed = _domain_nodes(sc, w, r.domain)
-    now, min_run = sc.now, policy.config.min_runtime_s
-    cands: list[tuple[VictimCost, RunningJob]] = []
-    for team, jobs in state.running_by_team.items():
-        if team == w.team or rule.spare(team) <= 0:
-            continue
-        for job in jobs.values():
-            v = job.workload
-            if (job.terminating_since is not None or not v.preemptible or v.id in sc.doomed
-                    or state.fill.get(v.id) == w.id
-                    or (v.reservation is not None and is_protected(sc, job))
-                    or (now - job.segment_start < min_run and v.id not in state.fill)
-                    or not all(n in allowed and (n in mine or n not in sc.held)
-                               for n, _ in job.placement)
-                    or not rule.test(job)):
-                continue
-            lost = (now - job.last_checkpoint(now)) * v.gpus
-            cands.append(((v.priority, 0 if job.borrowed_gpus else 1, lost,
-                           now - job.segment_start, v.seq), job))
+    held, fill = sc.held, state.fill
+
+    def victim(job: RunningJob) -> bool:  # not its own fill, wholly in its domain
+        return (fill.get(job.workload.id) != w.id
+                and all(n in allowed and (n in mine or n not in held) for n, _ in job.placement)
+                and rule.test(job))
+
+    pool = [job for team, jobs in state.running_by_team.items()
+            if team != w.team and rule.spare(team) > 0 for job in jobs.values()]
+    cands = _eligible(sc, policy, w, pool, victim, None)
     cands.sort(key=itemgetter(0))
     picked: list[RunningJob] = []
     total = 0
@@ -362,10 +362,7 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
     if total < missing:
         return r
     for job in picked:
-        sc.doomed.add(job.workload.id)
-        sc.release(job)
-        for node, gpus in job.placement:
-            sc.incoming[node] = sc.incoming.get(node, 0) + gpus
+        sc.doom(job)
         d.preempts.append(Preempt(job.workload.id, w.id,
                                   f"preempted so that gang {w.id} of team {w.team}, whose "
                                   f"GPUs are held, can start ({policy.name})"))

@@ -360,10 +360,7 @@ def reclaim_fill(sc: Snapshot, policy: Policy, w: Workload, nodes: tuple[int, ..
         if covered >= w.gpus:
             break
         covered += sum(gpus for n, gpus in job.placement if n in here)
-        sc.doomed.add(job.workload.id)
-        sc.release(job)
-        for node, gpus in job.placement:
-            sc.incoming[node] = sc.incoming.get(node, 0) + gpus
+        sc.doom(job)
         d.preempts.append(Preempt(job.workload.id, w.id,
                                   f"fill of GPUs held for {w.id}, which can start now "
                                   f"({policy.name})"))

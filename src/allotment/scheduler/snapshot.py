@@ -307,6 +307,14 @@ class Snapshot:
             self._set_free(node, self.free[node] - gpus)
         self._apply_quota(w.team, w.gpu_type, w.gpus)
 
+    def doom(self, job: RunningJob) -> None:
+        """Choose ``job`` as a victim in this cycle: it leaves its team, and its GPUs are on
+        their way (free once its grace period ends)."""
+        self.doomed.add(job.workload.id)
+        self.release(job)
+        for node, gpus in job.placement:
+            self.incoming[node] = self.incoming.get(node, 0) + gpus
+
     def release(self, job: RunningJob) -> None:
         """Count ``job``'s GPUs as on their way out of its team (a victim, or terminating)."""
         org = self.state.org
