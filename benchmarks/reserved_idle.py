@@ -5,9 +5,10 @@ blocked gang. This replays one policy (default ``fairshare``) on a synthesized L
 trace (``allot trace synth --scenario llm-lab``) and splits that integral three ways, from
 the state after each cycle (which holds until the next one):
 - by the gang's size (the ``queue_by_gang`` buckets) and phase: ``gathering`` (GPUs held
-  while the gang waits for enough of them), ``fill preempted`` (its fill is being preempted
-  with the grace period, ``scheduler.reservation``), ``reclaiming`` (victims of a reclaim
-  are on their way out, ``scheduler.preemption``);
+  while the gang waits for enough of them), ``fill or victims leaving`` (its fill, or runs
+  preempted to make room for it, are leaving within the grace period:
+  ``scheduler.reservation``, ``scheduler.preemption.make_room``), ``reclaiming`` (a gang
+  within its guarantee waits for the victims of its reclaim, ``scheduler.preemption``);
 - by how much of the gang lies within its team's unused guarantee at that moment (team's
   running GPUs of the type, the gang's own fill left out): ``whole``, ``part``, ``none``;
 - by whether any other waiting job would fit in those free held GPUs (if none would, the
@@ -65,7 +66,7 @@ class Breakdown:
             team, gpus = self.gpus_of[r.job_id]
             bucket = next(name for name, lo, hi in GANG_BUCKETS if lo <= gpus <= hi)
             phase = ("reclaiming" if r.reclaim else
-                     "fill preempted" if r.job_id in state.fill_nodes else "gathering")
+                     "fill or victims leaving" if r.job_id in state.fill_nodes else "gathering")
             held = sum(j.workload.gpus for j in state.running_by_team.get(team, {}).values()
                        if state.fill.get(j.workload.id) != r.job_id)
             part = min(gpus, max(0, self.guarantee.get(team, 0) - held))

@@ -4,10 +4,11 @@ set is not spoiled by a team whose cheap victims would take it below its guarant
 
 from __future__ import annotations
 
+from allotment.domain.org import OrgNode, Quota
 from allotment.domain.workload import Workload
 from allotment.policies import SchedulerConfig, make_policy
 from allotment.sim.engine import SimConfig, SimResult, simulate
-from tests.builders import cluster, job, org, team
+from tests.builders import GPU, cluster, job, org, team
 
 LONG = 100_000.0
 
@@ -67,6 +68,19 @@ def test_no_preemption_below_a_victims_guarantee() -> None:
             *[job(f"c{k}", "c", 4, 0.0, LONG, seq=20 + k) for k in range(1, 4)],
             job("gang", "a", 32, 1000.0, 500.0, seq=30)]
     res = sim(jobs, PART_ORG)
+    assert [e for e in res.events if e.event == "preempt"] == []
+    assert [e.time for e in res.events if e.event == "admit" and e.job_id == "gang"] == [LONG]
+
+
+def test_no_preemption_for_a_gang_its_quota_would_still_block() -> None:
+    """The gang of the first case when a may borrow at most 8 GPUs: with the victims gone
+    it would borrow 16, so its quota would still block it. Nothing is preempted (the GPUs
+    would only idle); it starts when a1 ends and it borrows 8."""
+    cfg = SchedulerConfig(policy="fairshare", grace_s=60.0, min_runtime_s=300.0,
+                          checkpoint_s=None, reserve_after_s=0.0)
+    o = org([OrgNode("a", None, {GPU: Quota(24, 8, None)}), team("b", 16), team("c", 24)], 64)
+    res = simulate(PART, cluster(64, 8, nodes_per_rack=2, racks_per_pod=4), o,
+                   make_policy("fairshare", cfg), SimConfig())
     assert [e for e in res.events if e.event == "preempt"] == []
     assert [e.time for e in res.events if e.event == "admit" and e.job_id == "gang"] == [LONG]
 

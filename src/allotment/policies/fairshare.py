@@ -236,9 +236,9 @@ class FairSharePolicy(LasQueues):
         org = sc.state.org
         index, guaranteed, usage, releasing = (org.index, org.guaranteed[t], sc.usage[t],
                                                sc.releasing[t])
-        cap = guaranteed[index[team]] - sc.kept(t, index[team])
-        if cap >= w.gpus:
-            return None  # within its guarantee: it reclaims as any such job (step 6)
+        if within_guarantee(sc, w):
+            return None  # it reclaims as any job within its guarantee (cycle step 6)
+        cap = min(guaranteed[index[team]] - sc.kept(t, index[team]), w.gpus)
         now, threshold = sc.now, self.config.las_threshold_gpu_s
 
         def spare(name: str) -> int:

@@ -101,7 +101,7 @@ def apply(d: Decisions, state: ClusterState, policy: Policy, sink: Sink, now: fl
     checkpoint_s = policy.config.checkpoint_s
     state.ledger.advance(state, now)
     # gangs whose fill this cycle preempts: their nodes stay held until they start
-    # (the fill, or victims of the part of a gang within its team's guarantee: either is
+    # (its fill, or victims that make room for it, ``preemption.make_room``: either is
     # preempted for a gang that holds a reservation in this cycle)
     gathering = {r.job_id for r in d.reservations if not r.reclaim}
     draining = {p.for_job for p in d.preempts if p.for_job in gathering}

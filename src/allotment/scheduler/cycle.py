@@ -16,7 +16,6 @@ from allotment.scheduler.preemption import make_room, plan_reclaim
 from allotment.scheduler.reservation import (
     fill_job,
     hold_filled,
-    place_preheld,
     place_within,
     reclaim_fill,
     reserve,
@@ -126,22 +125,13 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
             physical = True  # no room either: holding GPUs for it is still the remedy
         # 6. preempt: reclaim lent GPUs (or lower-queue GPUs) for a job entitled to them
         #    (the next job of the same queue may need GPUs reclaimed too)
-        entitled = policy.may_preempt_for(sc, w)
-        if policy.preempts and entitled and plan_reclaim(sc, policy, w, d):
+        #    (it does not take the free GPUs held for a gang whose fill or victims are
+        #    leaving: it preempts, or claims GPUs being released, instead)
+        if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
             if reasons:
                 d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
             queue.push_next(bucket, pos)
             continue
-        # 6b. else, for a job entitled to reclaim: the free GPUs held since the start of the
-        #     cycle for another team's gang whose fill or victims are on their way out
-        if block is None and entitled and sc.preheld:
-            placement = place_preheld(sc, w)
-            if placement is not None:
-                d.admits.append(Admit(w.id, placement, sc.borrowed_after(w)
-                                      if policy.has_guarantees else 0))
-                sc.admit(w, placement)
-                queue.push_next(bucket, pos)
-                continue
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
         #    backfill (every later job) cannot delay it

@@ -10,9 +10,10 @@ fill of GPUs held for a gang, ``scheduler.reservation``: it got them only until 
 wanted); the cycle is woken when the first such job becomes eligible.
 
 Across nodes, victims are taken cheapest first, each only if it is still a victim with
-the cheaper ones gone (a team's cheap victims must not take it below its guarantee and so
-spoil the whole set). ``make_room`` (cycle step 7a) is the other way GPUs are preempted: for
-a gang beyond its team's guarantee that holds GPUs (its docstring).
+the cheaper ones gone (fair share: its team still keeps more than its guarantee), so that
+one team's cheap victims cannot spoil the whole set. ``make_room`` (cycle step 7a) is the
+other way GPUs are preempted: for a gang beyond its team's guarantee that holds GPUs (its
+docstring).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.launch import is_protected
 from allotment.scheduler.policy import Policy
-from allotment.scheduler.reservation import avail_for, coming_for
+from allotment.scheduler.reservation import coming_for
 from allotment.scheduler.snapshot import Snapshot
 
 # How much preempting one running job costs; lower is preempted first. A plain tuple (one
@@ -313,27 +314,34 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
     """Cycle step 7a: blocked gang ``w`` beyond its team's guarantee, holding GPUs (``r``),
     completes them by preemption where the policy allows it (``Policy.gang_reclaim``):
 
-        missing = gang - (free GPUs held + its fill's + GPUs on their way out there)
+        missing = gang - (free GPUs held + its preemptible fill's + GPUs on their way out
+                          there)
     When 0 < missing <= min(rule.cap, free GPUs held), the cheapest runs (victim cost
-    above) in the reservation's domain, on no node held for another job, that pass the
-    rule's test are preempted with the grace period until they free ``missing`` GPUs,
-    their GPUs at most ``rule.cap`` and each victim team keeping its guarantee
-    (``rule.spare``); else nothing is. Preempting only when as many held GPUs idle as are
-    missing means each GPU that preemption frees puts about one idle GPU to work. Its fill is
-    then preempted as usual (``reservation.reclaim_fill``) and the victims' nodes join the
-    reservation, held for it from the start of each cycle until it starts. Returns the
-    reservation, grown by those nodes."""
+    above) in the reservation's domain, on no node held for another job, past their
+    minimum run time, that pass the rule's test, are preempted with the grace period until
+    they free ``missing`` GPUs: their GPUs at most ``rule.cap``, each victim team keeping
+    its guarantee (``rule.spare``), and only if the gang's quota admits it with them, its
+    preemptible fill and the runs leaving its nodes gone; else nothing is. Preempting only
+    when as many held GPUs idle as are missing means each GPU that preemption frees puts
+    about one idle GPU to work. Its fill is then preempted as usual
+    (``reservation.reclaim_fill``), and the victims' nodes join the reservation, held for
+    it from the start of each cycle until it starts. Returns the reservation, grown by
+    those nodes."""
     if not policy.preempts:
         return r
     rule = policy.gang_reclaim(sc, w)
     if rule is None:
         return r
+    state = sc.state
     free = sum(map(sc.free.__getitem__, r.nodes))
-    missing = w.gpus - avail_for(sc, w.id, r.nodes) - coming_for(sc, w.id, r.nodes)
+    mine = set(r.nodes)
+    # its preemptible fill's GPUs there (a backfill job without preemption ends by its limit)
+    fill_gpus = sum(g for j, gang in state.fill.items()
+                    if gang == w.id and state.running[j].workload.preemptible
+                    for n, g in state.running[j].placement if n in mine)
+    missing = w.gpus - free - fill_gpus - coming_for(sc, w.id, r.nodes)
     if missing <= 0 or missing > min(rule.cap, free):
         return r
-    state = sc.state
-    mine = set(r.nodes)
     allowed = _domain_nodes(sc, w, r.domain)
     held, fill = sc.held, state.fill
 
@@ -344,7 +352,7 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
 
     pool = [job for team, jobs in state.running_by_team.items()
             if team != w.team and rule.spare(team) > 0 for job in jobs.values()]
-    cands = _eligible(sc, policy, w, pool, victim, None)
+    cands = _eligible(sc, policy, w, pool, victim, d)
     cands.sort(key=itemgetter(0))
     picked: list[RunningJob] = []
     total = 0
@@ -360,6 +368,23 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
         picked.append(job)
         total += v.gpus
     if total < missing:
+        return r
+    # what if they were gone, and with them the gang's preemptible fill and the runs
+    # leaving its nodes? (undone on leaving the block)
+    running = state.running
+    out = {j.workload.id: j for j in picked}
+    for jid in sorted({*state.terminating, *sc.doomed,
+                       *(j for j, g in state.fill.items() if g == w.id)}):
+        run = running.get(jid)
+        if (run is not None and jid not in out and any(n in mine for n, _ in run.placement)
+                and (jid not in state.fill or run.workload.preemptible
+                     or run.terminating_since is not None or jid in sc.doomed)):
+            out[jid] = run
+    with sc.without() as gone:
+        for job in out.values():
+            gone.remove(job)
+        ok = policy.quota_block(sc, w) is None  # the gang's quota must admit it then
+    if not ok:
         return r
     for job in picked:
         sc.doom(job)

@@ -24,10 +24,11 @@ least lost work first (``(now - last checkpoint) x gang``, then the shortest run
 then the sequence), ignoring the minimum run time, until free GPUs plus those already on
 their way cover the gang. From then until it starts the gang's nodes are held from the
 start of each cycle (``hold_filled``), so jobs earlier in the order (the requeued fill
-among them) cannot take the GPUs being freed, except another team's job entitled to
-reclaim GPUs by preemption (``Policy.may_preempt_for``: fairshare's jobs within their
-guarantee) that can reclaim none elsewhere (cycle step 6b), which came first before the
-fill too: the gang's start slips by at most the grace period because of its fill. A
+among them) cannot take the free GPUs there. Another team's job entitled to reclaim GPUs
+by preemption (``Policy.may_preempt_for``: fairshare's jobs within their guarantee) comes
+first, as it did before the fill: it may claim GPUs being released there
+(``scheduler.preemption``), and the gang then waits for, or makes room for, that many more.
+Because of its fill alone, the gang's start slips by at most the grace period. A
 non-preemptible backfill job is never preempted; it ends by its time limit. Nor is any
 fill under a policy that never preempts (``fifo``, ``static``), which therefore gets
 classic backfill only.
@@ -160,7 +161,7 @@ def _gang_workload(sc: Snapshot, gang: JobId) -> Workload | None:
     return next((w for w in state.buckets[key].jobs if w.id == gang), None)
 
 
-def avail_for(sc: Snapshot, gang: JobId, nodes: tuple[int, ...]) -> int:
+def _avail(sc: Snapshot, gang: JobId, nodes: tuple[int, ...]) -> int:
     """Free GPUs on ``nodes`` plus those of ``gang``'s own fill there."""
     fill = sc.fill_on.get(gang)
     free = sum(map(sc.free.__getitem__, nodes))
@@ -204,7 +205,7 @@ def _track(sc: Snapshot, w: Workload, nodes: tuple[int, ...], domain: tuple[str,
     sc.fill_room.pop(w.id, None)
     sc.gangs[w.id] = w
     sc.gang_domain[w.id] = domain
-    sc.fill_open[w.id] = avail_for(sc, w.id, nodes) + coming_for(sc, w.id, nodes) < w.gpus
+    sc.fill_open[w.id] = _avail(sc, w.id, nodes) + coming_for(sc, w.id, nodes) < w.gpus
 
 
 def take_back(sc: Snapshot, w: Workload) -> tuple[int, ...] | None:
@@ -218,22 +219,6 @@ def take_back(sc: Snapshot, w: Workload) -> tuple[int, ...] | None:
         sc.held_for[w.id] = nodes
         return None
     return nodes
-
-
-def place_preheld(sc: Snapshot, w: Workload) -> Placement | None:
-    """For a job entitled to reclaim GPUs (``Policy.may_preempt_for``): a placement on the
-    free GPUs held since the start of the cycle for another team's gang whose fill is being
-    preempted (it comes first, as it would have before the fill; the gang's own team, its
-    requeued fill among them, waits for the gang)."""
-    for gang, nodes in sc.held_for.items():
-        g = sc.gangs[gang]
-        if (nodes and next(iter(nodes)) in sc.preheld and g.gpu_type == w.gpu_type
-                and g.team != w.team):
-            placement = place_within(sc, w, nodes)
-            if placement is not None:
-                sc.fill_room.pop(gang, None)
-                return placement
-    return None
 
 
 def place_within(sc: Snapshot, w: Workload, nodes: tuple[int, ...]) -> Placement | None:
