@@ -225,9 +225,10 @@ class FairSharePolicy(LasQueues):
         below its guarantee (requeued, such a victim borrows, and so reclaims nothing back):
           - H < E: up to E - H GPUs, the part of the gang within its guarantee (the team
             takes back GPUs it lent);
-          - H >= E: only runs that sort after the gang in this order, requeued (a borrower
-            displaces only borrowers that fair share ranks below it, as Kueue's
-            fair-sharing preemption does).
+          - H >= E: only runs that, requeued, would sort after the gang in this order (a
+            borrower displaces only borrowers that fair share ranks below it, in the
+            spirit of Kueue's fair-sharing preemption; the victim's key is read with it
+            still counted in its team, a weaker test than a reclaim's).
         ``scheduler.preemption.make_room`` adds the other limits. A team past its budget
         only borrows (``policies.incentives``)."""
         if not w.preemptible or over_budget(sc, w):
