@@ -26,7 +26,7 @@ from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
 from allotment.scheduler.launch import is_protected
 from allotment.scheduler.policy import Policy
-from allotment.scheduler.reservation import coming_for
+from allotment.scheduler.reservation import coming_for, domain_nodes
 from allotment.scheduler.snapshot import Snapshot
 
 # How much preempting one running job costs; lower is preempted first. A plain tuple (one
@@ -129,8 +129,8 @@ def _choose_victims(
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
     ``cands`` is sorted in place, cheapest first (costs are unique, by ``seq``). Across
     nodes, a candidate is taken only if it is still one with the victims before it gone
-    (fair share: its team still keeps more than its guarantee), so that a team's cheap
-    victims cannot spoil the set by taking it down to its guarantee."""
+    (fair share: its team still keeps more than its guarantee), so that one team's cheap
+    victims cannot spoil the whole set."""
     cands.sort(key=itemgetter(0))
     t = w.gpu_type
     if sc.single_node(w):
@@ -299,16 +299,6 @@ def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bo
     return True
 
 
-
-def _domain_nodes(sc: Snapshot, w: Workload, domain: tuple[str, int]) -> Iterable[int]:
-    level, d = domain
-    if level == "node":
-        return (d,)
-    if level == "type":
-        return sc.state.cluster.type_node_set(w.gpu_type)
-    return sc.state.domains[w.gpu_type][level].get(d, ())
-
-
 def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
               d: Decisions) -> Reservation:
     """Cycle step 7a: blocked gang ``w`` beyond its team's guarantee, holding GPUs (``r``),
@@ -329,9 +319,6 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
     those nodes."""
     if not policy.preempts:
         return r
-    rule = policy.gang_reclaim(sc, w)
-    if rule is None:
-        return r
     state = sc.state
     free = sum(map(sc.free.__getitem__, r.nodes))
     mine = set(r.nodes)
@@ -340,9 +327,12 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
                     if gang == w.id and state.running[j].workload.preemptible
                     for n, g in state.running[j].placement if n in mine)
     missing = w.gpus - free - fill_gpus - coming_for(sc, w.id, r.nodes)
-    if missing <= 0 or missing > min(rule.cap, free):
+    if missing <= 0 or missing > free:
         return r
-    allowed = _domain_nodes(sc, w, r.domain)
+    rule = policy.gang_reclaim(sc, w)  # (after the cheap test: it may compute order keys)
+    if rule is None or missing > rule.cap:
+        return r
+    allowed = domain_nodes(sc, w.gpu_type, r.domain)
     held, fill = sc.held, state.fill
 
     def victim(job: RunningJob) -> bool:  # not its own fill, wholly in its domain
@@ -373,12 +363,10 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
     # leaving its nodes? (undone on leaving the block)
     running = state.running
     out = {j.workload.id: j for j in picked}
-    for jid in sorted({*state.terminating, *sc.doomed,
-                       *(j for j, g in state.fill.items() if g == w.id)}):
+    own_fill = (j for j, g in state.fill.items() if g == w.id and running[j].workload.preemptible)
+    for jid in sorted({*state.terminating, *sc.doomed, *own_fill}):
         run = running.get(jid)
-        if (run is not None and jid not in out and any(n in mine for n, _ in run.placement)
-                and (jid not in state.fill or run.workload.preemptible
-                     or run.terminating_since is not None or jid in sc.doomed)):
+        if run is not None and jid not in out and any(n in mine for n, _ in run.placement):
             out[jid] = run
     with sc.without() as gone:
         for job in out.values():

@@ -246,6 +246,16 @@ def track_reservation(sc: Snapshot, r: Reservation, w: Workload) -> None:
     _track(sc, w, r.nodes, r.domain)
 
 
+def domain_nodes(sc: Snapshot, t: GpuType, domain: tuple[str, int]) -> set[int] | frozenset[int]:
+    """The nodes of GPU type ``t`` in a reservation's domain ``(level, id)``."""
+    level, d = domain
+    if level == "node":
+        return {d}
+    if level == "type":  # (its one domain is 0)
+        return sc.state.cluster.type_node_set(t) if d == 0 else frozenset()
+    return set(sc.state.domains[t][level].get(d, ()))
+
+
 def expected_start(sc: Snapshot, gang: JobId) -> float:
     """When ``gang`` is expected to be able to start, from declared time limits: the first
     time at which the free GPUs of its domain, its fill's and those of the runs there that
@@ -256,14 +266,7 @@ def expected_start(sc: Snapshot, gang: JobId) -> float:
         return cached
     w = sc.gangs[gang]
     level, d = sc.gang_domain[gang]
-    cluster = sc.state.cluster
-    members: set[int] | frozenset[int]
-    if level == "node":
-        members = {d}
-    elif level == "type":  # (its one domain is 0)
-        members = cluster.type_node_set(w.gpu_type) if d == 0 else frozenset()
-    else:
-        members = set(sc.state.domains[w.gpu_type][level].get(d, ()))
+    members = domain_nodes(sc, w.gpu_type, (level, d))
     fill = sc.fill_on.get(gang, {})
     avail = sum(map(sc.free.__getitem__, members)) + sum(
         g for i, g in fill.items() if i in members)
@@ -349,4 +352,3 @@ def reclaim_fill(sc: Snapshot, policy: Policy, w: Workload, nodes: tuple[int, ..
         d.preempts.append(Preempt(job.workload.id, w.id,
                                   f"fill of GPUs held for {w.id}, which can start now "
                                   f"({policy.name})"))
-
