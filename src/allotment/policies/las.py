@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mypy_extensions import mypyc_attr
+
 from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.snapshot import Snapshot
@@ -30,6 +32,7 @@ def demotion_time(job: RunningJob, threshold_gpu_s: float) -> float | None:
     return job.segment_start + remaining / job.workload.gpus
 
 
+@mypyc_attr(native_class=False)  # plain class: may be subclassed, patched
 class LasQueues(Policy):
     """The two LAS queues of ``las`` and of ``fairshare`` (inside a team): a job's queue by
     its attained service, and a cycle when a running job passes into queue 2."""
@@ -48,6 +51,7 @@ class LasQueues(Policy):
         return demotion_time(job, self.config.las_threshold_gpu_s)
 
 
+@mypyc_attr(native_class=False)  # plain class: may be subclassed, patched
 class LasPolicy(LasQueues):
     """Discretised 2-queue LAS over attained GPU-time, preemptive between queues."""
 
@@ -77,8 +81,16 @@ class LasPolicy(LasQueues):
         """``demotes`` with two queues: only a queue-1 ``w`` demotes anyone, and it demotes
         the jobs that have attained the threshold by now."""
         if self.pending_level(sc, w) > 0:
-            return lambda job: False
-        threshold, now = self.config.las_threshold_gpu_s, sc.now
-        # job.attained_at(now) >= threshold, inlined (called for every running job)
-        return lambda job: (job.attained_gpu_s + (now - job.segment_start) * job.workload.gpus
-                            >= threshold)
+            return _nobody
+        return _attained(sc.now, self.config.las_threshold_gpu_s)
+
+
+def _nobody(job: RunningJob) -> bool:
+    return False
+
+
+def _attained(now: float, threshold: float) -> Callable[[RunningJob], bool]:
+    """Whether a running job has attained the threshold by ``now`` (``attained_at``,
+    inlined: called for every running job); module level, for mypyc."""
+    return lambda job: (job.attained_gpu_s + (now - job.segment_start) * job.workload.gpus
+                        >= threshold)

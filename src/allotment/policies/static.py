@@ -8,11 +8,14 @@ rejected.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from allotment.domain.workload import Workload
 from allotment.scheduler.policy import Policy
 from allotment.scheduler.snapshot import Snapshot
 
 
+@mypyc_attr(native_class=False)  # plain class: may be subclassed, patched
 class StaticPolicy(Policy):
     """Fixed per-team partitions (counted per GPU type), no borrowing, no preemption."""
 

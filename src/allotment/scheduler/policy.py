@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.config import LasPreemption, SchedulerConfig
 from allotment.scheduler.snapshot import Snapshot
@@ -24,6 +26,7 @@ class GangReclaim(NamedTuple):
     spare: Callable[[str], int]
 
 
+@mypyc_attr(native_class=False)  # plain class: may be subclassed, patched
 class Policy:
     """Default behaviour: one global FIFO order, no quotas, no preemption, EASY reservation.
 
@@ -98,7 +101,7 @@ class Policy:
     def victim_test(self, sc: Snapshot, w: Workload) -> Callable[[RunningJob], bool]:
         """``is_victim_candidate`` for one ``w`` over many running jobs; a policy may work
         out once what the answers for ``w`` share. Must agree with it."""
-        return lambda job: self.is_victim_candidate(sc, w, job)
+        return _asking(self, sc, w)
 
     def gang_reclaim(self, sc: Snapshot, w: Workload) -> GangReclaim | None:
         """For blocked gang ``w`` beyond its team's guarantee and holding GPUs: which runs
@@ -108,3 +111,8 @@ class Policy:
     def start_wakeup(self, job: RunningJob) -> float | None:
         """A time after a job's start when the policy wants a cycle (e.g. LAS demotion)."""
         return None
+
+
+def _asking(policy: Policy, sc: Snapshot, w: Workload) -> Callable[[RunningJob], bool]:
+    """``Policy.victim_test`` by default (module level, for mypyc)."""
+    return lambda job: policy.is_victim_candidate(sc, w, job)

@@ -353,7 +353,8 @@ class MetricsRecorder:
             for tm in self.teams.values()
             if tm.demanded_entitled_gpu_h > 0
         ]
-        jain = (sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))) if xs and any(xs) else 1.0
+        total, squares = sum(xs, 0.0), sum((x * x for x in xs), 0.0)  # floats (mypyc)
+        jain = (total ** 2 / (len(xs) * squares)) if xs and any(xs) else 1.0
         completed = len(jcts)
         rejected = len(self.rejected_ids)
         org = self.state.org
