@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from allotment import _native
 from allotment.domain.cluster import Cluster, GpuType, make_cluster
 from allotment.domain.org import OrgTree
 from allotment.domain.orgspec import org_from_data
@@ -74,7 +75,8 @@ def main() -> None:
     WORLD.update(jobs=jobs, cluster=cluster, org=org)
     make_s = time.perf_counter() - t0
     table = Table(title=f"LLM lab (seed {args.seed}): {len(jobs):,} jobs on {args.gpus:,} GPUs "
-                        f"over {args.days:g} days (made and read in {make_s:.1f} s)")
+                        f"over {args.days:g} days (made and read in {make_s:.1f} s; "
+                        f"native build: {'yes' if _native.NATIVE else 'no, ' + _native.REASON})")
     for col in ("policy", "wall s", "peak RSS MiB", "cycles", "util", "avg JCT h",
                 "min guar. sat.", "reserved idle GPU-h", "reserved idle %",
                 "guar. start p99 s",

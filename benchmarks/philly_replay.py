@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from allotment import _native
 from allotment.domain.cluster import GpuType, make_cluster
 from allotment.policies import make_policy
 from allotment.sim.engine import SimConfig, simulate
@@ -52,7 +53,8 @@ def main() -> None:
     jobs = load_trace("philly")
     load_s = time.perf_counter() - t0
     table = Table(title=f"Philly: {len(jobs):,} jobs on {args.gpus} GPUs "
-                        f"(trace read in {load_s:.1f} s)")
+                        f"(trace read in {load_s:.1f} s; "
+                        f"native build: {'yes' if _native.NATIVE else 'no, ' + _native.REASON})")
     for col in ("policy", "wall s", "peak RSS MiB", "cycles", "avg JCT h", "min guar. sat.",
                 "idle-waiting GPU-h", "target <= 10 s"):
         table.add_column(col, justify="right")
