@@ -208,9 +208,11 @@ def test_preempted_jobs_hear_sigterm_when_the_grace_starts(slurm: Cluster, teams
     out = shared
 
     def watch(tag: str) -> str:
-        """A shell that writes when it hears SIGTERM and beats every 0.2 s until killed."""
+        """A shell that writes when it hears SIGTERM and beats every 0.2 s until killed
+        (each beat replaces the file whole: a reader never sees it truncated and empty)."""
         return (f"trap 'date +%s.%N >> {out}/{tag}.term' TERM; "
-                f"while :; do date +%s.%N > {out}/{tag}.alive; sleep 0.2; done")
+                f"while :; do date +%s.%N > {out}/{tag}.beat && "
+                f"mv -f {out}/{tag}.beat {out}/{tag}.alive; sleep 0.2; done")
 
     backend = SlurmBackend(slurm.slurm, shared / "runs", prefix=f"sg{time.time_ns() % 10**6}")
     backend.launch(LaunchSpec(1, 0, "Llama", "alice", watch("allotment"), 4,
