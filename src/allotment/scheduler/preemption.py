@@ -322,10 +322,12 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
     state = sc.state
     free = sum(map(sc.free.__getitem__, r.nodes))
     mine = set(r.nodes)
-    # its preemptible fill's GPUs there (a backfill job without preemption ends by its limit)
-    fill_gpus = sum(g for j, gang in state.fill.items()
-                    if gang == w.id and state.running[j].workload.preemptible
-                    for n, g in state.running[j].placement if n in mine)
+    running = state.running
+    # its preemptible fill and that fill's GPUs there (a backfill job without preemption
+    # ends by its limit)
+    own_fill = [j for j, gang in state.fill.items()
+                if gang == w.id and running[j].workload.preemptible]
+    fill_gpus = sum(g for j in own_fill for n, g in running[j].placement if n in mine)
     missing = w.gpus - free - fill_gpus - coming_for(sc, w.id, r.nodes)
     if missing <= 0 or missing > free:
         return r
@@ -361,9 +363,7 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
         return r
     # what if they were gone, and with them the gang's preemptible fill and the runs
     # leaving its nodes? (undone on leaving the block)
-    running = state.running
     out = {j.workload.id: j for j in picked}
-    own_fill = (j for j, g in state.fill.items() if g == w.id and running[j].workload.preemptible)
     for jid in sorted({*state.terminating, *sc.doomed, *own_fill}):
         run = running.get(jid)
         if run is not None and jid not in out and any(n in mine for n, _ in run.placement):
