@@ -57,6 +57,7 @@ class LasPolicy(LasQueues):
 
     name = "las"
     preempts = True
+    victims_read_snapshot = False  # ``demotes`` reads the two jobs and the time only
 
     def pending_key(self, w: Workload, attained_gpu_s: float) -> tuple[float | int, ...]:
         return (self.level(attained_gpu_s), w.submit_time, w.seq)

@@ -45,6 +45,10 @@ class Policy:
     # the part of an ``order_key`` that orders two jobs of one team (None: no such part);
     # it must change only with the team's own admissions (``scheduler.heads.TeamHeads``)
     local_key: Callable[[OrderKey], OrderKey] | None = None
+    # whether ``is_victim_candidate`` reads the snapshot's occupancy (so that a victim set
+    # is chosen with the victims before each one gone); False: it reads only the job, the
+    # pending job and the time, and a candidate stays one whatever else is preempted
+    victims_read_snapshot = True
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()

@@ -137,17 +137,27 @@ def _choose_victims(
         return _choose_node(sc, w, cands)
     total = sc.unheld_room(t)
     picked: list[RunningJob] = []
-    with sc.without() as gone:
+    held = sc.held
+    if not policy.victims_read_snapshot:  # a candidate stays one: no what-if needed
         for _, job in cands:
             if total >= w.gpus:
                 break
-            if any(n in sc.held for n, _ in job.placement):
+            if any(n in held for n, _ in job.placement):
                 continue
-            if picked and not policy.is_victim_candidate(sc, w, job):
-                continue
-            gone.remove(job)
             picked.append(job)
             total += job.workload.gpus
+    else:
+        with sc.without() as gone:
+            for _, job in cands:
+                if total >= w.gpus:
+                    break
+                if any(n in held for n, _ in job.placement):
+                    continue
+                if picked and not policy.is_victim_candidate(sc, w, job):
+                    continue
+                gone.remove(job)
+                picked.append(job)
+                total += job.workload.gpus
     if total < w.gpus:
         return None
     nodes = {n for job in picked for n, _ in job.placement}
@@ -271,9 +281,10 @@ def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bo
         return False
     victims, nodes = choice
     ok = True
+    recheck = policy.victims_read_snapshot
     with sc.without() as gone:  # what if the victims were gone? (undone on leaving)
         for job in victims:
-            if not policy.is_victim_candidate(sc, w, job):
+            if recheck and not policy.is_victim_candidate(sc, w, job):
                 ok = False
                 break
             gone.remove(job)
