@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NewType
+from typing import ClassVar, NewType
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.org import TeamId
@@ -34,7 +34,30 @@ class Workload:
     reservation: str | None = None
 
 
-class RunningJob:
+class FieldRecord:
+    """Equality, hash and repr by fields, as a frozen dataclass has them (``FIELDS``, in
+    order). Records made on the hot path (``RunningJob``, ``scheduler.decisions``) are
+    written out as classes, not dataclasses: compiled by mypyc (the optional native
+    build), their ``__init__`` is native, where a dataclass's is generated Python."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self.FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is type(self) and isinstance(other, FieldRecord)
+                and self._values() == other._values())
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS)
+        return f"{type(self).__name__}({inner})"
+
+
+class RunningJob(FieldRecord):
     """A job holding GPUs now: where, since when, and how much work a preemption would lose.
 
     ``placement`` lists ``(node index, gpus)``. ``segment_start`` is when this run began
@@ -43,9 +66,12 @@ class RunningJob:
     (None: never checkpoints); ``last_checkpoint`` may also be reported by the job itself.
     ``terminating_since`` is set once a preemption was sent (the grace period runs).
     ``borrowed_gpus``: how many of its GPUs were beyond its team's guarantee at admission.
-    (A class, not a dataclass, so that the optional native build makes its ``__init__``
-    native: one is made for every start.)
+    (A ``FieldRecord``: one is made for every start.)
     """
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "workload", "placement", "segment_start", "attained_gpu_s", "checkpoint_interval_s",
+        "reported_checkpoint", "terminating_since", "borrowed_gpus")
 
     def __init__(self, workload: Workload, placement: tuple[tuple[int, int], ...],
                  segment_start: float, attained_gpu_s: float = 0.0,
@@ -61,23 +87,8 @@ class RunningJob:
         self.terminating_since = terminating_since
         self.borrowed_gpus = borrowed_gpus
 
-    def _fields(self) -> tuple[object, ...]:
-        return (self.workload, self.placement, self.segment_start, self.attained_gpu_s,
-                self.checkpoint_interval_s, self.reported_checkpoint, self.terminating_since,
-                self.borrowed_gpus)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunningJob) and self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass without frozen
-
-    def __repr__(self) -> str:
-        return (f"RunningJob(workload={self.workload!r}, placement={self.placement!r}, "
-                f"segment_start={self.segment_start!r}, attained_gpu_s={self.attained_gpu_s!r}, "
-                f"checkpoint_interval_s={self.checkpoint_interval_s!r}, "
-                f"reported_checkpoint={self.reported_checkpoint!r}, "
-                f"terminating_since={self.terminating_since!r}, "
-                f"borrowed_gpus={self.borrowed_gpus!r})")
+    def __hash__(self) -> int:  # mutable, as a dataclass without frozen (``= None`` is
+        raise TypeError("unhashable type: 'RunningJob'")  # ignored by mypyc)
 
     def last_checkpoint(self, now: float) -> float:
         """Time of the most recent checkpoint of this segment (segment start if none)."""

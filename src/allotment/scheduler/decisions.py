@@ -5,34 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from allotment.domain.cluster import GpuType
-from allotment.domain.workload import JobId
+from allotment.domain.workload import FieldRecord, JobId
 
 
-class _Value:
-    """Equality, hash and repr by fields, as a frozen dataclass has them. The decision
-    records are written out as classes (not dataclasses): compiled by mypyc (the optional
-    native build), their ``__init__`` is native, where a dataclass's is generated Python
-    (one is made for every admission, preemption and reservation of every cycle).
-    Treat them as immutable."""
-
-    FIELDS: ClassVar[tuple[str, ...]] = ()  # its fields, in order
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, f) for f in self.FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and isinstance(other, _Value)
-                and self._values() == other._values())
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS)
-        return f"{type(self).__name__}({inner})"
-
-
-class Admit(_Value):
+class Admit(FieldRecord):
     """Start ``job_id`` on ``placement`` ((node index, gpus), ...); ``borrowed_gpus`` beyond
     the team's guarantee. ``fill_for``: the job runs on GPUs held for that blocked gang
     (``scheduler.reservation``) and is preempted when the gang can start."""
@@ -47,7 +23,7 @@ class Admit(_Value):
         self.fill_for = fill_for
 
 
-class Preempt(_Value):
+class Preempt(FieldRecord):
     """Send a preemption to ``job_id`` (grace period, then kill and requeue) for ``for_job``."""
 
     FIELDS: ClassVar[tuple[str, ...]] = ("job_id", "for_job", "reason")
@@ -58,7 +34,7 @@ class Preempt(_Value):
         self.reason = reason
 
 
-class Reject(_Value):
+class Reject(FieldRecord):
     """``job_id`` can never run under this policy and cluster."""
 
     FIELDS: ClassVar[tuple[str, ...]] = ("job_id", "reason")
@@ -68,7 +44,7 @@ class Reject(_Value):
         self.reason = reason
 
 
-class Reservation(_Value):
+class Reservation(FieldRecord):
     """Free GPUs on ``nodes`` are held for ``job_id`` (backfill may not use them).
 
     ``domain`` is ``(level, id)`` with level ``node``, ``rack``, ``pod`` or ``type``.
@@ -91,7 +67,7 @@ class Decisions:
     a reason in words for each job at the head of a blocked queue, when to wake up next if
     nothing else happens (a victim becomes old enough, a starvation guard expires), and on
     request the queue order. (A class, not a dataclass, for a native ``__init__``: see
-    ``_Value``.)"""
+    ``domain.workload.FieldRecord``.)"""
 
     def __init__(self) -> None:
         self.admits: list[Admit] = []

@@ -138,26 +138,19 @@ def _choose_victims(
     total = sc.unheld_room(t)
     picked: list[RunningJob] = []
     held = sc.held
-    if not policy.victims_read_snapshot:  # a candidate stays one: no what-if needed
+    recheck = policy.victims_read_snapshot  # else a candidate stays one: no what-if
+    with sc.without() as gone:
         for _, job in cands:
             if total >= w.gpus:
                 break
             if any(n in held for n, _ in job.placement):
                 continue
-            picked.append(job)
-            total += job.workload.gpus
-    else:
-        with sc.without() as gone:
-            for _, job in cands:
-                if total >= w.gpus:
-                    break
-                if any(n in held for n, _ in job.placement):
-                    continue
+            if recheck:
                 if picked and not policy.is_victim_candidate(sc, w, job):
                     continue
                 gone.remove(job)
-                picked.append(job)
-                total += job.workload.gpus
+            picked.append(job)
+            total += job.workload.gpus
     if total < w.gpus:
         return None
     nodes = {n for job in picked for n, _ in job.placement}
