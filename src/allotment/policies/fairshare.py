@@ -58,7 +58,9 @@ def fair_share_value(sc: Snapshot, node: int) -> int:
     v = sc.node_cache.get(node)
     if v is None:
         org = sc.state.org
-        base = sc.state.decayed_usage(node, sc.now) / sc.state.half_life_s
+        base = sc.decayed.get(node)
+        if base is None:  # (the state's, at the cycle's time: once per node and cycle)
+            base = sc.decayed[node] = sc.state.decayed_usage(node, sc.now) / sc.state.half_life_s
         v = sc.node_cache[node] = int(
             (sc.alloc_total[node] + base) / (org.weight[node] * max(org.total_guaranteed[node], 1))
             * RESOLUTION)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from mypy_extensions import mypyc_attr
 
-from allotment.domain.workload import RunningJob, Workload
+from allotment.domain.workload import JobId, RunningJob, Workload
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.snapshot import Snapshot
 
@@ -75,6 +75,11 @@ class LasPolicy(LasQueues):
     def may_preempt_for(self, sc: Snapshot, w: Workload) -> bool:
         return self.pending_level(sc, w) == 0
 
+    def passive_test(self, sc: Snapshot) -> Callable[[Workload], bool] | None:
+        """A queue-2 job preempts nobody and, as every job here, holds no GPUs: it starts
+        where it fits, or waits."""
+        return _in_queue_two(sc.state.pending_attained, self.config.las_threshold_gpu_s)
+
     def is_victim_candidate(self, sc: Snapshot, w: Workload, job: RunningJob) -> bool:
         return self.demotes(sc, w, job)
 
@@ -84,6 +89,11 @@ class LasPolicy(LasQueues):
         if self.pending_level(sc, w) > 0:
             return _nobody
         return _attained(sc.now, self.config.las_threshold_gpu_s)
+
+
+def _in_queue_two(attained: dict[JobId, float], threshold: float) -> Callable[[Workload], bool]:
+    """Whether a pending job is in queue 2 (module level, for mypyc)."""
+    return lambda w: attained[w.id] >= threshold
 
 
 def _nobody(job: RunningJob) -> bool:

@@ -64,6 +64,14 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     #    cycle changed fair-share values (``heads``)
     queue = heads(state, sc, policy)
     reserved: set[object] = set()
+    # heads that can only start where they fit (``Policy.passive_test``): one that does
+    # not fit is passed over at once when no reason is written for it
+    passive = None if reasons else policy.passive_test(sc)
+    # the policy's answers asked of every head, looked up once (a policy is a plain class)
+    never_fits, quota_block = policy.never_fits, policy.quota_block
+    preempts, may_preempt_for = policy.preempts, policy.may_preempt_for
+    reservation_scope, may_reserve = policy.reservation_scope, policy.may_reserve
+    reserve_wakeup = policy.reserve_wakeup
     while (head := queue.pop()) is not None:
         bucket, pos = head
         w = bucket.jobs[pos]
@@ -76,6 +84,9 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                                    "for the next cycle, so that the job it made room for "
                                    "goes first")
             continue
+        if (passive is not None and w.reservation is None and not sc.held_for
+                and not sc.launch_held and not sc.fits(w) and passive(w)):
+            continue  # (steps 4-7 would do nothing for it)
         # 4a. a job naming a launch reservation runs on its nodes only (``launch``)
         if w.reservation is not None:
             why = launch.ended(sc, w)
@@ -91,7 +102,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 d.waiting[w.id] = why
             continue
         # 4. reject what can never run under this policy (the whole queue shares the size)
-        never = policy.never_fits(sc, w)
+        never = never_fits(sc, w)
         if never is not None:
             d.rejects.extend(Reject(j.id, never) for j in bucket.jobs[pos:])
             continue
@@ -99,7 +110,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         #    the GPUs held for it since the start of the cycle); else, as fill of GPUs
         #    held for a gang (``reservation``)
         own = take_back(sc, w) if sc.held_for else None
-        block = policy.quota_block(sc, w)
+        block = quota_block(sc, w)
         physical = False
         if block is None:
             placement = place_within(sc, w, own) if own else None
@@ -127,7 +138,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         #    (the next job of the same queue may need GPUs reclaimed too)
         #    (it does not take the free GPUs held for a gang whose fill or victims are
         #    leaving: it preempts, or claims GPUs being released, instead)
-        if policy.preempts and policy.may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
+        if preempts and may_preempt_for(sc, w) and plan_reclaim(sc, policy, w, d):
             if reasons:
                 d.waiting[w.id] = f"{block}; reclaiming GPUs by preemption"
             queue.push_next(bucket, pos)
@@ -135,10 +146,10 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
         # 7. reserve: hold GPUs for the first physically blocked gang of each reservation
         #    scope (a GPU type; fairshare: also each team within its guarantee), so that
         #    backfill (every later job) cannot delay it
-        scope = policy.reservation_scope(sc, w) if physical else None
+        scope = reservation_scope(sc, w) if physical else None
         if physical and scope not in reserved:
-            may_reserve = policy.may_reserve(sc, w)
-            held = reserve(sc, w) if may_reserve else None
+            reserving = may_reserve(sc, w)
+            held = reserve(sc, w) if reserving else None
             if held is not None:
                 if own and w.id in state.fill_nodes:
                     # a gang whose fill or victims are on their way out keeps their nodes
@@ -157,8 +168,8 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                 #     without them; then the fill is preempted (``reservation``)
                 track_reservation(sc, held, w)
                 reclaim_fill(sc, policy, w, held.nodes, d)
-            elif not may_reserve:
-                wake = policy.reserve_wakeup(sc, w)
+            elif not reserving:
+                wake = reserve_wakeup(sc, w)
                 if wake is not None and wake > now:
                     d.wake(wake)
         # 8. requeue: the head keeps its place and its reason; its queue waits (reasons

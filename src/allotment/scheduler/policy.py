@@ -89,6 +89,15 @@ class Policy:
     def may_preempt_for(self, sc: Snapshot, w: Workload) -> bool:
         return False
 
+    def passive_test(self, sc: Snapshot) -> Callable[[Workload], bool] | None:
+        """For this cycle, a test of pending jobs that can only start where they fit: for
+        each job it passes, ``never_fits`` is None, ``may_preempt_for`` and ``may_reserve``
+        are False and ``reserve_wakeup`` is None, whatever the cycle does. The cycle then
+        skips such a head at once when it does not fit (and nothing else may place it:
+        no GPUs held for a gang or a launch reservation), without asking the policy each
+        of those questions (None: no job passes; the default)."""
+        return None
+
     def preempt_class(self, sc: Snapshot, w: Workload) -> object:
         """Jobs of one class and a gang at least as large cannot find victims where a job
         of that class already failed in this cycle (the cycle skips them)."""

@@ -51,6 +51,9 @@ class Snapshot:
         # drops those of the nodes on its team's path and of the teams below them
         self.node_cache: dict[int, int] = {}
         self.team_cache: dict[str, tuple[int, ...]] = {}
+        # each org node's decayed usage at ``now`` over the half-life (what admissions in
+        # the cycle leave as it is), once asked for
+        self.decayed: dict[int, float] = {}
         # changes to the occupancy (admissions, removals) per top-level org node: a key
         # computed for a team since the last change under its top-level node is fresh
         self.versions: dict[int, int] = {}
