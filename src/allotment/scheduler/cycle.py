@@ -5,6 +5,7 @@ read, never changed; the same function runs in the simulator, the service and th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from allotment.domain.cluster import GpuType
 from allotment.domain.workload import JobId, Workload
@@ -43,6 +44,19 @@ def _physical_reason(sc: Snapshot, w: Workload) -> str:
     return why
 
 
+def _passed_over(sc: Snapshot, passive: Callable[[Workload], bool]) -> Callable[[Workload], bool]:
+    """Whether the cycle would pass ``w`` over at once, were it a head now: it can only
+    start where it fits, does not fit, names no launch reservation, and was not preempted
+    at this instant (step 3a)."""
+    requeued, now = sc.state.requeued_at, sc.now
+
+    def test(w: Workload) -> bool:
+        return (w.reservation is None and not sc.fits(w) and passive(w)
+                and not (requeued and requeued.get(w.id) == now))
+
+    return test
+
+
 def decide(state: ClusterState, policy: Policy, now: float, explain: bool = False,
            reasons: bool = True, hint: dict[GpuType, list[JobId]] | None = None) -> Decisions:
     """Admit, preempt, reserve and reject for one cycle at time ``now``; with ``explain``,
@@ -62,11 +76,16 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     #    head of the same queue are blocked whenever the head is (same team, same size)
     # 3. order: lowest key first, each key as it is now that earlier admissions of the
     #    cycle changed fair-share values (``heads``)
-    queue = heads(state, sc, policy)
-    reserved: set[object] = set()
     # heads that can only start where they fit (``Policy.passive_test``): one that does
-    # not fit is passed over at once when no reason is written for it
+    # not fit is passed over at once when no reason is written for it; one that does not
+    # fit at the start never will in this cycle (free GPUs only shrink as it admits, where
+    # no GPUs are held for a gang or a launch), and its queue is left out of the heads
     passive = None if reasons else policy.passive_test(sc)
+    skip = None
+    if passive is not None and not sc.held_for and not sc.launch_held:
+        skip = _passed_over(sc, passive)
+    queue = heads(state, sc, policy, skip)
+    reserved: set[object] = set()
     # the policy's answers asked of every head, looked up once (a policy is a plain class)
     never_fits, quota_block = policy.never_fits, policy.quota_block
     preempts, may_preempt_for = policy.preempts, policy.may_preempt_for

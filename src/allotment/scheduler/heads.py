@@ -29,6 +29,7 @@ import heapq
 from collections.abc import Callable
 from typing import Protocol
 
+from allotment.domain.workload import Workload
 from allotment.scheduler.policy import OrderKey, Policy
 from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import Bucket, ClusterState
@@ -42,13 +43,15 @@ class Heads(Protocol):
         """Let the job behind position ``pos`` of ``bucket`` compete (its head was taken)."""
 
 
-def heads(state: ClusterState, sc: Snapshot, policy: Policy) -> Heads:
+def heads(state: ClusterState, sc: Snapshot, policy: Policy,
+          skip: Callable[[Workload], bool] | None = None) -> Heads:
     """The structure that suits ``policy`` and the org (see the module's text): where every
     top-level org node is a team of its own (a flat org), a change re-keys only its own
-    heads anyway, and the one heap is the cheaper."""
+    heads anyway, and the one heap is the cheaper. A queue whose first job passes ``skip``
+    is left out from the start (the cycle would pass its head over: ``cycle.decide``)."""
     if policy.keys_read_snapshot and policy.local_key is not None and state.grouped_org():
-        return TeamHeads(state, sc, policy, policy.local_key)
-    return FlatHeads(state, sc, policy)
+        return TeamHeads(state, sc, policy, policy.local_key, skip)
+    return FlatHeads(state, sc, policy, skip)
 
 
 class _TopOf:
@@ -73,7 +76,8 @@ FlatEntry = tuple[OrderKey, int, Bucket, int, int]
 class FlatHeads:
     """One heap of every queue's head, re-keyed lazily (see the module's text)."""
 
-    def __init__(self, state: ClusterState, sc: Snapshot, policy: Policy) -> None:
+    def __init__(self, state: ClusterState, sc: Snapshot, policy: Policy,
+                 skip: Callable[[Workload], bool] | None = None) -> None:
         self.sc, self.key, self.attained = sc, policy.order_key, state.pending_attained
         self.rekey = policy.keys_read_snapshot
         self.versions = sc.versions
@@ -81,7 +85,8 @@ class FlatHeads:
         attained = self.attained
         self.heap: list[FlatEntry] = [
             (self.key(sc, b.jobs[0], attained[b.jobs[0].id]), seq, b, 0, 0)
-            for seq, b in enumerate(state.buckets.values())]
+            for seq, b in enumerate(state.buckets.values())
+            if skip is None or not skip(b.jobs[0])]
         self.seq = len(self.heap)
         heapq.heapify(self.heap)
 
@@ -120,7 +125,8 @@ class TeamHeads:
     """A heap of teams over a heap of each team's heads (see the module's text)."""
 
     def __init__(self, state: ClusterState, sc: Snapshot, policy: Policy,
-                 local_key: Callable[[OrderKey], OrderKey]) -> None:
+                 local_key: Callable[[OrderKey], OrderKey],
+                 skip: Callable[[Workload], bool] | None = None) -> None:
         self.sc, self.key, self.local = sc, policy.order_key, local_key
         self.attained = state.pending_attained
         self.versions = sc.versions
@@ -131,6 +137,8 @@ class TeamHeads:
         attained, alloc, index = self.attained, self.alloc, self.index
         for seq, b in enumerate(state.buckets.values()):
             w = b.jobs[0]
+            if skip is not None and skip(w):
+                continue
             full = self.key(sc, w, attained[w.id])
             self.subs.setdefault(w.team, []).append(
                 (local_key(full), seq, alloc[index[w.team]], 0, full, b, 0))

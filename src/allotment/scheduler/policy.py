@@ -95,7 +95,9 @@ class Policy:
         are False and ``reserve_wakeup`` is None, whatever the cycle does. The cycle then
         skips such a head at once when it does not fit (and nothing else may place it:
         no GPUs held for a gang or a launch reservation), without asking the policy each
-        of those questions (None: no job passes; the default)."""
+        of those questions (None: no job passes; the default). Only a policy that holds
+        GPUs for no job (``may_reserve`` always False) may return a test: the cycle counts
+        on free GPUs that only shrink as it goes."""
         return None
 
     def preempt_class(self, sc: Snapshot, w: Workload) -> object:

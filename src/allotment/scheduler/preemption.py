@@ -18,7 +18,8 @@ docstring).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import heapq
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -127,11 +128,10 @@ def _choose_victims(
     sc: Snapshot, policy: Policy, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
-    ``cands`` is sorted in place, cheapest first (costs are unique, by ``seq``). Across
-    nodes, a candidate is taken only if it is still one with the victims before it gone
-    (fair share: its team still keeps more than its guarantee), so that one team's cheap
-    victims cannot spoil the whole set."""
-    cands.sort(key=itemgetter(0))
+    ``cands`` is taken cheapest first (costs are unique, by ``seq``; its order is changed
+    in place). Across nodes, a candidate is taken only if it is still one with the victims
+    before it gone (fair share: its team still keeps more than its guarantee), so that one
+    team's cheap victims cannot spoil the whole set."""
     t = w.gpu_type
     if sc.single_node(w):
         return _choose_node(sc, w, cands)
@@ -140,7 +140,7 @@ def _choose_victims(
     held = sc.held
     recheck = policy.victims_read_snapshot  # else a candidate stays one: no what-if
     with sc.without() as gone:
-        for _, job in cands:
+        for _, job in _cheapest_first(cands):
             if total >= w.gpus:
                 break
             if any(n in held for n, _ in job.placement):
@@ -156,6 +156,16 @@ def _choose_victims(
     nodes = {n for job in picked for n, _ in job.placement}
     nodes.update(i for i in sc.unheld_with_room(t) if sc.room(i) > 0)
     return picked, sorted(nodes)
+
+
+def _cheapest_first(
+    cands: list[tuple[VictimCost, RunningJob]]
+) -> Iterator[tuple[VictimCost, RunningJob]]:
+    """``cands`` cheapest first, ordered as they are taken (a heap: a search that stops
+    early does not sort them all)."""
+    heapq.heapify(cands)
+    while cands:
+        yield heapq.heappop(cands)
 
 
 def _choose_node(
@@ -189,6 +199,7 @@ def _choose_node(
     acc: dict[int, list[Any]] = {}
     skip: set[int] = set()  # nodes not usable for a reclaim, or whose set is complete
     best: NodeChoice | None = None
+    cands.sort(key=itemgetter(0))  # (the pass looks at most candidates: sorted at once)
     for cost, job in cands:
         if bounded and best is not None and cost[:3] > best[:3]:
             break
