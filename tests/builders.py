@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from allotment.domain.cluster import Cluster, GpuType, make_cluster
 from allotment.domain.org import OrgNode, OrgTree, Quota, TeamId
 from allotment.domain.workload import JobId, Workload
 from allotment.policies import SchedulerConfig, make_policy
+from allotment.scheduler.state import ClusterState
 from allotment.sim.engine import SimConfig, SimResult, simulate
 
 GPU = GpuType("gpu")
@@ -54,3 +56,21 @@ def run(policy: str, jobs: Sequence[Workload], c: Cluster, o: OrgTree,
 
 def log_without_submits(result: SimResult) -> list[tuple[float, str, str, str]]:
     return [e for e in result.events if e[1] != "submit"]
+
+
+def start_random_runs(state: ClusterState, rng: random.Random, teams: Sequence[str],
+                      runs: int, checkpoint_s: float | None, borrowed: bool = False) -> None:
+    """Up to ``runs`` random runs of 1-8 GPUs started on random nodes of ``state``'s cluster
+    of 8-GPU nodes (one that no longer fits its node is left out), each of a random team,
+    started in the last 3,000 s before t=3,000; with ``borrowed``, some on borrowed GPUs."""
+    free = [8] * (state.cluster.total_gpus // 8)
+    for k in range(runs):
+        g = rng.choice([1, 2, 4, 8])
+        node = rng.randrange(len(free))
+        if free[node] < g:
+            continue
+        free[node] -= g
+        w = job(f"r{k}", rng.choice(teams), g, 0.0, 10_000.0, seq=k)
+        state.submit(w, 0.0)
+        state.start(w.id, ((node, g),), rng.uniform(0, 3000), checkpoint_s,
+                    rng.choice([0, 0, g]) if borrowed else 0)

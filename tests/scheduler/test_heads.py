@@ -18,7 +18,7 @@ from allotment.scheduler.heads import FlatHeads, TeamHeads, heads
 from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import ClusterState
 from allotment.sim.engine import SimConfig, simulate
-from tests.builders import cluster, group, job, org, team
+from tests.builders import cluster, group, job, org, start_random_runs, team
 
 SIZES = [1, 1, 2, 4, 8, 8, 16, 32]
 
@@ -37,17 +37,8 @@ def random_state(seed: int, config: SchedulerConfig) -> tuple[ClusterState, floa
                           weight=rng.choice([1.0, 1.0, 2.0])))
     policy = make_policy("fairshare", config)
     state = ClusterState(cluster(gpus), org(nodes, gpus), pending_key=policy.pending_key)
-    free = [8] * (gpus // 8)
-    for k in range(rng.randint(0, gpus // 8)):
-        g = rng.choice([1, 2, 4, 8])
-        node = rng.randrange(len(free))
-        if free[node] < g:
-            continue
-        free[node] -= g
-        w = job(f"r{k}", rng.choice(teams), g, 0.0, 10_000.0, seq=k)
-        state.submit(w, 0.0)
-        state.start(w.id, ((node, g),), rng.uniform(0, 3000), config.checkpoint_s,
-                    rng.choice([0, 0, g]))
+    start_random_runs(state, rng, teams, rng.randint(0, gpus // 8), config.checkpoint_s,
+                      borrowed=True)
     for k in range(rng.randint(20, 300)):
         w = job(f"p{k}", rng.choice(teams), rng.choice(SIZES), rng.uniform(0, 3600),
                 100.0, seq=1000 + k, priority=rng.choice([0, 0, 0, 1]))

@@ -16,7 +16,7 @@ from allotment.scheduler.cycle import decide
 from allotment.scheduler.decisions import Decisions
 from allotment.scheduler.snapshot import Snapshot
 from allotment.scheduler.state import ClusterState
-from tests.builders import cluster, job, org, team
+from tests.builders import cluster, job, org, start_random_runs, team
 
 SIZES = [1, 1, 2, 4, 8, 8, 16, 32]
 CONFIG = SchedulerConfig(min_runtime_s=0, las_threshold_gpu_s=3600.0)
@@ -29,16 +29,7 @@ def random_state(seed: int) -> tuple[ClusterState, float]:
     policy = make_policy("las", CONFIG)
     state = ClusterState(cluster(gpus), org([team(t, 0) for t in teams], gpus),
                          pending_key=policy.pending_key)
-    free = [8] * (gpus // 8)
-    for k in range(rng.randint(0, gpus // 4)):
-        g = rng.choice([1, 2, 4, 8])
-        node = rng.randrange(len(free))
-        if free[node] < g:
-            continue
-        free[node] -= g
-        w = job(f"r{k}", rng.choice(teams), g, 0.0, 10_000.0, seq=k)
-        state.submit(w, 0.0)
-        state.start(w.id, ((node, g),), rng.uniform(0, 3000), CONFIG.checkpoint_s, 0)
+    start_random_runs(state, rng, teams, rng.randint(0, gpus // 4), CONFIG.checkpoint_s)
     for k in range(rng.randint(5, 120)):
         w = job(f"p{k}", rng.choice(teams), rng.choice(SIZES), rng.uniform(0, 3600),
                 100.0, seq=1000 + k, priority=rng.choice([0, 0, 1]))
