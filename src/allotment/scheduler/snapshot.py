@@ -150,32 +150,55 @@ class Snapshot:
         if not self._owned:
             self._own()
         held, cluster_nodes, free = self.held, self.state.cluster.nodes, self.free
+        # (a reservation may hold thousands of nodes, mostly of one type: the per-type
+        # structures are looked up once per run of nodes of a type, the type's totals
+        # summed and written once)
+        t: GpuType | None = None
+        levels: list[set[int]] = []
+        cap_rack: dict[int, int] = {}
+        cap_pod: dict[int, int] = {}
+        free_rack: dict[int, int] = {}
+        free_pod: dict[int, int] = {}
+        cap_sum = free_sum = 0
         for node in nodes:
             n = cluster_nodes[node]
-            t = n.gpu_type
+            if n.gpu_type != t:
+                if t is not None:
+                    self._held_totals(t, cap_sum, free_sum)
+                t = n.gpu_type
+                levels = self.levels[t]
+                cap_rack, cap_pod = self.held_cap[t]["rack"], self.held_cap[t]["pod"]
+                free_rack, free_pod = self.domain_free[t]["rack"], self.domain_free[t]["pod"]
+                cap_sum = free_sum = 0
             f = free[node]
             if sign > 0:
                 if node in held:
                     continue
                 held.add(node)
-                self.levels[t][f].discard(node)
+                levels[f].discard(node)
             else:
                 if node not in held:
                     continue
                 held.discard(node)
-                self.levels[t][f].add(node)
-            cap = self.held_cap[t]
+                levels[f].add(node)
             g = sign * n.gpus
-            rack, pod = cap["rack"], cap["pod"]
-            rack[n.rack] = rack.get(n.rack, 0) + g
-            pod[n.pod] = pod.get(n.pod, 0) + g
-            cap["type"][0] += g
+            cap_rack[n.rack] = cap_rack.get(n.rack, 0) + g
+            cap_pod[n.pod] = cap_pod.get(n.pod, 0) + g
+            cap_sum += g
             if f:
-                self._max_fit.pop(t, None)
-                self.type_free[t] -= sign * f
-                dom = self.domain_free[t]
-                dom["rack"][n.rack] -= sign * f
-                dom["pod"][n.pod] -= sign * f
+                free_sum += sign * f
+                free_rack[n.rack] -= sign * f
+                free_pod[n.pod] -= sign * f
+        if t is not None:
+            self._held_totals(t, cap_sum, free_sum)
+
+    def _held_totals(self, t: GpuType, cap: int, free: int) -> None:
+        """``_hold``'s sums for type ``t``: ``cap`` GPUs more held, ``free`` free ones fewer
+        on unheld nodes."""
+        self.held_cap[t]["type"][0] += cap
+        if free:
+            self._max_fit.pop(t, None)
+            self.type_free[t] -= free
 
     def room(self, node: int) -> int:
         """GPUs on ``node`` free or being released and not yet promised to a waiting job."""
