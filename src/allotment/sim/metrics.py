@@ -213,10 +213,14 @@ class MetricsRecorder:
         alloc = self.capacity - sum(state.type_free.values())
         self.alloc_gpu_s += alloc * dt
         self._bin(self.t, now, alloc)
-        held = {n for r in d.reservations for n in r.nodes}
-        booked = self._launches(now) if state.launch_nodes else set()
-        held -= booked
-        both = held | booked
+        res = d.reservations  # (a gang's may hold thousands of nodes: sets built in C)
+        held: set[int] = set(res[0].nodes).union(*[r.nodes for r in res[1:]]) if res else set()
+        if state.launch_nodes:
+            booked = self._launches(now)
+            held -= booked
+            both = held | booked
+        else:
+            booked, both = set(), held
         one_type = len(state.type_free) == 1
         for t, type_free in state.type_free.items():
             # from the state's per-type aggregates: free GPUs on held (reserved) nodes,
