@@ -78,6 +78,24 @@ def fair_share_path(sc: Snapshot, team: str) -> tuple[int, ...]:
     return path
 
 
+def fair_share_key(sc: Snapshot, w: Workload, attained_gpu_s: float,
+                   threshold_gpu_s: float) -> OrderKey:
+    """``FairSharePolicy.order_key`` (module level: the hottest call of a cycle that admits
+    thousands of jobs, called here without a method lookup; ``beyond_class`` and
+    ``fair_share_path`` inlined; ``level * beyond``: lent GPUs go to queue-1, short so far,
+    work first)."""
+    if sc.state.ledger.budget_gpu_s and over_budget(sc, w):
+        beyond = 2  # past its budget (policies.incentives)
+    else:
+        beyond = 0 if sc.within_guarantee(w) else 1
+    team = w.team
+    path = sc.team_cache.get(team) or fair_share_path(sc, team)
+    if beyond and sc.state.ledger.credit_half_life_s is not None:  # (else no credit)
+        path = credited_path(sc, team, path)
+    level = 0 if attained_gpu_s < threshold_gpu_s else 1
+    return (beyond, level * beyond, path, team, -w.priority, level, w.submit_time, w.seq)
+
+
 @mypyc_attr(native_class=False)  # plain class: may be subclassed, patched
 class FairSharePolicy(LasQueues):
     """Hierarchical guarantees with lending, reclaim by preemption and fair-share order."""
@@ -91,19 +109,12 @@ class FairSharePolicy(LasQueues):
         return (-w.priority, self.level(attained_gpu_s), w.submit_time, w.seq)
 
     def order_key(self, sc: Snapshot, w: Workload, attained_gpu_s: float) -> OrderKey:
-        # (``beyond_class`` and ``fair_share_path`` inlined: the hottest call of a cycle
-        # that admits thousands of jobs; ``level * beyond``: lent GPUs go to queue-1, short
-        # so far, work first)
-        if sc.state.ledger.budget_gpu_s and over_budget(sc, w):
-            beyond = 2  # past its budget (policies.incentives)
-        else:
-            beyond = 0 if sc.within_guarantee(w) else 1
-        team = w.team
-        path = sc.team_cache.get(team) or fair_share_path(sc, team)
-        if beyond and sc.state.ledger.credit_half_life_s is not None:  # (else no credit)
-            path = credited_path(sc, team, path)
-        level = 0 if attained_gpu_s < self.config.las_threshold_gpu_s else 1
-        return (beyond, level * beyond, path, team, -w.priority, level, w.submit_time, w.seq)
+        return fair_share_key(sc, w, attained_gpu_s, self.config.las_threshold_gpu_s)
+
+    def head_keys(self, sc: Snapshot, jobs: list[Workload],
+                  attained: dict[JobId, float]) -> list[OrderKey]:
+        threshold = self.config.las_threshold_gpu_s
+        return [fair_share_key(sc, w, attained[w.id], threshold) for w in jobs]
 
     @staticmethod
     def local_key(key: OrderKey) -> OrderKey:

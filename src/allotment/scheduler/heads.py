@@ -82,11 +82,10 @@ class FlatHeads:
         self.rekey = policy.keys_read_snapshot
         self.versions = sc.versions
         self.top = _TopOf(state)
-        attained = self.attained
+        queues = [b for b in state.buckets.values() if skip is None or not skip(b.jobs[0])]
+        keys = policy.head_keys(sc, [b.jobs[0] for b in queues], self.attained)
         self.heap: list[FlatEntry] = [
-            (self.key(sc, b.jobs[0], attained[b.jobs[0].id]), seq, b, 0, 0)
-            for seq, b in enumerate(state.buckets.values())
-            if skip is None or not skip(b.jobs[0])]
+            (k, seq, b, 0, 0) for seq, (k, b) in enumerate(zip(keys, queues, strict=True))]
         self.seq = len(self.heap)
         heapq.heapify(self.heap)
 
@@ -135,11 +134,10 @@ class TeamHeads:
         self.top_of = _TopOf(state)
         self.subs: dict[str, list[TeamEntry]] = {}
         attained, alloc, index = self.attained, self.alloc, self.index
-        for seq, b in enumerate(state.buckets.values()):
+        queues = [b for b in state.buckets.values() if skip is None or not skip(b.jobs[0])]
+        keys = policy.head_keys(sc, [b.jobs[0] for b in queues], attained)
+        for seq, (full, b) in enumerate(zip(keys, queues, strict=True)):
             w = b.jobs[0]
-            if skip is not None and skip(w):
-                continue
-            full = self.key(sc, w, attained[w.id])
             self.subs.setdefault(w.team, []).append(
                 (local_key(full), seq, alloc[index[w.team]], 0, full, b, 0))
         self.seq = len(state.buckets)

@@ -66,6 +66,13 @@ class Policy:
         compute what the jobs of one queue share once."""
         return [self.order_key(sc, w, attained[w.id]) for w in jobs]
 
+    def head_keys(self, sc: Snapshot, jobs: list[Workload],
+                  attained: dict[JobId, float]) -> list[OrderKey]:
+        """``order_key`` of each of ``jobs`` (the first job of every queue, at the start
+        of each cycle): a policy may compute them in one loop."""
+        key = self.order_key
+        return [key(sc, w, attained[w.id]) for w in jobs]
+
     def quota_block(self, sc: Snapshot, w: Workload) -> str | None:
         """None if the policy's quota admits ``w`` now, else why not."""
         return None
