@@ -93,7 +93,7 @@ class LasPolicy(LasQueues):
 
 def _in_queue_two(attained: dict[JobId, float], threshold: float) -> Callable[[Workload], bool]:
     """Whether a pending job is in queue 2 (module level, for mypyc)."""
-    return lambda w: attained[w.id] >= threshold
+    return lambda w: las_level(attained[w.id], threshold) > 0
 
 
 def _nobody(job: RunningJob) -> bool:

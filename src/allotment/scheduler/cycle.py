@@ -46,12 +46,13 @@ def _physical_reason(sc: Snapshot, w: Workload) -> str:
 
 def _passed_over(sc: Snapshot, passive: Callable[[Workload], bool]) -> Callable[[Workload], bool]:
     """Whether the cycle would pass ``w`` over at once, were it a head now: it can only
-    start where it fits, does not fit, names no launch reservation, and was not preempted
-    at this instant (step 3a)."""
+    start where it fits, does not fit, names no launch reservation, no GPUs are held for a
+    gang that it could fill, and it was not preempted at this instant (step 3a). (For a
+    cycle with no GPUs held for a launch reservation: nothing else may place it.)"""
     requeued, now = sc.state.requeued_at, sc.now
 
     def test(w: Workload) -> bool:
-        return (w.reservation is None and not sc.fits(w) and passive(w)
+        return (w.reservation is None and not sc.held_for and not sc.fits(w) and passive(w)
                 and not (requeued and requeued.get(w.id) == now))
 
     return test
@@ -83,7 +84,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
     passive = None if reasons else policy.passive_test(sc)
     skip = None
     if passive is not None and not sc.held_for and not sc.launch_held:
-        skip = _passed_over(sc, passive)
+        skip = _passed_over(sc, passive)  # (the same test for the heads and below)
     queue = heads(state, sc, policy, skip)
     reserved: set[object] = set()
     # the policy's answers asked of every head, looked up once (a policy is a plain class)
@@ -103,8 +104,7 @@ def decide(state: ClusterState, policy: Policy, now: float, explain: bool = Fals
                                    "for the next cycle, so that the job it made room for "
                                    "goes first")
             continue
-        if (passive is not None and w.reservation is None and not sc.held_for
-                and not sc.launch_held and not sc.fits(w) and passive(w)):
+        if skip is not None and skip(w):
             continue  # (steps 4-7 would do nothing for it)
         # 4a. a job naming a launch reservation runs on its nodes only (``launch``)
         if w.reservation is not None:
