@@ -183,23 +183,16 @@ def _choose_node(
     """
     need = w.gpus
     # a node where w fits with no victim at all scores lowest (then the lowest node), if
-    # a candidate runs there (a choice names only such nodes)
+    # a candidate runs there (a choice names only such nodes). Such a node holds ``need``
+    # free GPUs, or GPUs on the way, claimed or held (rare: w is blocked).
     levels = sc.levels[w.gpu_type]
     maybe = {i for f in range(need, len(levels)) for i in levels[f]}
     maybe.update(sc.incoming, sc.claimed, sc.preheld)
     free_now = {i for i in maybe if sc.usable_for_reclaim(i) and sc.room(i) >= need}
-    # the candidates' GPUs per node: a node whose set can be completed at all holds ``w``
-    # with all of them gone (if none does, the pass below completes none)
-    reach: dict[int, int] = {}
-    for _, job in cands:
-        for node, gpus in job.placement:
-            reach[node] = reach.get(node, 0) + gpus
     if free_now:
-        hit = [i for i in free_now if i in reach]
+        hit = [node for _, job in cands for node, _ in job.placement if node in free_now]
         if hit:
             return [], [min(hit)]
-    if not any(g + sc.room(n) >= need and sc.usable_for_reclaim(n) for n, g in reach.items()):
-        return None
     # (lost work is never negative, but for rounding)
     bounded = min(cost[2] for cost, _ in cands) >= 0
     # per node taken so far: [room plus its victims' GPUs, lost work, top priority,
