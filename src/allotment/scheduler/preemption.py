@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from allotment.domain.workload import RunningJob, Workload
 from allotment.scheduler.decisions import Decisions, Preempt, Reservation
@@ -38,6 +38,7 @@ from allotment.scheduler.snapshot import Snapshot
 #    run time so far (shorter first),
 #    submission sequence (tie-break))
 VictimCost = tuple[int, int, float, float, int]
+_NEVER: Final = -(1 << 40)  # a node's tally in ``_choose_node`` that no GPUs bring up to a gang
 
 
 class NodeChoice(NamedTuple):
@@ -193,8 +194,33 @@ def _choose_node(
         hit = [node for _, job in cands for node, _ in job.placement if node in free_now]
         if hit:
             return [], [min(hit)]
+    # whether any node's set can be completed at all (it holds ``w`` with all the
+    # candidates there gone): if none can, the pass below would look at every candidate
+    # and complete none. Per node seen: its room plus the candidates' GPUs so far (far
+    # below zero for a node not usable for a reclaim); the first node to reach ``need``
+    # ends the search.
+    reach: dict[int, int] = {}
+    completes = False
+    for _, job in cands:
+        for node, gpus in job.placement:
+            r = reach.get(node)
+            if r is None:
+                r = sc.room(node) if sc.usable_for_reclaim(node) else _NEVER
+            r += gpus
+            if r >= need:
+                completes = True
+                break
+            reach[node] = r
+        if completes:
+            break
+    if not completes:
+        return None
     # (lost work is never negative, but for rounding)
-    bounded = min(cost[2] for cost, _ in cands) >= 0
+    bounded = True
+    for cost, _ in cands:
+        if cost[2] < 0:
+            bounded = False
+            break
     # per node taken so far: [room plus its victims' GPUs, lost work, top priority,
     # guarantee flag, victims]
     acc: dict[int, list[Any]] = {}
