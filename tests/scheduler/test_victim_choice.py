@@ -66,13 +66,13 @@ def test_one_pass_chooses_as_the_plain_rule(policy: str, las: LasPreemption,
     chosen = preemption._choose_node
     seen = {"none": 0, "some": 0, "cut": 0}
 
-    def checking(sc: Snapshot, w: Workload, cands: Cands):  # type: ignore[no-untyped-def]
-        want = plain_rule(sc, w, list(cands))
-        got = chosen(sc, w, cands)
+    def checking(sc: Snapshot, w: Workload, jobs: list[RunningJob]):  # type: ignore[no-untyped-def]
+        want = plain_rule(sc, w, preemption._with_costs(sc, jobs))
+        got = chosen(sc, w, list(jobs))
         assert (None if got is None else ([r.workload.id for r in got[0]], got[1])) == want
         seen["none" if got is None else "some"] += 1
         # a choice that named fewer victims than there were candidates: the pass could stop
-        seen["cut"] += got is not None and 0 < len(got[0]) < len(cands) - 1
+        seen["cut"] += got is not None and 0 < len(got[0]) < len(jobs) - 1
         return got
 
     monkeypatch.setattr(preemption, "_choose_node", checking)

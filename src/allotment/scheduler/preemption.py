@@ -53,8 +53,8 @@ class NodeChoice(NamedTuple):
 
 def _candidates(
     sc: Snapshot, policy: Policy, w: Workload, d: Decisions
-) -> list[tuple[VictimCost, RunningJob]]:
-    """The running jobs that may be preempted for ``w``, each with its cost, in no order."""
+) -> list[RunningJob]:
+    """The running jobs that may be preempted for ``w``, in no order."""
     teams = policy.victim_teams(sc, w)
     by_team = sc.state.running_by_team
     pool: Iterable[RunningJob] = (
@@ -67,16 +67,16 @@ def _candidates(
 def _eligible(
     sc: Snapshot, policy: Policy, w: Workload, pool: Iterable[RunningJob],
     candidate: Callable[[RunningJob], bool], d: Decisions | None
-) -> list[tuple[VictimCost, RunningJob]]:
-    """The jobs of ``pool`` that may be preempted now and pass ``candidate``, each with its
-    cost, in no order: running on through no grace period already, preemptible, of ``w``'s
+) -> list[RunningJob]:
+    """The jobs of ``pool`` that may be preempted now and pass ``candidate``, in no order:
+    running on through no grace period already, preemptible, of ``w``'s
     GPU type, not chosen in this cycle, not protected by a launch reservation, and past the
     minimum run time (``d``, if given, is asked for a cycle when a candidate reaches it).
     Fill of reserved GPUs runs there only until it is wanted: it has no minimum."""
     now = sc.now
     min_run = policy.config.min_runtime_s
     fill = sc.state.fill
-    out = []
+    out: list[RunningJob] = []
     for job in pool:
         v = job.workload
         if (
@@ -92,7 +92,17 @@ def _eligible(
             if d is not None:
                 d.wake(job.segment_start + min_run)
             continue
-        lost = (now - job.last_checkpoint(now)) * v.gpus  # its VictimCost
+        out.append(job)
+    return out
+
+
+def _with_costs(sc: Snapshot, jobs: list[RunningJob]) -> list[tuple[VictimCost, RunningJob]]:
+    """Each of ``jobs`` with its ``VictimCost`` now."""
+    now = sc.now
+    out = []
+    for job in jobs:
+        v = job.workload
+        lost = (now - job.last_checkpoint(now)) * v.gpus
         out.append(((v.priority, 0 if job.borrowed_gpus else 1, lost, now - job.segment_start,
                      v.seq), job))
     return out
@@ -126,16 +136,18 @@ def _claim_incoming(sc: Snapshot, w: Workload) -> list[int] | None:
 
 
 def _choose_victims(
-    sc: Snapshot, policy: Policy, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
+    sc: Snapshot, policy: Policy, w: Workload, jobs: list[RunningJob]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """Cheapest victim set (and nodes to hold) that frees room for ``w``, before checks.
-    ``cands`` is taken cheapest first (costs are unique, by ``seq``; its order is changed
-    in place). Across nodes, a candidate is taken only if it is still one with the victims
-    before it gone (fair share: its team still keeps more than its guarantee), so that one
-    team's cheap victims cannot spoil the whole set."""
+    The candidates ``jobs`` are taken cheapest first (``VictimCost``: costs are unique, by
+    ``seq``), costed only once a set can be found among them (for a one-node gang). Across
+    nodes, a candidate is taken only if it is still one with the victims before it gone
+    (fair share: its team still keeps more than its guarantee), so that one team's cheap
+    victims cannot spoil the whole set."""
     t = w.gpu_type
     if sc.single_node(w):
-        return _choose_node(sc, w, cands)
+        return _choose_node(sc, w, jobs)
+    cands = _with_costs(sc, jobs)
     total = sc.unheld_room(t)
     picked: list[RunningJob] = []
     held = sc.held
@@ -169,12 +181,63 @@ def _cheapest_first(
         yield heapq.heappop(cands)
 
 
+def _free_node(sc: Snapshot, w: Workload, jobs: list[RunningJob]) -> int:
+    """For a one-node gang: the lowest node where ``w`` fits with no victim at all and a
+    candidate runs (the lowest score: a choice names only such nodes), or -1. Such a node
+    holds ``w.gpus`` free GPUs, or GPUs on the way, claimed or held (rare: w is blocked)."""
+    need = w.gpus
+    levels = sc.levels[w.gpu_type]
+    maybe = {i for f in range(need, len(levels)) for i in levels[f]}
+    maybe.update(sc.incoming, sc.claimed, sc.preheld)
+    free_now = {i for i in maybe if sc.usable_for_reclaim(i) and sc.room(i) >= need}
+    best = -1
+    if free_now:
+        for job in jobs:
+            for node, _ in job.placement:
+                if node in free_now and (best < 0 or node < best):
+                    best = node
+    return best
+
+
+def _node_completes(sc: Snapshot, w: Workload, jobs: list[RunningJob]) -> bool:
+    """For a one-node gang: whether any node's victim set can be completed at all (it holds
+    ``w`` with all the candidates there gone); if none can, ``_one_pass`` would look at
+    every candidate and complete none. Per node seen: its room plus the candidates' GPUs
+    so far (far below zero for a node not usable for a reclaim); the first node to reach
+    ``w.gpus`` ends the search."""
+    need = w.gpus
+    reach: dict[int, int] = {}
+    for job in jobs:
+        for node, gpus in job.placement:
+            r = reach.get(node)
+            if r is None:
+                r = sc.room(node) if sc.usable_for_reclaim(node) else _NEVER
+            r += gpus
+            if r >= need:
+                return True
+            reach[node] = r
+    return False
+
+
 def _choose_node(
-    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
+    sc: Snapshot, w: Workload, jobs: list[RunningJob]
 ) -> tuple[list[RunningJob], list[int]] | None:
     """The node (and its victims) for a one-node gang: on each node that could hold
     ``w``, its cheapest victims until ``w`` fits there; the node whose set scores lowest
-    (``NodeChoice``) wins.
+    (``NodeChoice``) wins. The candidates are costed only if no node is free for ``w``
+    and some node's set can be completed."""
+    free = _free_node(sc, w, jobs)
+    if free >= 0:
+        return [], [free]
+    if not _node_completes(sc, w, jobs):
+        return None
+    return _one_pass(sc, w, _with_costs(sc, jobs))
+
+
+def _one_pass(
+    sc: Snapshot, w: Workload, cands: list[tuple[VictimCost, RunningJob]]
+) -> tuple[list[RunningJob], list[int]] | None:
+    """``_choose_node``'s choice among costed candidates.
 
     The victims are taken in one pass over every candidate, cheapest first, each added to
     its nodes' running sets; a node's set is complete when ``w`` fits there. A set
@@ -183,38 +246,6 @@ def _choose_node(
     those first), so the pass stops once they exceed the best set's: no later set can win.
     """
     need = w.gpus
-    # a node where w fits with no victim at all scores lowest (then the lowest node), if
-    # a candidate runs there (a choice names only such nodes). Such a node holds ``need``
-    # free GPUs, or GPUs on the way, claimed or held (rare: w is blocked).
-    levels = sc.levels[w.gpu_type]
-    maybe = {i for f in range(need, len(levels)) for i in levels[f]}
-    maybe.update(sc.incoming, sc.claimed, sc.preheld)
-    free_now = {i for i in maybe if sc.usable_for_reclaim(i) and sc.room(i) >= need}
-    if free_now:
-        hit = [node for _, job in cands for node, _ in job.placement if node in free_now]
-        if hit:
-            return [], [min(hit)]
-    # whether any node's set can be completed at all (it holds ``w`` with all the
-    # candidates there gone): if none can, the pass below would look at every candidate
-    # and complete none. Per node seen: its room plus the candidates' GPUs so far (far
-    # below zero for a node not usable for a reclaim); the first node to reach ``need``
-    # ends the search.
-    reach: dict[int, int] = {}
-    completes = False
-    for _, job in cands:
-        for node, gpus in job.placement:
-            r = reach.get(node)
-            if r is None:
-                r = sc.room(node) if sc.usable_for_reclaim(node) else _NEVER
-            r += gpus
-            if r >= need:
-                completes = True
-                break
-            reach[node] = r
-        if completes:
-            break
-    if not completes:
-        return None
     # (lost work is never negative, but for rounding)
     bounded = True
     for cost, _ in cands:
@@ -304,10 +335,10 @@ def plan_reclaim(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> boo
 
 
 def _find_victims(sc: Snapshot, policy: Policy, w: Workload, d: Decisions) -> bool:
-    cands = _candidates(sc, policy, w, d)
-    if not cands:
+    jobs = _candidates(sc, policy, w, d)
+    if not jobs:
         return False
-    choice = _choose_victims(sc, policy, w, cands)
+    choice = _choose_victims(sc, policy, w, jobs)
     if choice is None:
         return False
     victims, nodes = choice
@@ -386,7 +417,7 @@ def make_room(sc: Snapshot, policy: Policy, w: Workload, r: Reservation,
 
     pool = [job for team, jobs in state.running_by_team.items()
             if team != w.team and rule.spare(team) > 0 for job in jobs.values()]
-    cands = _eligible(sc, policy, w, pool, victim, d)
+    cands = _with_costs(sc, _eligible(sc, policy, w, pool, victim, d))
     cands.sort(key=itemgetter(0))
     picked: list[RunningJob] = []
     total = 0
