@@ -113,11 +113,21 @@ class Snapshot:
 
     # -- free GPUs ---------------------------------------------------------------------
     def _own(self) -> None:
-        """Copy the state's node levels and per-domain free GPUs before the first change."""
-        self.levels = {t: [b.copy() for b in lv] for t, lv in self.state.levels.items()}
+        """Copy the state's per-domain free GPUs, and its lists of node levels, before the
+        first change; each level's set of nodes is copied when first changed
+        (``_bucket``)."""
+        self.levels = {t: list(lv) for t, lv in self.state.levels.items()}
         self.domain_free = {t: {level: dict(v) for level, v in dom.items()}
                             for t, dom in self.state.domain_free.items()}
         self._owned = True
+
+    def _bucket(self, levels: list[set[int]], t: GpuType, f: int) -> set[int]:
+        """The snapshot's own set of unheld nodes of type ``t`` with ``f`` free GPUs, to
+        change (``levels`` is ``self.levels[t]``): the state's, copied on first write."""
+        b = levels[f]
+        if b is self.state.levels[t][f]:
+            b = levels[f] = b.copy()
+        return b
 
     def _set_free(self, node: int, value: int) -> None:
         n = self.state.cluster.nodes[node]
@@ -126,8 +136,9 @@ class Snapshot:
             if not self._owned:
                 self._own()
             self._max_fit.pop(t, None)
-            self.levels[t][self.free[node]].discard(node)
-            self.levels[t][value].add(node)
+            levels = self.levels[t]
+            self._bucket(levels, t, self.free[node]).discard(node)
+            self._bucket(levels, t, value).add(node)
             change = value - self.free[node]
             self.type_free[t] += change
             dom = self.domain_free[t]
@@ -175,12 +186,12 @@ class Snapshot:
                 if node in held:
                     continue
                 held.add(node)
-                levels[f].discard(node)
+                self._bucket(levels, t, f).discard(node)
             else:
                 if node not in held:
                     continue
                 held.discard(node)
-                levels[f].add(node)
+                self._bucket(levels, t, f).add(node)
             g = sign * n.gpus
             cap_rack[n.rack] = cap_rack.get(n.rack, 0) + g
             cap_pod[n.pod] = cap_pod.get(n.pod, 0) + g
