@@ -38,7 +38,7 @@ from allotment.scheduler.snapshot import Snapshot
 #    run time so far (shorter first),
 #    submission sequence (tie-break))
 VictimCost = tuple[int, int, float, float, int]
-_NEVER: Final = -(1 << 40)  # a node's tally in ``_choose_node`` that no GPUs bring up to a gang
+_NEVER: Final = -(1 << 40)  # a node's tally in ``_node_completes`` that no GPUs bring up
 
 
 class NodeChoice(NamedTuple):
