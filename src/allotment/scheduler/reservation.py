@@ -119,9 +119,11 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
         else:
             domain = min(big, key=lambda d: (-(free[d] + extra.get(d, 0)), d))
         if level == "type":
-            # (when the gang takes every node with GPUs available, their order is moot)
-            members: Iterable[int] = _most_available(
-                sc, t, fill, ordered=free[0] + extra.get(0, 0) > w.gpus)
+            if free[0] + extra.get(0, 0) <= w.gpus:
+                # the gang takes every node with GPUs available (their order is moot)
+                return Reservation(t, w.id, (level, domain),
+                                   tuple(sorted(sc.hold_available(t, fill))))
+            members: Iterable[int] = _most_available(sc, t, fill)
         else:
             members = sorted(
                 (i for i in state.domains[t][level][domain]
@@ -139,12 +141,10 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
     return None
 
 
-def _most_available(sc: Snapshot, t: GpuType, fill: dict[int, int],
-                    ordered: bool = True) -> Iterator[int]:
+def _most_available(sc: Snapshot, t: GpuType, fill: dict[int, int]) -> Iterator[int]:
     """The unheld nodes of type ``t`` with GPUs available to the gang (free, plus its own
     fill's), most available first (ties: lowest index), read from the snapshot's nodes by
-    free GPUs one level at a time, so that only as many nodes are looked at as are taken
-    (not ``ordered``: most available first, in no order within a level)."""
+    free GPUs one level at a time, so that only as many nodes are looked at as are taken."""
     levels = sc.levels[t]
     by_avail: dict[int, list[int]] = {}
     for i, g in fill.items():
@@ -153,8 +153,7 @@ def _most_available(sc: Snapshot, t: GpuType, fill: dict[int, int],
     for f in range(len(levels) - 1, 0, -1):
         here = [i for i in levels[f] if i not in fill] if fill else list(levels[f])
         here.extend(by_avail.get(f, ()))
-        if ordered:
-            here.sort()
+        here.sort()
         yield from here
 
 

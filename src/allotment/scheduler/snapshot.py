@@ -166,6 +166,7 @@ class Snapshot:
         # summed and written once)
         t: GpuType | None = None
         levels: list[set[int]] = []
+        orig: list[set[int]] = []  # the state's, while ``levels[f]`` is still one of them
         cap_rack: dict[int, int] = {}
         cap_pod: dict[int, int] = {}
         free_rack: dict[int, int] = {}
@@ -177,21 +178,22 @@ class Snapshot:
                 if t is not None:
                     self._held_totals(t, cap_sum, free_sum)
                 t = n.gpu_type
-                levels = self.levels[t]
+                levels, orig = self.levels[t], self.state.levels[t]
                 cap_rack, cap_pod = self.held_cap[t]["rack"], self.held_cap[t]["pod"]
                 free_rack, free_pod = self.domain_free[t]["rack"], self.domain_free[t]["pod"]
                 cap_sum = free_sum = 0
             f = free[node]
+            if (node in held) == (sign > 0):
+                continue  # already held (or, given back, not held)
+            b = levels[f]
+            if b is orig[f]:  # ``_bucket``, written out (once per node held)
+                b = levels[f] = b.copy()
             if sign > 0:
-                if node in held:
-                    continue
                 held.add(node)
-                self._bucket(levels, t, f).discard(node)
+                b.discard(node)
             else:
-                if node not in held:
-                    continue
                 held.discard(node)
-                self._bucket(levels, t, f).add(node)
+                b.add(node)
             g = sign * n.gpus
             cap_rack[n.rack] = cap_rack.get(n.rack, 0) + g
             cap_pod[n.pod] = cap_pod.get(n.pod, 0) + g
@@ -202,6 +204,43 @@ class Snapshot:
                 free_pod[n.pod] -= sign * f
         if t is not None:
             self._held_totals(t, cap_sum, free_sum)
+
+    def hold_available(self, t: GpuType, fill: dict[int, int]) -> list[int]:
+        """Hold every unheld node of type ``t`` with GPUs available to a gang: free GPUs,
+        or GPUs of the gang's own ``fill`` (node -> GPUs); return them, in no order.
+
+        The same as ``hold`` of those nodes, in bulk: a gang of thousands of GPUs that
+        waits takes every such node in each cycle, and the state's sets of nodes with
+        free GPUs are then dropped whole instead of copied and emptied node by node. No
+        unheld node of the type has free GPUs afterwards, so the free GPUs of unheld nodes
+        per rack, per pod and in all are 0."""
+        if not self._owned:
+            self._own()
+        held, cluster_nodes = self.held, self.state.cluster.nodes
+        levels = self.levels[t]
+        taken: list[int] = []
+        for f in range(1, len(levels)):
+            if levels[f]:
+                taken.extend(levels[f])
+                levels[f] = set()
+        for i, g in fill.items():  # fill on nodes with no free GPUs: among those with none
+            if g and self.free[i] == 0 and i not in held and cluster_nodes[i].gpu_type == t:
+                self._bucket(levels, t, 0).discard(i)
+                taken.append(i)
+        cap_rack, cap_pod = self.held_cap[t]["rack"], self.held_cap[t]["pod"]
+        cap_sum = 0
+        for node in taken:
+            held.add(node)
+            n = cluster_nodes[node]
+            g = n.gpus
+            cap_rack[n.rack] = cap_rack.get(n.rack, 0) + g
+            cap_pod[n.pod] = cap_pod.get(n.pod, 0) + g
+            cap_sum += g
+        for per_domain in self.domain_free[t].values():
+            for d in per_domain:
+                per_domain[d] = 0
+        self._held_totals(t, cap_sum, self.type_free[t])
+        return taken
 
     def _held_totals(self, t: GpuType, cap: int, free: int) -> None:
         """``_hold``'s sums for type ``t``: ``cap`` GPUs more held, ``free`` free ones fewer
