@@ -73,7 +73,7 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
         if node is None:
             best: tuple[int, int] | None = None  # (-avail, node)
             levels = sc.levels[t]  # unheld nodes by free GPUs, most free first
-            for f in range(len(levels) - 1, -1, -1):
+            for f in range(len(levels) - 1, 0, -1):
                 if not levels[f]:
                     continue
                 if f >= w.gpus:  # every node with f free GPUs has at least f GPUs
@@ -83,6 +83,11 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
                 if fitting:
                     best = (-f, min(fitting))
                     break
+            if best is None:  # an unheld node with no free GPU (in no level: a scan)
+                no_free = [i for i in cluster.nodes_by_type[t] if sc.free[i] == 0
+                           and i not in sc.held and nodes[i].gpus >= w.gpus]
+                if no_free:
+                    best = (0, min(no_free))
             for i, g in fill.items():
                 if i not in sc.held and nodes[i].gpus >= w.gpus:
                     cand = (-(sc.free[i] + g), i)
@@ -95,7 +100,7 @@ def reserve(sc: Snapshot, w: Workload) -> Reservation | None:
         return Reservation(t, w.id, ("node", node), (node,))
     # per domain, from the snapshot's totals (no scan of every node): the GPUs of its
     # unheld nodes (capacity) and what is available there (free GPUs plus this gang's fill)
-    held_cap = sc.held_cap[t]
+    held_cap = sc.held_capacity(t)
     state = sc.state
     for level in ("rack", "pod", "type"):
         if level == "type":

@@ -42,9 +42,12 @@ class Snapshot:
         org = state.org
         self.free = list(state.free)
         self.held: set[int] = set()
-        # GPUs (all of them, free or not) of the held nodes per type, per rack and pod
-        self.held_cap: dict[GpuType, DomainFree] = {
+        # GPUs (all of them, free or not) of the held nodes per type, per rack and pod (read
+        # through ``held_capacity``: nodes held in bulk are counted per rack and pod only
+        # when asked, in ``_cap_due`` until then)
+        self._held_cap: dict[GpuType, DomainFree] = {
             t: {"rack": {}, "pod": {}, "type": {0: 0}} for t in state.levels}
+        self._cap_due: dict[GpuType, list[list[int]]] = {}
         self.doomed: set[JobId] = set()  # jobs chosen as victims in this cycle
         # values a policy derives from the snapshot's occupancy, per org node (its
         # fair-share value) and per team (its path of values): an admission or a removal
@@ -137,8 +140,10 @@ class Snapshot:
                 self._own()
             self._max_fit.pop(t, None)
             levels = self.levels[t]
-            self._bucket(levels, t, self.free[node]).discard(node)
-            self._bucket(levels, t, value).add(node)
+            if self.free[node]:  # (levels[0] stays empty: ``ClusterState.levels``)
+                self._bucket(levels, t, self.free[node]).discard(node)
+            if value:
+                self._bucket(levels, t, value).add(node)
             change = value - self.free[node]
             self.type_free[t] += change
             dom = self.domain_free[t]
@@ -157,7 +162,7 @@ class Snapshot:
     def _hold(self, nodes: list[int] | tuple[int, ...], sign: int) -> None:
         """Hold (``sign`` 1) or give back (-1) ``nodes``: the free GPUs of unheld nodes per
         type, rack and pod (and the nodes by free GPUs) lose or regain theirs, and the
-        held capacity per domain (``held_cap``) gains or loses the nodes' GPUs."""
+        held capacity per domain (``held_capacity``) gains or loses the nodes' GPUs."""
         if not self._owned:
             self._own()
         held, cluster_nodes, free = self.held, self.state.cluster.nodes, self.free
@@ -179,21 +184,24 @@ class Snapshot:
                     self._held_totals(t, cap_sum, free_sum)
                 t = n.gpu_type
                 levels, orig = self.levels[t], self.state.levels[t]
-                cap_rack, cap_pod = self.held_cap[t]["rack"], self.held_cap[t]["pod"]
+                cap_rack, cap_pod = self._held_cap[t]["rack"], self._held_cap[t]["pod"]
                 free_rack, free_pod = self.domain_free[t]["rack"], self.domain_free[t]["pod"]
                 cap_sum = free_sum = 0
             f = free[node]
             if (node in held) == (sign > 0):
                 continue  # already held (or, given back, not held)
-            b = levels[f]
-            if b is orig[f]:  # ``_bucket``, written out (once per node held)
-                b = levels[f] = b.copy()
             if sign > 0:
                 held.add(node)
-                b.discard(node)
             else:
                 held.discard(node)
-                b.add(node)
+            if f:  # (levels[0] stays empty: ``ClusterState.levels``)
+                b = levels[f]
+                if b is orig[f]:  # ``_bucket``, written out (once per node held)
+                    b = levels[f] = b.copy()
+                if sign > 0:
+                    b.discard(node)
+                else:
+                    b.add(node)
             g = sign * n.gpus
             cap_rack[n.rack] = cap_rack.get(n.rack, 0) + g
             cap_pod[n.pod] = cap_pod.get(n.pod, 0) + g
@@ -213,7 +221,8 @@ class Snapshot:
         waits takes every such node in each cycle, and the state's sets of nodes with
         free GPUs are then dropped whole instead of copied and emptied node by node. No
         unheld node of the type has free GPUs afterwards, so the free GPUs of unheld nodes
-        per rack, per pod and in all are 0."""
+        per rack, per pod and in all are 0. (The list returned is the snapshot's: not to
+        be changed.)"""
         if not self._owned:
             self._own()
         held, cluster_nodes = self.held, self.state.cluster.nodes
@@ -223,29 +232,36 @@ class Snapshot:
             if levels[f]:
                 taken.extend(levels[f])
                 levels[f] = set()
-        for i, g in fill.items():  # fill on nodes with no free GPUs: among those with none
+        for i, g in fill.items():  # fill on nodes with no free GPUs (in no level)
             if g and self.free[i] == 0 and i not in held and cluster_nodes[i].gpu_type == t:
-                self._bucket(levels, t, 0).discard(i)
                 taken.append(i)
-        cap_rack, cap_pod = self.held_cap[t]["rack"], self.held_cap[t]["pod"]
-        cap_sum = 0
-        for node in taken:
-            held.add(node)
-            n = cluster_nodes[node]
-            g = n.gpus
-            cap_rack[n.rack] = cap_rack.get(n.rack, 0) + g
-            cap_pod[n.pod] = cap_pod.get(n.pod, 0) + g
-            cap_sum += g
+        held.update(taken)
+        self._cap_due.setdefault(t, []).append(taken)
+        cap_sum = sum(map(self.state.node_gpus.__getitem__, taken))
         for per_domain in self.domain_free[t].values():
             for d in per_domain:
                 per_domain[d] = 0
         self._held_totals(t, cap_sum, self.type_free[t])
         return taken
 
+    def held_capacity(self, t: GpuType) -> DomainFree:
+        """GPUs (free or not) of the held nodes of type ``t``, per rack, per pod and in
+        all (``"type"``: {0: GPUs})."""
+        due = self._cap_due.pop(t, None)
+        cap = self._held_cap[t]
+        if due:
+            cap_rack, cap_pod, nodes = cap["rack"], cap["pod"], self.state.cluster.nodes
+            for taken in due:
+                for node in taken:
+                    n = nodes[node]
+                    cap_rack[n.rack] = cap_rack.get(n.rack, 0) + n.gpus
+                    cap_pod[n.pod] = cap_pod.get(n.pod, 0) + n.gpus
+        return cap
+
     def _held_totals(self, t: GpuType, cap: int, free: int) -> None:
         """``_hold``'s sums for type ``t``: ``cap`` GPUs more held, ``free`` free ones fewer
         on unheld nodes."""
-        self.held_cap[t]["type"][0] += cap
+        self._held_cap[t]["type"][0] += cap
         if free:
             self._max_fit.pop(t, None)
             self.type_free[t] -= free

@@ -123,6 +123,7 @@ class ClusterState:
         self.pending_key = pending_key
         self.half_life_s = usage_half_life_s
         self.free: list[int] = [n.gpus for n in cluster.nodes]
+        self.node_gpus: list[int] = [n.gpus for n in cluster.nodes]  # (never changes)
         self.running: dict[JobId, RunningJob] = {}
         self.running_by_team: dict[str, dict[JobId, RunningJob]] = {}
         self.buckets: dict[BucketKey, Bucket] = {}
@@ -150,12 +151,15 @@ class ClusterState:
         # jobs told to stop whose GPUs are not back yet (their GPUs are on their way out)
         self.terminating: dict[JobId, RunningJob] = {}
         # placement index, kept per GPU type: levels[t][f] = nodes of type t with f free
-        # GPUs; type_free[t] = free GPUs of type t (a snapshot copies both)
+        # GPUs, f >= 1 (levels[t][0] stays empty: no reader wants the full nodes, the
+        # largest set on a busy cluster, and a snapshot would copy it each cycle);
+        # type_free[t] = free GPUs of type t (a snapshot copies both)
         self.levels: dict[GpuType, list[set[int]]] = {}
         for t, ids in cluster.nodes_by_type.items():
             lv: list[set[int]] = [set() for _ in range(cluster.max_node_gpus(t) + 1)]
             for i in ids:
-                lv[self.free[i]].add(i)
+                if self.free[i]:
+                    lv[self.free[i]].add(i)
             self.levels[t] = lv
         self.type_free: dict[GpuType, int] = {
             t: sum(self.free[i] for i in ids) for t, ids in cluster.nodes_by_type.items()}
@@ -398,8 +402,10 @@ class ClusterState:
     def _set_free(self, node: int, value: int) -> None:
         t = self.cluster.nodes[node].gpu_type
         lv = self.levels[t]
-        lv[self.free[node]].discard(node)
-        lv[value].add(node)
+        if self.free[node]:
+            lv[self.free[node]].discard(node)
+        if value:
+            lv[value].add(node)
         change = value - self.free[node]
         self.type_free[t] += change
         n = self.cluster.nodes[node]
