@@ -2,8 +2,8 @@
 in bulk) leaves the snapshot exactly as ``hold`` of those nodes does, node by node: held
 nodes, nodes by free GPUs, free GPUs of unheld nodes per rack, pod and type, and held
 capacity per domain. On random states with partly full nodes, nodes already held earlier
-in the cycle, admissions earlier in the cycle (the snapshot's own copies) and fill, and after some of the nodes are given
-back."""
+in the cycle, admissions earlier in the cycle (the snapshot's own copies) and fill, and
+again after some of the nodes are given back."""
 
 from __future__ import annotations
 
