@@ -32,5 +32,11 @@ def test_indexed_placement_equals_the_rule(data: st.DataObject) -> None:
     type_free = sum(free[i] for i in ids if i not in held)
     assert all(domain_of(c.nodes[i], lv) == d
                for lv in LEVELS for d, members in index[lv].items() for i in members)
-    assert (place_in_domains(index, ids, totals, type_free, free, held, gpus)
+    largest = {lv: max(sum(c.nodes[i].gpus for i in members)
+                       for members in index[lv].values()) for lv in LEVELS}
+    levels: list[set[int]] = [set() for _ in range(9)]
+    for i in ids:
+        if i not in held and free[i]:
+            levels[free[i]].add(i)
+    assert (place_in_domains(index, largest, levels, totals, type_free, free, held, gpus)
             == place_across_nodes(c.nodes, ids, free, held, gpus))

@@ -102,17 +102,22 @@ def domain_index(nodes: Sequence[Node], node_ids: Sequence[int]) -> DomainIndex:
 
 
 def place_in_domains(
-    index: DomainIndex, node_ids: Sequence[int], totals: DomainFree, type_free: int,
-    free: Sequence[int], held: set[int], gpus: int,
+    index: DomainIndex, largest: dict[str, int], levels: list[set[int]], totals: DomainFree,
+    type_free: int, free: Sequence[int], held: set[int], gpus: int,
 ) -> Placement | None:
     """``place_across_nodes`` (same rule, same answer) from free totals kept per domain,
-    so that a cycle does not rescan every node for each large gang."""
+    so that a cycle does not rescan every node for each large gang: a level whose largest
+    domain (``largest``: GPUs, free or not) is smaller than the gang is skipped, and the
+    nodes of the type with free GPUs are read from ``levels`` (the unheld nodes by free
+    GPUs, ``levels[f]`` for f >= 1)."""
     for level in (*LEVELS, "type"):
         if level == "type":
             if type_free < gpus:
                 return None
-            members = [i for i in node_ids if i not in held and free[i]]
+            members = [i for f in range(1, len(levels)) for i in levels[f]]
         else:
+            if largest[level] < gpus:
+                continue  # no domain of this level holds the gang, free or not
             fitting = [(total, d) for d, total in totals[level].items() if total >= gpus]
             if not fitting:
                 continue

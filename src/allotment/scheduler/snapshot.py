@@ -325,8 +325,8 @@ class Snapshot:
         if self.type_free[t] < w.gpus:
             return None
         return place_in_domains(
-            self.state.domains[t], self.state.cluster.nodes_by_type[t], self.domain_free[t],
-            self.type_free[t], self.free, self.held, w.gpus)
+            self.state.domains[t], self.state.largest_domain[t], self.levels[t],
+            self.domain_free[t], self.type_free[t], self.free, self.held, w.gpus)
 
     def fits(self, w: Workload) -> bool:
         """Whether ``place(w)`` would find room, without building the placement: a gang
