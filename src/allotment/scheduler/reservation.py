@@ -283,13 +283,15 @@ def expected_start(sc: Snapshot, gang: JobId) -> float:
     mine = {j for j, g in sc.state.fill.items() if g == gang}
     whole = level == "type" and d == 0  # a run of the type is wholly on its nodes
     for job in sc.state.running.values():
-        if job.workload.gpu_type != w.gpu_type or job.workload.id in mine:
+        # (a run without a time limit ends at inf: it only makes the start inf when the
+        # runs with one fall short, which the end of the loop below tells anyway)
+        limit = job.workload.estimate_s
+        if limit is None or job.workload.gpu_type != w.gpu_type or job.workload.id in mine:
             continue
         gpus = job.workload.gpus if whole else sum(
             g for n, g in job.placement if n in members)
         if gpus:
-            limit = job.workload.estimate_s
-            ends.append((math.inf if limit is None else job.segment_start + limit, gpus))
+            ends.append((job.segment_start + limit, gpus))
     ends.sort()
     start = sc.now if avail >= w.gpus else math.inf
     for end, gpus in ends:
