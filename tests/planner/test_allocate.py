@@ -46,10 +46,30 @@ def test_double_weight_double_share() -> None:
     assert got["a"][1].endswith("; tier high x2")
 
 
-def test_remainders_go_by_largest_fraction_then_name() -> None:
+def test_remainders_go_by_lowest_next_price_then_name() -> None:
     """100 among three equal teams: 33.3 each, the spare GPU goes to the first name."""
     got = alloc(scenario([{"team": t, "gpus": 50} for t in ("c", "b", "a")]))
     assert [got[t][0] for t in ("a", "b", "c")] == [34, 33, 33]
+
+
+def test_more_capacity_never_takes_a_gpu_away() -> None:
+    """The case where rounding down and giving the rest to the largest fractional parts
+    took a GPU from t4 (2 -> 1) when the capacity grew from 56 to 59: every capacity from
+    56 to 80 gives each team at least what the one before gave it."""
+    kids = {"g0": [("t0", 2), ("t1", 2), ("t4", 0.5), ("t6", 2)],
+            "g1": [("t2", 1), ("t3", 2), ("t5", 0.5)]}
+    org = [{"name": g, "weight": gw, "children": [{"name": t, "weight": w} for t, w in kids[g]]}
+           for g, gw in (("g0", 1), ("g1", 2))]
+    asks = {"t0": (5, "high"), "t1": (49, "low"), "t2": (9, "high"), "t3": (358, "normal"),
+            "t4": (4, "low"), "t5": (166, "normal"), "t6": (312, "low")}
+    data = scenario([{"team": t, "gpus": g, "tier": tier} for t, (g, tier) in asks.items()],
+                    org=org)
+    last: dict[str, int] = {}
+    for cap in range(56, 81):
+        got = {t: a for t, (a, _) in alloc(data, capacity_override={"h100": cap}).items()}
+        assert sum(got.values()) == cap
+        assert all(got[t] >= last.get(t, 0) for t in got), (cap, last, got)
+        last = got
 
 
 def test_floor_is_honoured_and_named() -> None:

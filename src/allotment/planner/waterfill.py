@@ -9,12 +9,19 @@ Each item gets x_i = clamp(lambda * w_i, F_i, D_i): no item can be raised withou
 one whose weighted share x_j / w_j is no larger (max-min fairness), floors and caps kept.
 lambda is found by a sweep over the sorted breakpoints F_i / w_i and D_i / w_i: O(n log n).
 
-Integers: each x_i is rounded down, and the GPUs left over go one each to the items with
-the largest fractional parts (ties: lower key first), never above D_i.
+Integers: the GPUs are handed out as if one at a time, each to the item whose next GPU
+has the lowest price (x_i + 1) / w_i (ties: lower key first), from the floors up and never
+above D_i: the budget's C - sum(F) cheapest units of {k / w_i : F_i < k <= D_i}. Every item
+gets floor(lambda * w_i) or more, and one GPU more in the budget never lowers anyone (no
+Alabama paradox, which rounding down and giving the rest to the largest fractional parts
+has: 56 -> 59 GPUs took a GPU from one team). Worked out from lambda, not unit by unit:
+each item starts at its units priced at most lambda, and a heap of next prices hands out
+the few left.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 
 
@@ -48,20 +55,46 @@ def split(keys: Sequence[str], weights: Sequence[float], floors: Sequence[int],
     lam = water_level(weights, floors, demands, budget)
     if lam == float("inf"):
         return list(demands), lam
-    exact = [min(d, max(f, lam * w)) for w, f, d in zip(weights, floors, demands, strict=True)]
-    out = [int(x) for x in exact]
+    out = []
+    for w, f, d in zip(weights, floors, demands, strict=True):
+        # the units k <= d priced k / w <= lam (the same division as the heap's prices,
+        # so that a unit's price decides its place in both)
+        k = min(d, max(f, int(lam * w)))
+        while k > f and k / w > lam:
+            k -= 1
+        while k < d and (k + 1) / w <= lam:
+            k += 1
+        out.append(k)
     left = budget - sum(out)
-    order = sorted(range(len(keys)), key=lambda i: (-(exact[i] - out[i]), keys[i]))
-    for i in order:
-        if left <= 0:
-            break
-        if out[i] < demands[i] and exact[i] > out[i]:
-            out[i] += 1
-            left -= 1
-    for i in order:  # float slack: top up anyone still below demand, in the same order
-        if left <= 0:
-            break
+    if left < 0:  # (only float error can price more units at lam than the budget holds)
+        dearest = [(-(out[i] / w), _Desc(keys[i]), i) for i, w in enumerate(weights)
+                   if out[i] > floors[i]]
+        heapq.heapify(dearest)
+        while left < 0 and dearest:
+            _, _, i = heapq.heappop(dearest)
+            out[i] -= 1
+            left += 1
+            if out[i] > floors[i]:
+                heapq.heappush(dearest, (-(out[i] / weights[i]), _Desc(keys[i]), i))
+    nxt = [((out[i] + 1) / w, keys[i], i) for i, w in enumerate(weights) if out[i] < demands[i]]
+    heapq.heapify(nxt)
+    while left > 0 and nxt:
+        _, _, i = heapq.heappop(nxt)
+        out[i] += 1
+        left -= 1
         if out[i] < demands[i]:
-            out[i] += 1
-            left -= 1
+            heapq.heappush(nxt, ((out[i] + 1) / weights[i], keys[i], i))
     return out, lam
+
+
+class _Desc:
+    """A key ordered the other way (the dearest unit given back first: higher key first
+    among equal prices, the mirror of the order units are handed out in)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.key > other.key
