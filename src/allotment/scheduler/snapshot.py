@@ -79,8 +79,9 @@ class Snapshot:
         }
         # the state keeps the placement index and the occupancy up to date; the snapshot
         # copies them (copies of lists and sets, no scan of nodes, jobs or the org tree).
-        # The unheld nodes by free GPUs, and the free GPUs per rack and pod, are the
-        # state's own until the cycle first changes them (``_own``): copied on write
+        # The unheld nodes by free GPUs (levels[t][f], f >= 1: full nodes are in no
+        # level, as in ``ClusterState.levels``), and the free GPUs per rack and pod, are
+        # the state's own until the cycle first changes them (``_own``): copied on write
         self.levels: dict[GpuType, list[set[int]]] = state.levels
         # free GPUs on unheld nodes per type: rejects a large gang without a node scan
         self.type_free: dict[GpuType, int] = dict(state.type_free)
