@@ -67,7 +67,12 @@ def split(keys: Sequence[str], weights: Sequence[float], floors: Sequence[int],
         out.append(k)
     left = budget - sum(out)
     if left < 0:  # (only float error can price more units at lam than the budget holds)
-        dearest = [(-(out[i] / w), _Desc(keys[i]), i) for i, w in enumerate(weights)
+        # the dearest units go back first, the later key first among equal prices: the
+        # mirror of the order they are handed out in
+        rank = [0] * len(keys)
+        for r, i in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
+            rank[i] = r
+        dearest = [(-(out[i] / w), -rank[i], i) for i, w in enumerate(weights)
                    if out[i] > floors[i]]
         heapq.heapify(dearest)
         while left < 0 and dearest:
@@ -75,7 +80,7 @@ def split(keys: Sequence[str], weights: Sequence[float], floors: Sequence[int],
             out[i] -= 1
             left += 1
             if out[i] > floors[i]:
-                heapq.heappush(dearest, (-(out[i] / weights[i]), _Desc(keys[i]), i))
+                heapq.heappush(dearest, (-(out[i] / weights[i]), -rank[i], i))
     nxt = [((out[i] + 1) / w, keys[i], i) for i, w in enumerate(weights) if out[i] < demands[i]]
     heapq.heapify(nxt)
     while left > 0 and nxt:
@@ -86,15 +91,3 @@ def split(keys: Sequence[str], weights: Sequence[float], floors: Sequence[int],
             heapq.heappush(nxt, ((out[i] + 1) / weights[i], keys[i], i))
     return out, lam
 
-
-class _Desc:
-    """A key ordered the other way (the dearest unit given back first: higher key first
-    among equal prices, the mirror of the order units are handed out in)."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __lt__(self, other: _Desc) -> bool:
-        return self.key > other.key
